@@ -1,0 +1,286 @@
+"""Sites, users, roles, login with throttling, expiring bearer tokens, role guards."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import msgspec
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from litestar import Request, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
+from litestar.params import Parameter
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .db import Base, UTCDateTime, utcnow
+from .errors import Problem
+
+Role = Literal["agent", "lead", "manager", "admin"]
+ROLES: tuple[str, ...] = ("agent", "lead", "manager", "admin")
+RANK = {role: i for i, role in enumerate(ROLES)}
+
+# Throttle: this many failed logins in the window lock a username / an address.
+FAILS_PER_USER = 5
+FAILS_PER_ADDRESS = 20
+FAIL_WINDOW = timedelta(minutes=15)
+
+hasher = PasswordHasher()  # Argon2id, library defaults (slow on purpose)
+
+
+class Site(Base):
+    __tablename__ = "sites"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    phone: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuthToken(Base):
+    __tablename__ = "auth_tokens"
+    # Only a keyed hash of the token is stored: a leaked table gives no usable tokens.
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LoginFailure(Base):
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_username_at", "username", "at"),
+                      Index("ix_login_failures_address_at", "address", "at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CurrentUser(msgspec.Struct, frozen=True):
+    """Who is calling: what every handler scopes its queries by."""
+
+    id: int
+    username: str
+    display_name: str
+    role: str
+    site_id: int
+    site_slug: str
+    site_name: str
+
+
+class UserOut(msgspec.Struct):
+    id: int
+    username: str
+    display_name: str
+    role: str
+    site: str
+    site_name: str
+    phone: str | None = None
+
+
+class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
+    username: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class LoginOut(msgspec.Struct):
+    token: str
+    expires_at: datetime
+    user: UserOut
+
+
+class NewUserIn(msgspec.Struct, forbid_unknown_fields=True):
+    username: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\w.@-]+$")]
+    password: Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+    role: Role
+    display_name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    phone: Annotated[str, msgspec.Meta(max_length=40)] | None = None
+
+
+def user_out(user: CurrentUser | User, site: Site | None = None, phone: str | None = None) -> UserOut:
+    if isinstance(user, CurrentUser):
+        return UserOut(user.id, user.username, user.display_name, user.role, user.site_slug, user.site_name, phone)
+    assert site is not None
+    return UserOut(user.id, user.username, user.display_name, user.role, site.slug, site.name, user.phone)
+
+
+def token_hash(secret_key: str, token: str) -> str:
+    return hmac.new(secret_key.encode(), token.encode(), hashlib.sha256).hexdigest()
+
+
+async def get_or_create_site(session: AsyncSession, slug: str, name: str | None = None) -> Site:
+    site = (await session.execute(select(Site).where(Site.slug == slug))).scalar_one_or_none()
+    if site is None:
+        site = Site(slug=slug, name=name or slug)
+        session.add(site)
+        await session.flush()
+    return site
+
+
+async def create_user(session: AsyncSession, username: str, role: str, site_slug: str, password: str,
+                      display_name: str | None = None, phone: str | None = None,
+                      password_hash: str | None = None) -> User:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    site = await get_or_create_site(session, site_slug)
+    user = User(site_id=site.id, username=username, display_name=display_name or username, role=role, phone=phone,
+                password_hash=password_hash or hasher.hash(password))
+    session.add(user)
+    await session.flush()
+    return user
+
+
+def issue_token(session: AsyncSession, secret_key: str, user_id: int, ttl: timedelta) -> tuple[str, datetime]:
+    token = secrets.token_urlsafe(32)
+    expires_at = utcnow() + ttl
+    session.add(AuthToken(token_hash=token_hash(secret_key, token), user_id=user_id, expires_at=expires_at))
+    return token, expires_at
+
+
+async def resolve_token(session: AsyncSession, secret_key: str, token: str) -> CurrentUser | None:
+    row = (await session.execute(
+        select(User, Site, AuthToken.expires_at)
+        .join(AuthToken, AuthToken.user_id == User.id)
+        .join(Site, Site.id == User.site_id)
+        .where(AuthToken.token_hash == token_hash(secret_key, token), User.active.is_(True))
+    )).one_or_none()
+    if row is None or row.expires_at <= utcnow():
+        return None
+    user, site = row.User, row.Site
+    return CurrentUser(user.id, user.username, user.display_name, user.role, site.id, site.slug, site.name)
+
+
+class TokenAuth(AbstractAuthenticationMiddleware):
+    """Bearer tokens on /api; an unknown or expired token is a 401 problem."""
+
+    async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
+        header = connection.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Problem(401, "Log in first: this needs an 'Authorization: Bearer <token>' header.",
+                          headers={"WWW-Authenticate": "Bearer"})
+        app_state = connection.app.state
+        async with app_state.sessionmaker() as session:
+            user = await resolve_token(session, app_state.settings.secret_key, token.strip())
+        if user is None:
+            raise Problem(401, "Your login has expired or is not valid; please log in again.",
+                          headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return AuthenticationResult(user=user, auth=token)
+
+
+PUBLIC_PATHS = [r"^/api/health$", r"^/api/auth/login$", r"^/api/push/vapid-public-key$", r"^/schema",
+                r"^/$", r"^/static/", r"^/sw", r"^/manifest\.webmanifest$", r"^/favicon", r"^/print/"]
+auth_middleware = DefineMiddleware(TokenAuth, exclude=PUBLIC_PATHS)
+
+
+def requires(min_role: str):
+    """Guard: the caller's role is at least min_role (agent < lead < manager < admin)."""
+
+    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        user = connection.user
+        if not isinstance(user, CurrentUser):
+            raise Problem(401, "Log in first.")
+        if RANK[user.role] < RANK[min_role]:
+            raise Problem(403, f"This needs the {min_role} role or higher; you are {user.role}.")
+
+    return guard
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _throttled(session: AsyncSession, username: str, address: str) -> bool:
+    since = utcnow() - FAIL_WINDOW
+    by_user = (await session.execute(select(func.count()).select_from(LoginFailure)
+                                     .where(LoginFailure.username == username, LoginFailure.at > since))).scalar_one()
+    by_addr = (await session.execute(select(func.count()).select_from(LoginFailure)
+                                     .where(LoginFailure.address == address, LoginFailure.at > since))).scalar_one()
+    return by_user >= FAILS_PER_USER or by_addr >= FAILS_PER_ADDRESS
+
+
+@post("/api/auth/login", status_code=200, summary="Log in; returns a bearer token")
+async def login(data: LoginIn, request: Request, db: AsyncSession) -> LoginOut:
+    settings = request.app.state.settings
+    address = client_address(request)
+    if await _throttled(db, data.username, address):
+        raise Problem(429, "Too many failed logins; wait 15 minutes or ask your team lead to reset your password.",
+                      headers={"Retry-After": str(int(FAIL_WINDOW.total_seconds()))})
+    row = (await db.execute(select(User, Site).join(Site, Site.id == User.site_id)
+                            .where(User.username == data.username, User.active.is_(True)))).one_or_none()
+    ok = False
+    if row is not None:
+        try:
+            ok = hasher.verify(row.User.password_hash, data.password)
+        except (VerificationError, InvalidHashError):
+            ok = False
+    else:
+        hasher.hash(data.password)  # same cost either way: no user enumeration by timing
+    if not ok:
+        db.add(LoginFailure(username=data.username, address=address))
+        await db.commit()
+        raise Problem(401, "Wrong username or password.")
+    user, site = row.User, row.Site
+    await db.execute(delete(LoginFailure).where(LoginFailure.username == data.username))
+    await db.execute(delete(AuthToken).where(AuthToken.expires_at < utcnow()))
+    token, expires_at = issue_token(db, settings.secret_key, user.id, timedelta(minutes=settings.token_ttl_minutes))
+    await db.commit()
+    return LoginOut(token=token, expires_at=expires_at, user=user_out(user, site))
+
+
+@post("/api/auth/logout", status_code=204, summary="End this token")
+async def logout(request: Request[CurrentUser, str, Any], db: AsyncSession) -> None:
+    await db.execute(delete(AuthToken).where(
+        AuthToken.token_hash == token_hash(request.app.state.settings.secret_key, request.auth)))
+    await db.commit()
+
+
+@get("/api/me", summary="Who am I")
+async def me(request: Request[CurrentUser, str, Any], db: AsyncSession) -> UserOut:
+    phone = (await db.execute(select(User.phone).where(User.id == request.user.id))).scalar_one_or_none()
+    return user_out(request.user, phone=phone)
+
+
+@get("/api/users", guards=[requires("lead")], summary="Users of my site")
+async def list_users(request: Request[CurrentUser, str, Any], db: AsyncSession,
+                     role: Annotated[Role | None, Parameter(query="role")] = None) -> list[UserOut]:
+    me_ = request.user
+    query = select(User, Site).join(Site, Site.id == User.site_id).where(User.site_id == me_.site_id)
+    if role:
+        query = query.where(User.role == role)
+    rows = (await db.execute(query.order_by(User.display_name))).all()
+    return [user_out(r.User, r.Site) for r in rows]
+
+
+@post("/api/users", guards=[requires("admin")], summary="Add a user to my site")
+async def add_user(data: NewUserIn, request: Request[CurrentUser, str, Any], db: AsyncSession) -> UserOut:
+    exists = (await db.execute(select(User.id).where(User.username == data.username))).scalar_one_or_none()
+    if exists is not None:
+        raise Problem(409, f"The username {data.username!r} is taken.")
+    user = await create_user(db, data.username, data.role, request.user.site_slug, data.password,
+                             data.display_name, data.phone)
+    site = (await db.execute(select(Site).where(Site.id == user.site_id))).scalar_one()
+    await db.commit()
+    return user_out(user, site)
+
+
+router = Router(path="/", route_handlers=[login, logout, me, list_users, add_user], tags=["auth"])

@@ -1,0 +1,177 @@
+"""python -m backend: serve, migrate, users add, demo, vapid, export."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .config import load_settings
+from .db import make_engine, sessionmaker
+from .migrate import upgrade
+
+
+def _with_session(fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def run() -> Any:
+        engine = make_engine(load_settings().database_url)
+        try:
+            async with sessionmaker(engine)() as session:
+                result = await fn(session)
+                await session.commit()
+                return result
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+async def load_defaults(session: Any) -> None:
+    """Load shipped data (playbooks, forms) from every capability that has some."""
+    from .app import capability_modules
+
+    for module in capability_modules():
+        if hasattr(module, "load_defaults"):
+            await module.load_defaults(session)
+
+
+def prepare() -> None:
+    """Migrate and load defaults: what `serve` does before it listens."""
+    settings = load_settings()
+    upgrade(settings.database_url)
+    _with_session(load_defaults)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    prepare()
+    from .app import create_app
+
+    print(f"Outage Desk on http://{args.host}:{args.port}", flush=True)
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=5, proxy_headers=False)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    prepare()
+    print("database migrated and defaults loaded")
+    return 0
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from .auth import ROLES, User, create_user
+
+    if args.role not in ROLES:
+        print(f"role must be one of {', '.join(ROLES)}", file=sys.stderr)
+        return 2
+    prepare()
+
+    async def add(session: Any) -> str:
+        if (await session.execute(select(User).where(User.username == args.name))).scalar_one_or_none():
+            raise SystemExit(f"user {args.name!r} exists already")
+        await create_user(session, args.name, args.role, args.site, args.password, args.display_name, args.phone)
+        return args.name
+
+    _with_session(add)
+    print(f"added {args.role} {args.name} at site {args.site}")
+    return 0
+
+
+DEMO_USERS = [("agent", "坐席 小王"), ("lead", "值班组长 李"), ("manager", "运营主管 陈"), ("admin", "管理员")]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from .auth import User, create_user, get_or_create_site
+
+    prepare()
+    credentials: list[tuple[str, str, str]] = []
+
+    async def make(session: Any) -> None:
+        await get_or_create_site(session, args.site, "演示呼叫中心 Demo call center")
+        for role, name in DEMO_USERS:
+            username = f"{args.site}-{role}"
+            password = args.password or secrets.token_urlsafe(9)
+            existing = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
+            if existing is not None:
+                from .auth import hasher
+
+                existing.password_hash = hasher.hash(password)
+            else:
+                await create_user(session, username, role, args.site, password, name, f"138-0000-000{len(credentials)}")
+            credentials.append((role, username, password))
+
+    _with_session(make)
+    print(f"Demo site '{args.site}' ready. Log in at http://127.0.0.1:8000 with:")
+    for role, username, password in credentials:
+        print(f"  {role:8} {username:20} {password}")
+    return 0
+
+
+def cmd_vapid(args: argparse.Namespace) -> int:
+    try:
+        from . import push
+    except ModuleNotFoundError:
+        print("push is not built yet", file=sys.stderr)
+        return 1
+    print(push.vapid_public_key(load_settings()))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from . import records
+    except ModuleNotFoundError:
+        print("records are not built yet", file=sys.stderr)
+        return 1
+
+    async def export(session: Any) -> Any:
+        return await records.export_all(session, args.site)
+
+    json.dump(_with_session(export), sys.stdout, ensure_ascii=False, indent=1, default=str)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend", description="Outage Desk server and tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="migrate, load defaults and serve")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(fn=cmd_serve)
+
+    sub.add_parser("migrate", help="upgrade the database to the newest schema").set_defaults(fn=cmd_migrate)
+
+    users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
+    add = users.add_parser("add", help="add a user (and the site, if new)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True)
+    add.add_argument("--site", required=True)
+    add.add_argument("--password", required=True)
+    add.add_argument("--display-name")
+    add.add_argument("--phone")
+    add.set_defaults(fn=cmd_users_add)
+
+    demo = sub.add_parser("demo", help="a demo site with one user per role")
+    demo.add_argument("--site", default="demo")
+    demo.add_argument("--password", help="one password for all demo users (default: random, printed)")
+    demo.set_defaults(fn=cmd_demo)
+
+    sub.add_parser("vapid", help="print the VAPID public key (made on first use)").set_defaults(fn=cmd_vapid)
+
+    export = sub.add_parser("export", help="print a site's records as JSON")
+    export.add_argument("--site", required=True)
+    export.set_defaults(fn=cmd_export)
+
+    args = parser.parse_args(argv)
+    return args.fn(args)

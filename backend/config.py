@@ -1,0 +1,56 @@
+"""Settings: one small struct read from the environment."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("OUTAGE_VAR_DIR", ROOT / "var"))
+
+
+class Settings(msgspec.Struct, frozen=True):
+    database_url: str
+    secret_key: str
+    token_ttl_minutes: int
+    vapid_key_path: Path
+    public_base_url: str
+    vapid_subject: str
+    max_body_bytes: int
+    sync_max_records: int
+    run_workers: bool
+
+
+def _secret_key(var_dir: Path) -> str:
+    """Use OUTAGE_SECRET_KEY, else a key made once and kept under var/ (so tokens survive restarts)."""
+    if key := os.environ.get("OUTAGE_SECRET_KEY"):
+        return key
+    path = var_dir / "secret.key"
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def load_settings(**overrides: object) -> Settings:
+    env = os.environ
+    var_dir = Path(env.get("OUTAGE_VAR_DIR", VAR_DIR))
+    values: dict[str, object] = {
+        "database_url": env.get("DATABASE_URL") or f"sqlite+aiosqlite:///{var_dir / 'outage_desk.db'}",
+        "token_ttl_minutes": int(env.get("OUTAGE_TOKEN_TTL_MINUTES", "720")),
+        "vapid_key_path": Path(env.get("OUTAGE_VAPID_KEY_PATH", var_dir / "vapid_private.pem")),
+        "public_base_url": env.get("OUTAGE_PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
+        "vapid_subject": env.get("OUTAGE_VAPID_SUBJECT", "mailto:ops@outage-desk.invalid"),
+        "max_body_bytes": int(env.get("OUTAGE_MAX_BODY_BYTES", str(4 * 1024 * 1024))),
+        "sync_max_records": int(env.get("OUTAGE_SYNC_MAX_RECORDS", "500")),
+        "run_workers": env.get("OUTAGE_RUN_WORKERS", "1") != "0",
+    }
+    values.update(overrides)
+    if "secret_key" not in values:
+        values["secret_key"] = _secret_key(var_dir)
+    return Settings(**values)  # type: ignore[arg-type]
+

@@ -1,0 +1,76 @@
+"""Every error as RFC 9457 problem details; nothing escapes as a bare 500."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+
+log = logging.getLogger("outage_desk")
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, detail: str, *, type_: str = "about:blank", headers: dict[str, str] | None = None,
+            **extra: Any) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {"type": type_, "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+    body.update(extra)
+    return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+class Problem(HTTPException):
+    """Raise from handlers: Problem(422, "…", errors={...})."""
+
+    def __init__(self, status_code: int, detail: str, *, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(detail=detail, status_code=status_code, headers=headers, extra=extra or None)
+
+
+def _http_exception(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:
+    extra: dict[str, Any] = {}
+    if isinstance(exc, ValidationException) and exc.extra:
+        extra["errors"] = exc.extra  # msgspec/Litestar field errors, kept for the client
+    elif isinstance(exc.extra, dict):
+        extra.update(exc.extra)
+    detail = exc.detail
+    if exc.status_code == 413:
+        detail = "Request body is too large; send fewer records per batch."
+    if exc.status_code == 400 and isinstance(exc, ValidationException) and not detail:
+        detail = "The request body is not valid."
+    return problem(exc.status_code, detail or HTTPStatus(exc.status_code).phrase,
+                   headers=exc.headers, **extra)
+
+
+def _database_error(request: Request, exc: DBAPIError) -> Response[dict[str, Any]]:
+    # Disk full, read-only file, lost PostgreSQL connection: the device keeps its queue and retries.
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
+    return problem(503, "The database is unavailable right now; nothing was lost on your device, it will retry.",
+                   headers={"Retry-After": "10"}, type_="urn:outage-desk:database-unavailable")
+
+
+def _integrity(request: Request, exc: IntegrityError) -> Response[dict[str, Any]]:
+    log.info("integrity error on %s %s: %s", request.method, request.url.path, exc.orig)
+    return problem(409, "This conflicts with data already stored (a duplicate or a missing reference).")
+
+
+def _dbapi(request: Request, exc: DBAPIError) -> Response[dict[str, Any]]:
+    if exc.connection_invalidated:
+        return _database_error(request, exc)
+    return _unexpected(request, exc)
+
+
+def _unexpected(request: Request, exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "Something went wrong on the server; the request can be retried.")
+
+
+exception_handlers: dict[Any, Any] = {
+    HTTPException: _http_exception,
+    OperationalError: _database_error,
+    InterfaceError: _database_error,
+    IntegrityError: _integrity,
+    DBAPIError: _dbapi,
+    Exception: _unexpected,
+}

@@ -1,0 +1,87 @@
+"""The PWA shell: index, static files, manifest, and the service worker with its build version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from litestar import Response, Router, get
+from litestar.datastructures import CacheControlHeader
+from litestar.static_files import create_static_files_router
+
+from .config import ROOT
+from .errors import Problem
+
+FRONTEND = ROOT / "frontend"
+SERVICE_WORKER = ROOT / "service_worker"
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+_build_cache: dict[tuple, dict] = {}
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def build_info() -> dict:
+    """Version = hash of every shipped frontend and service worker file; assets = what the SW precaches.
+
+    Recomputed whenever a file's size or mtime changes, so there are no manual cache bumps.
+    """
+    files = _files(FRONTEND) + _files(SERVICE_WORKER)
+    key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    if key not in _build_cache:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(str(path.relative_to(ROOT)).encode())
+            digest.update(path.read_bytes())
+        assets = ["/", "/manifest.webmanifest"] + [
+            "/static/" + p.relative_to(FRONTEND).as_posix() for p in _files(FRONTEND)
+            if p.name not in ("index.html", "manifest.webmanifest")]
+        assets += ["/sw/" + p.relative_to(SERVICE_WORKER).as_posix() for p in _files(SERVICE_WORKER)
+                   if p.name != "sw.js"]
+        _build_cache.clear()
+        _build_cache[key] = {"version": digest.hexdigest()[:16], "assets": assets}
+    return next(iter(_build_cache.values()))
+
+
+@get("/", include_in_schema=False)
+async def index() -> Response[bytes]:
+    html = (FRONTEND / "index.html").read_bytes()
+    return Response(html, media_type="text/html", headers=NO_CACHE)
+
+
+@get("/manifest.webmanifest", include_in_schema=False)
+async def manifest() -> Response[bytes]:
+    return Response((FRONTEND / "manifest.webmanifest").read_bytes(), media_type="application/manifest+json",
+                    headers=NO_CACHE)
+
+
+@get("/sw.js", include_in_schema=False)
+async def service_worker() -> Response[str]:
+    # The build line is prepended so the worker's cache names follow the shipped files.
+    source = (SERVICE_WORKER / "sw.js").read_text(encoding="utf-8")
+    body = f"self.__BUILD__ = {json.dumps(build_info())};\n{source}"
+    return Response(body, media_type="text/javascript; charset=utf-8",
+                    headers={**NO_CACHE, "Service-Worker-Allowed": "/"})
+
+
+@get("/sw/{name:path}", include_in_schema=False)
+async def service_worker_part(name: str) -> Response[bytes]:
+    path = (SERVICE_WORKER / name.lstrip("/")).resolve()
+    if SERVICE_WORKER.resolve() not in path.parents or not path.is_file():
+        raise Problem(404, "No such service worker file.")
+    return Response(path.read_bytes(), media_type="text/javascript; charset=utf-8", headers=NO_CACHE)
+
+
+@get("/api/build", summary="The shipped frontend version (what the service worker caches)", tags=["app"])
+async def build() -> dict:
+    return build_info()
+
+
+static = create_static_files_router(path="/static", directories=[FRONTEND], send_as_attachment=False,
+                                    include_in_schema=False,
+                                    cache_control=CacheControlHeader(no_cache=True))
+
+router = Router(path="/", route_handlers=[index, manifest, service_worker, service_worker_part, build, static])

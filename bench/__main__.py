@@ -1,0 +1,3 @@
+"""Benchmarks: `just bench`. Filled in by the benchmarks issue."""
+
+print("no benchmarks yet")

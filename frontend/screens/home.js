@@ -1,0 +1,34 @@
+// Home: who is logged in, and the big buttons for the first minute of an outage.
+import { api, session } from "../api.js";
+import { addStrings, t } from "../i18n.js";
+import { navigate, route, tab } from "../router.js";
+import { h, mount } from "../ui.js";
+
+// Other screens add their big home buttons here: homeAction({ href, label, roles, order, kind }).
+const actions = [];
+export function homeAction(entry) {
+  actions.push(entry);
+  actions.sort((a, b) => (a.order ?? 50) - (b.order ?? 50));
+}
+
+addStrings({ "zh-CN": {}, en: {} });
+tab({ href: "#/", label: () => t("nav.home"), icon: "⌂", order: 0 });
+
+route("#/", async (view) => {
+  const user = session.user;
+  const logout = h("button", { type: "button", class: "secondary", onclick: async () => {
+    const handler = window.odBeforeLogout; // the outbox forces an export of unsent work first
+    if (handler && !(await handler())) return;
+    try { await api("/api/auth/logout", { method: "POST" }); } catch { /* offline: the token just expires */ }
+    session.clear();
+    navigate("#/login");
+  } }, t("logout"));
+  mount(view,
+    h("section", { class: "card" },
+      h("h1", {}, t("home.hello", { name: user.display_name })),
+      h("p", { class: "muted" }, `${t("role." + user.role)} · ${t("home.site", { site: user.site_name })}`)),
+    h("div", { class: "actions" }, actions
+      .filter((a) => !a.roles || a.roles.includes(user.role))
+      .map((a) => h("a", { class: `action ${a.kind || ""}`, href: a.href }, a.label()))),
+    h("div", { class: "row" }, logout));
+});

@@ -1,0 +1,1 @@
+// Screen module: filled in by its issue.

@@ -1,0 +1,195 @@
+"""Shared fixtures: a migrated SQLite and PostgreSQL database, an in-process API client per database,
+test sites with one user per role, a live server process and headless Chromium.
+
+PostgreSQL tests run when TEST_POSTGRES_URL is set; browser tests when /usr/bin/chromium exists.
+With OUTAGE_TEST_REQUIRE_ALL=1 (set by .ci/run) a missing PostgreSQL or Chromium is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from backend.app import create_app
+from backend.auth import create_user, hasher, issue_token
+from backend.cli import load_defaults
+from backend.config import load_settings
+from backend.db import make_engine, sessionmaker
+from backend.migrate import upgrade
+
+from .servers import ServerProcess, fresh_postgres_database, drop_postgres_database
+
+REQUIRE_ALL = os.environ.get("OUTAGE_TEST_REQUIRE_ALL") == "1"
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
+CHROMIUM = "/usr/bin/chromium"
+PASSWORD = "correct-horse-9"
+PASSWORD_HASH = hasher.hash(PASSWORD)  # hashed once: Argon2 is slow on purpose
+ROLES = ("agent", "lead", "manager", "admin")
+SECRET = "test-secret-key"
+_counter = itertools.count()
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip when a real part is missing, or fail when CI said it must be there."""
+    if condition:
+        return
+    if REQUIRE_ALL:
+        pytest.fail(f"{what} is required (OUTAGE_TEST_REQUIRE_ALL=1) but missing")
+    pytest.skip(f"{what} not available")
+
+
+# ---------------------------------------------------------------- databases
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database with the default playbooks and forms, once per test session per backend."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        upgrade(url)
+        asyncio.run(_load_defaults(url))
+        yield url
+        return
+    require(bool(POSTGRES_URL), "PostgreSQL (TEST_POSTGRES_URL)")
+    url = fresh_postgres_database(POSTGRES_URL)
+    try:
+        upgrade(url)
+        asyncio.run(_load_defaults(url))
+        yield url
+    finally:
+        drop_postgres_database(POSTGRES_URL, url)
+
+
+async def _load_defaults(url: str) -> None:
+    engine = make_engine(url)
+    async with sessionmaker(engine)() as session:
+        await load_defaults(session)
+        await session.commit()
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def settings_for(tmp_path_factory: pytest.TempPathFactory):
+    var_dir = tmp_path_factory.mktemp("var")
+
+    def make(database_url: str, **overrides):
+        values = dict(database_url=database_url, secret_key=SECRET, vapid_key_path=var_dir / "vapid.pem",
+                      run_workers=False)
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def client(database_url: str, settings_for) -> AsyncIterator[AsyncTestClient]:
+    """The app in-process (workers off), one per database backend."""
+    app = create_app(settings_for(database_url))
+    async with AsyncTestClient(app=app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str):
+    """A session factory on the client's database, with its own engine: the app runs its requests on
+    another event loop, and an asyncpg connection belongs to the loop that opened it."""
+    engine = make_engine(database_url)
+    yield sessionmaker(engine)
+    await engine.dispose()
+
+
+# ---------------------------------------------------------------- sites and users
+
+@dataclass
+class TestSite:
+    slug: str
+    users: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    usernames: dict[str, str] = field(default_factory=dict)
+
+    def headers(self, role: str = "agent") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+
+async def make_site(factory, roles=ROLES, prefix: str = "site") -> TestSite:
+    site = TestSite(slug=f"{prefix}-{next(_counter)}-{uuid.uuid4().hex[:6]}")
+    async with factory() as session:
+        for role in roles:
+            username = f"{site.slug}-{role}"
+            user = await create_user(session, username, role, site.slug, PASSWORD, f"{role.title()} {site.slug}",
+                                     "13800000000", password_hash=PASSWORD_HASH)
+            token, _ = issue_token(session, SECRET, user.id, timedelta(hours=1))
+            site.users[role], site.tokens[role], site.usernames[role] = user.id, token, username
+        await session.commit()
+    return site
+
+
+@pytest.fixture
+async def site(db) -> TestSite:
+    """A fresh site with one user per role, each with a valid token: tests never see each other's data."""
+    return await make_site(db)
+
+
+@pytest.fixture
+async def other_site(db) -> TestSite:
+    return await make_site(db, prefix="other")
+
+
+# ---------------------------------------------------------------- live server and browser
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The real server (`python -m backend serve`) on a free port with its own SQLite file and a demo site."""
+    server = ServerProcess(tmp_path_factory.mktemp("live"))
+    server.add_users("live")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    require(Path(CHROMIUM).exists() or bool(shutil.which("chromium")), "Chromium (/usr/bin/chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+ARTIFACTS = Path(os.environ.get("OUTAGE_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+
+
+@pytest.fixture
+def new_context(browser):
+    """Phone-sized browser contexts (390×844), zh-CN unless told; closed after the test."""
+    contexts = []
+
+    def make(locale: str = "zh-CN", **kwargs):
+        context = browser.new_context(viewport={"width": 390, "height": 844}, locale=locale, **kwargs)
+        context.set_default_timeout(15000)
+        contexts.append(context)
+        return context
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
