@@ -28,7 +28,7 @@ log = logging.getLogger("outage_desk")
 
 # One module per capability. Each may define `router` (routes), `workers` (async callables taking
 # the app, run for the app's lifetime) and `load_defaults(session)` (shipped data, run by migrate/serve). Listed here once, imported by app and migrations.
-CAPABILITIES = ["auth", "forms", "playbooks", "records", "incidents", "escalation", "push", "recovery", "reports",
+CAPABILITIES = ["auth", "documents", "forms", "playbooks", "records", "incidents", "escalation", "push", "recovery", "reports",
                 "printing"]
 
 

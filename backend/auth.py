@@ -133,6 +133,11 @@ async def get_or_create_site(session: AsyncSession, slug: str, name: str | None 
         site = Site(slug=slug, name=name or slug)
         session.add(site)
         await session.flush()
+        from .app import capability_modules  # late: capabilities import auth
+
+        for module in capability_modules():
+            if hasattr(module, "seed_site"):
+                await module.seed_site(session, site)  # a new site starts with the shipped playbooks and forms
     return site
 
 

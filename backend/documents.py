@@ -1,0 +1,338 @@
+"""Versioned site documents: the playbooks and forms. Shipped files seed every site; an admin edit
+adds a new version; old versions stay readable (a record names the form version it was made with)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response, Router, get, post, put
+from litestar.params import Parameter
+from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .auth import CurrentUser, Site, requires
+from .db import Base, UTCDateTime, utcnow
+from .errors import Problem
+
+CONTENT = Path(__file__).resolve().parent / "content"
+LANGS = ("zh-CN", "en")
+Kind = Literal["form", "playbook"]
+Lang = Literal["zh-CN", "en"]
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("site_id", "kind", "slug", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    slug: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[dict] = mapped_column(JSON)
+    # 'shipped' rows come from backend/content (shipped_version = the file's version); 'admin' from the API.
+    source: Mapped[str] = mapped_column(String(16), default="shipped")
+    shipped_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+
+
+# ---------------------------------------------------------------- definitions (what an admin may send)
+
+Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+
+
+class LangText(msgspec.Struct, forbid_unknown_fields=True):
+    zh_CN: NonEmpty = msgspec.field(name="zh-CN")
+    en: NonEmpty
+
+
+class Choice(msgspec.Struct, forbid_unknown_fields=True):
+    value: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    label: LangText
+
+
+FieldType = Literal["text", "textarea", "tel", "integer", "datetime", "choice", "boolean"]
+
+
+class FormField(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    name: Name
+    type: FieldType
+    label: LangText
+    help: LangText | None = None
+    required: bool = False
+    required_if: dict[str, Any] | None = None
+    max_length: Annotated[int, msgspec.Meta(ge=1, le=10000)] | None = None
+    pattern: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    min: int | None = None
+    max: int | None = None
+    choices: list[Choice] | None = None
+    default: Any = None
+    print_width: Annotated[int, msgspec.Meta(ge=1, le=4)] | None = None
+
+
+class FormDefinition(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    slug: Slug
+    title: LangText
+    fields: Annotated[list[FormField], msgspec.Meta(min_length=1, max_length=60)]
+    description: LangText | None = None
+
+
+Who = Literal["agent", "lead", "manager", "ops"]
+Notify = Literal["agent", "lead", "manager", "admin"]
+
+
+class Step(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    id: Slug
+    who: Who
+    text: LangText
+    within_minutes: Annotated[int, msgspec.Meta(ge=0, le=100000)] | None = None
+
+
+class Rung(msgspec.Struct, forbid_unknown_fields=True):
+    after_minutes: Annotated[int, msgspec.Meta(ge=0, le=100000)]
+    notify: Annotated[list[Notify], msgspec.Meta(min_length=1)]
+    message: LangText
+
+
+class Contact(msgspec.Struct, forbid_unknown_fields=True):
+    role: Name
+    label: LangText
+    phone: Annotated[str, msgspec.Meta(pattern=r"^[0-9+()\- ]{3,30}$")]
+
+
+class Script(msgspec.Struct, forbid_unknown_fields=True):
+    zh_CN: list[NonEmpty] = msgspec.field(name="zh-CN")
+    en: list[NonEmpty]
+
+
+class PlaybookDefinition(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    slug: Slug
+    category: Literal["technical", "facility", "safety", "demand", "public"]
+    title: LangText
+    summary: LangText
+    steps: Annotated[list[Step], msgspec.Meta(min_length=1, max_length=60)]
+    escalation: list[Rung] = []
+    script: Script | None = None
+    forms: list[Slug] = []
+    contacts: list[Contact] = []
+
+
+DEFINITIONS: dict[str, type[msgspec.Struct]] = {"form": FormDefinition, "playbook": PlaybookDefinition}
+
+
+def check_definition(kind: str, definition: msgspec.Struct) -> dict[str, str]:
+    """Rules msgspec cannot express: unique names, consistent references, increasing ladders."""
+    errors: dict[str, str] = {}
+    if isinstance(definition, FormDefinition):
+        names = [f.name for f in definition.fields]
+        if len(names) != len(set(names)):
+            errors["fields"] = "field names must be unique"
+        for f in definition.fields:
+            if f.type == "choice" and not f.choices:
+                errors[f"fields.{f.name}"] = "a choice field needs choices"
+            if f.choices and len({c.value for c in f.choices}) != len(f.choices):
+                errors[f"fields.{f.name}"] = "choice values must be unique"
+            for other in (f.required_if or {}):
+                if other not in names:
+                    errors[f"fields.{f.name}"] = f"required_if names an unknown field {other!r}"
+            if f.pattern:
+                try:
+                    re.compile(f.pattern)
+                except re.error as exc:
+                    errors[f"fields.{f.name}"] = f"pattern is not a valid regular expression: {exc}"
+    else:
+        assert isinstance(definition, PlaybookDefinition)
+        ids = [s.id for s in definition.steps]
+        if len(ids) != len(set(ids)):
+            errors["steps"] = "step ids must be unique"
+        minutes = [r.after_minutes for r in definition.escalation]
+        if minutes != sorted(set(minutes)):
+            errors["escalation"] = "after_minutes must strictly increase"
+    return errors
+
+
+SERVER_KEYS = ("version", "lang", "updated_at")  # what GET adds; a GET body can be edited and PUT back
+
+
+def parse_definition(kind: str, raw: dict[str, Any]) -> msgspec.Struct:
+    raw = {k: v for k, v in raw.items() if k not in SERVER_KEYS}
+    try:
+        definition = msgspec.convert(raw, DEFINITIONS[kind])
+    except msgspec.ValidationError as exc:
+        raise Problem(422, f"This {kind} definition is not valid: {exc}") from exc
+    if errors := check_definition(kind, definition):
+        raise Problem(422, f"This {kind} definition is not valid.", errors=errors)
+    return definition
+
+
+def as_stored(definition: msgspec.Struct) -> dict[str, Any]:
+    return msgspec.to_builtins(definition)
+
+
+# ---------------------------------------------------------------- storage
+
+def shipped(kind: str) -> list[dict[str, Any]]:
+    folder = CONTENT / (kind + "s")
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+
+
+async def latest(session: AsyncSession, site_id: int, kind: str, slug: str | None = None) -> list[Document]:
+    """The newest version of each document (or of one slug) at a site."""
+    newest = (select(Document.slug, func.max(Document.version).label("version"))
+              .where(Document.site_id == site_id, Document.kind == kind).group_by(Document.slug))
+    if slug is not None:
+        newest = newest.where(Document.slug == slug)
+    newest = newest.subquery()
+    rows = await session.execute(
+        select(Document).join(newest, (Document.slug == newest.c.slug) & (Document.version == newest.c.version))
+        .where(Document.site_id == site_id, Document.kind == kind).order_by(Document.slug))
+    return list(rows.scalars())
+
+
+async def get_document(session: AsyncSession, site_id: int, kind: str, slug: str,
+                       version: int | None = None) -> Document | None:
+    if version is None:
+        found = await latest(session, site_id, kind, slug)
+        return found[0] if found else None
+    return (await session.execute(select(Document).where(
+        Document.site_id == site_id, Document.kind == kind, Document.slug == slug, Document.version == version)
+    )).scalar_one_or_none()
+
+
+async def add_version(session: AsyncSession, site_id: int, kind: str, definition: dict[str, Any], *,
+                      source: str, shipped_version: int | None = None, user_id: int | None = None) -> Document:
+    current = (await session.execute(select(func.max(Document.version)).where(
+        Document.site_id == site_id, Document.kind == kind, Document.slug == definition["slug"]))).scalar()
+    document = Document(site_id=site_id, kind=kind, slug=definition["slug"], version=(current or 0) + 1,
+                        definition=definition, source=source, shipped_version=shipped_version, created_by=user_id)
+    session.add(document)
+    await session.flush()
+    return document
+
+
+async def seed_site(session: AsyncSession, site: Site) -> None:
+    """Give a site every shipped document it lacks at the shipped version (idempotent)."""
+    have = {(k, s, v) for k, s, v in (await session.execute(
+        select(Document.kind, Document.slug, Document.shipped_version)
+        .where(Document.site_id == site.id, Document.source == "shipped"))).all()}
+    for kind in DEFINITIONS:
+        for raw in shipped(kind):
+            if (kind, raw["slug"], raw["version"]) not in have:
+                definition = as_stored(parse_definition(kind, raw))
+                await add_version(session, site.id, kind, definition, source="shipped",
+                                  shipped_version=raw["version"])
+
+
+async def load_defaults(session: AsyncSession) -> None:
+    for site in (await session.execute(select(Site))).scalars():
+        await seed_site(session, site)
+
+
+async def cursor(session: AsyncSession, site_id: int) -> int:
+    """Grows whenever any document of the site gets a new version: devices compare it to refresh."""
+    return (await session.execute(select(func.coalesce(func.max(Document.id), 0))
+                                  .where(Document.site_id == site_id))).scalar_one()
+
+
+# ---------------------------------------------------------------- output
+
+def localize(value: Any, lang: str | None) -> Any:
+    """Replace every {"zh-CN": …, "en": …} by the one language asked for (both when lang is None)."""
+    if lang is None:
+        return value
+    if isinstance(value, dict):
+        if set(value) == set(LANGS):
+            return value[lang]
+        return {k: localize(v, lang) for k, v in value.items()}
+    if isinstance(value, list):
+        return [localize(v, lang) for v in value]
+    return value
+
+
+def document_out(document: Document, lang: str | None) -> dict[str, Any]:
+    body = localize(document.definition, lang)
+    return {**body, "slug": document.slug, "version": document.version, "lang": lang or "all",
+            "updated_at": document.created_at.isoformat()}
+
+
+# ---------------------------------------------------------------- routes, the same for forms and playbooks
+
+def make_router(kind: str, path: str, tag: str) -> Router:
+    plural = path.rsplit("/", 1)[-1]
+
+    @get(path, summary=f"All {plural} of my site, newest versions", name=f"list_{plural}")
+    async def list_documents(request: Request[CurrentUser, str, Any], db: AsyncSession,
+                             lang: Annotated[Lang | None, Parameter(query="lang")] = None) -> Response[list]:
+        site_cursor = await cursor(db, request.user.site_id)
+        etag = f'"{kind}-{site_cursor}-{lang or "all"}"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(None, status_code=304, headers={"ETag": etag})
+        documents = await latest(db, request.user.site_id, kind)
+        return Response([document_out(d, lang) for d in documents],
+                        headers={"ETag": etag, "X-Content-Cursor": str(site_cursor), "Cache-Control": "no-cache"})
+
+    @get(path + "/{slug:str}", summary=f"One of the {plural} (newest, or ?version=N)", name=f"get_{kind}")
+    async def get_one(request: Request[CurrentUser, str, Any], db: AsyncSession, slug: str,
+                      lang: Annotated[Lang | None, Parameter(query="lang")] = None,
+                      version: Annotated[int | None, Parameter(query="version", ge=1)] = None) -> dict[str, Any]:
+        document = await get_document(db, request.user.site_id, kind, slug, version)
+        if document is None:
+            raise Problem(404, f"No {kind} {slug!r}" + (f" version {version}" if version else "") + " at your site.")
+        return document_out(document, lang)
+
+    @post(path, guards=[requires("admin")], summary=f"Add a new {kind} (admin)", name=f"create_{kind}")
+    async def create(request: Request[CurrentUser, str, Any], db: AsyncSession,
+                     data: dict[str, Any]) -> dict[str, Any]:
+        definition = parse_definition(kind, data)
+        await _check_references(db, request.user.site_id, definition)
+        if await get_document(db, request.user.site_id, kind, definition.slug) is not None:
+            raise Problem(409, f"A {kind} {definition.slug!r} exists already; PUT {path}/{definition.slug} "
+                               "to make a new version.")
+        document = await add_version(db, request.user.site_id, kind, as_stored(definition), source="admin",
+                                     user_id=request.user.id)
+        await db.commit()
+        return document_out(document, None)
+
+    @put(path + "/{slug:str}", guards=[requires("admin")], summary=f"Edit a {kind}: makes a new version (admin)",
+         name=f"update_{kind}")
+    async def update(request: Request[CurrentUser, str, Any], db: AsyncSession, slug: str,
+                     data: dict[str, Any]) -> dict[str, Any]:
+        definition = parse_definition(kind, {**data, "slug": data.get("slug", slug)})
+        if definition.slug != slug:
+            raise Problem(422, "The slug in the body must match the address.", errors={"slug": "does not match"})
+        await _check_references(db, request.user.site_id, definition)
+        if await get_document(db, request.user.site_id, kind, slug) is None:
+            raise Problem(404, f"No {kind} {slug!r} at your site.")
+        document = await add_version(db, request.user.site_id, kind, as_stored(definition), source="admin",
+                                     user_id=request.user.id)
+        await db.commit()
+        return document_out(document, None)
+
+    return Router(path="/", route_handlers=[list_documents, get_one, create, update], tags=[tag])
+
+
+async def _check_references(db: AsyncSession, site_id: int, definition: msgspec.Struct) -> None:
+    if isinstance(definition, PlaybookDefinition):
+        missing = [s for s in definition.forms if await get_document(db, site_id, "form", s) is None]
+        if missing:
+            raise Problem(422, "This playbook names forms that do not exist.", errors={"forms": missing})
+
+
+@get("/api/content/cursor", tags=["content"], summary="The content cursor: changes when any playbook or form does")
+async def content_cursor(request: Request[CurrentUser, str, Any], db: AsyncSession) -> dict[str, Any]:
+    site_id = request.user.site_id
+    rows = (await db.execute(select(Document.kind, Document.slug, func.max(Document.version))
+                             .where(Document.site_id == site_id).group_by(Document.kind, Document.slug))).all()
+    return {"cursor": await cursor(db, site_id),
+            "documents": [{"kind": k, "slug": s, "version": v} for k, s, v in sorted(rows)]}
+
+
+router = Router(path="/", route_handlers=[content_cursor])

@@ -1,0 +1,86 @@
+"""Paper-replacement forms: one versioned definition that the page renders, the server validates
+against and the print view lays out."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from .documents import make_router
+
+router = make_router("form", "/api/forms", "forms")
+
+MESSAGES = {
+    "required": "This field is required.",
+    "unknown": "This form has no such field.",
+    "type": "Wrong type of value.",
+    "max_length": "Too long: at most {max_length} characters.",
+    "pattern": "Not a valid value here (e.g. a phone number with digits, +, -, spaces).",
+    "choice": "Not one of the choices: {choices}.",
+    "min": "Must be at least {min}.",
+    "max": "Must be at most {max}.",
+    "datetime": "Must be a date and time with a timezone, e.g. 2026-11-23T14:05:00+08:00.",
+}
+
+
+def _error(code: str, **info: Any) -> dict[str, Any]:
+    return {"code": code, "message": MESSAGES[code].format(**info), **info}
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _check(field: dict[str, Any], value: Any) -> dict[str, Any] | None:
+    kind = field["type"]
+    if kind in ("text", "textarea", "tel"):
+        if not isinstance(value, str):
+            return _error("type", expected="string")
+        if field.get("max_length") and len(value) > field["max_length"]:
+            return _error("max_length", max_length=field["max_length"])
+        if field.get("pattern") and not re.fullmatch(field["pattern"], value):
+            return _error("pattern")
+    elif kind == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return _error("type", expected="integer")
+        if field.get("min") is not None and value < field["min"]:
+            return _error("min", min=field["min"])
+        if field.get("max") is not None and value > field["max"]:
+            return _error("max", max=field["max"])
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            return _error("type", expected="boolean")
+    elif kind == "choice":
+        values = [c["value"] for c in field.get("choices") or []]
+        if value not in values:
+            return _error("choice", choices=", ".join(values))
+    elif kind == "datetime":
+        if not isinstance(value, str):
+            return _error("datetime")
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return _error("datetime")
+        if parsed.tzinfo is None:
+            return _error("datetime")
+    return None
+
+
+def validate_data(definition: dict[str, Any], data: Any) -> dict[str, dict[str, Any]]:
+    """Field-by-field errors of one record against one form version ({} when the record is good)."""
+    if not isinstance(data, dict):
+        return {"_": {"code": "type", "message": "The record's data must be an object.", "expected": "object"}}
+    fields = {f["name"]: f for f in definition["fields"]}
+    errors: dict[str, dict[str, Any]] = {name: _error("unknown") for name in data if name not in fields}
+    for name, field in fields.items():
+        value = data.get(name)
+        required = field.get("required", False) or any(
+            data.get(other) == expected for other, expected in (field.get("required_if") or {}).items())
+        if _empty(value):
+            if required:
+                errors[name] = _error("required")
+            continue
+        if problem := _check(field, value):
+            errors[name] = problem
+    return errors
