@@ -1,6 +1,7 @@
 // Boot: service worker, language, online indicator, routes. Each screen module registers itself.
-import { api, probe, session } from "./api.js";
+import { session } from "./api.js";
 import { addStrings, lang, setLang, t } from "./i18n.js";
+import { checkOnline, net as netState, setOnline } from "./net.js";
 import { match, navigate, renderTabs } from "./router.js";
 import { h, mount } from "./ui.js";
 import "./screens/login.js";
@@ -16,7 +17,6 @@ import "./screens/recovery.js";
 const view = document.getElementById("view");
 const net = document.getElementById("net");
 const langButton = document.getElementById("lang");
-export const state = { online: null };
 
 addStrings({ "zh-CN": { "notfound": "找不到这个页面" }, en: { "notfound": "Page not found" } });
 
@@ -28,18 +28,9 @@ function applyLanguage() {
 }
 
 function showNet() {
-  net.className = `net ${state.online === null ? "checking" : state.online ? "online" : "offline"}`;
-  net.textContent = t(state.online === null ? "net.checking" : state.online ? "net.online" : "net.offline");
-}
-
-export async function checkOnline() {
-  const online = await probe();
-  if (online !== state.online) {
-    state.online = online;
-    showNet();
-    window.dispatchEvent(new CustomEvent(online ? "od:online" : "od:offline"));
-  }
-  return online;
+  const online = netState.online;
+  net.className = `net ${online === null ? "checking" : online ? "online" : "offline"}`;
+  net.textContent = t(online === null ? "net.checking" : online ? "net.online" : "net.offline");
 }
 
 async function render() {
@@ -67,8 +58,9 @@ langButton.addEventListener("click", () => {
   render();
 });
 window.addEventListener("hashchange", render);
+window.addEventListener("od:net", showNet);
 window.addEventListener("online", checkOnline);
-window.addEventListener("offline", () => { state.online = false; showNet(); window.dispatchEvent(new CustomEvent("od:offline")); });
+window.addEventListener("offline", () => setOnline(false));
 window.addEventListener("od:auth-expired", () => {
   const banner = document.getElementById("banner");
   banner.textContent = t("login.expired");
@@ -86,4 +78,3 @@ render();
 checkOnline();
 setInterval(checkOnline, 15000);
 if (session.expired) window.dispatchEvent(new CustomEvent("od:auth-expired"));
-export { api };

@@ -1,5 +1,8 @@
 // Outage Desk service worker. The server prepends `self.__BUILD__ = {version, assets}`:
 // the version is a hash of the shipped files, so a changed file means new caches, no manual bumps.
+// Background Sync (records) and Web Push (incidents) live in their own files.
+importScripts("/sw/sync.js", "/sw/push.js");
+
 const BUILD = self.__BUILD__ || { version: "dev", assets: ["/"] };
 const SHELL = `od-shell-${BUILD.version}`;
 

@@ -1,0 +1,1 @@
+// Web Push: filled in by the push issue.

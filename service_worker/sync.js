@@ -1,0 +1,1 @@
+// Background Sync: filled in by the sync issue.
