@@ -193,7 +193,7 @@ class TokenAuth(AbstractAuthenticationMiddleware):
 
 
 PUBLIC_PATHS = [r"^/api/health$", r"^/api/auth/login$", r"^/api/push/vapid-public-key$", r"^/schema",
-                r"^/$", r"^/static/", r"^/sw", r"^/manifest\.webmanifest$", r"^/favicon", r"^/print/"]
+                r"^/$", r"^/static/", r"^/sw", r"^/manifest\.webmanifest$", r"^/favicon"]
 auth_middleware = DefineMiddleware(TokenAuth, exclude=PUBLIC_PATHS)
 
 
