@@ -35,7 +35,7 @@ def _http_exception(request: Request, exc: HTTPException) -> Response[dict[str, 
     elif isinstance(exc.extra, dict):
         extra.update(exc.extra)
     detail = exc.detail
-    if exc.status_code == 413:
+    if exc.status_code == 413 and not isinstance(exc, Problem):  # keep a handler's own 413 message
         detail = "Request body is too large; send fewer records per batch."
     if exc.status_code == 400 and isinstance(exc, ValidationException) and not detail:
         detail = "The request body is not valid."
