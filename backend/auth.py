@@ -192,7 +192,7 @@ class TokenAuth(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=user, auth=token)
 
 
-PUBLIC_PATHS = [r"^/api/health$", r"^/api/auth/login$", r"^/api/push/vapid-public-key$", r"^/schema",
+PUBLIC_PATHS = [r"^/api/health$", r"^/api/auth/login$", r"^/api/push/vapid-public-key$", r"^/api/push/receipts$", r"^/schema",
                 r"^/$", r"^/static/", r"^/sw", r"^/manifest\.webmanifest$", r"^/favicon"]
 auth_middleware = DefineMiddleware(TokenAuth, exclude=PUBLIC_PATHS)
 
