@@ -148,7 +148,8 @@ async def fire_due(app: Any) -> int:
                                             .order_by(EscalationStep.due_at, EscalationStep.rung))).scalars())
         for step in steps:
             incident = await session.get(incidents.Incident, step.incident_id)
-            title = {lang: f"{incident.title[lang]} · {step.message[lang]}" for lang in ("zh-CN", "en")}
+            title = {"zh-CN": f"升级：{incident.title['zh-CN']}（{step.after_minutes}分钟）",
+                     "en": f"Escalation: {incident.title['en']} ({step.after_minutes} min)"}
             sent = await push.notify(session, step.site_id, step.notify, title, step.message,
                                      incident_id=incident.id, kind="escalation", urgency="high", at=at)
             following = next((s for s in await ladder(session, incident.id) if s.status == "pending"), None)

@@ -218,11 +218,16 @@ async def cancel_pending(session: AsyncSession, incident_id: int, at: datetime) 
 
 # ---------------------------------------------------------------- delivery
 
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def payload_for(note: Notification, delivery: PushDelivery) -> str:
     """Ids plus a short title and body in both languages; the service worker picks one."""
     data = {"v": 1, "id": note.id, "delivery": delivery.id, "receipt": delivery.receipt,
             "incident_id": note.incident_id, "kind": note.kind, "urgency": note.urgency, "drill": note.drill,
-            "title": {k: v[:120] for k, v in note.title.items()}, "body": {k: v[:200] for k, v in note.body.items()}}
+            "title": {k: _short(v, 120) for k, v in note.title.items()},
+            "body": {k: _short(v, 300) for k, v in note.body.items()}}
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     if len(text.encode()) > MAX_PAYLOAD:  # the app fetches the full text from the inbox anyway
         data["body"] = {}

@@ -1,0 +1,134 @@
+"""A Web Push service stand-in on 127.0.0.1 for tests.
+
+It hands out subscriptions with real P-256 keys, decrypts every message it receives with http_ece (the
+way a browser would), checks the VAPID signature, and answers 201 or whatever status a test queued
+(404, 410, 429 with Retry-After, 500 …) for a given endpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import http_ece
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from py_vapid import Vapid02
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass
+class Received:
+    endpoint: str
+    answered: int
+    headers: dict[str, str]
+    payload: dict[str, Any] | None
+    vapid_valid: bool
+    vapid_key: str | None
+    claims: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Subscriber:
+    key: ec.EllipticCurvePrivateKey
+    auth: bytes
+    answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+
+
+class PushReceiver:
+    def __init__(self) -> None:
+        self.subscribers: dict[str, _Subscriber] = {}
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                receiver._handle(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def subscription(self) -> dict[str, Any]:
+        """A browser-like PushSubscription JSON whose endpoint is this receiver."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        auth = os.urandom(16)
+        endpoint = f"{self.base}/push/{secrets.token_urlsafe(12)}"
+        with self.lock:
+            self.subscribers[endpoint] = _Subscriber(key, auth)
+        public = key.public_key().public_bytes(serialization.Encoding.X962,
+                                               serialization.PublicFormat.UncompressedPoint)
+        return {"endpoint": endpoint, "expirationTime": None, "keys": {"p256dh": b64url(public), "auth": b64url(auth)}}
+
+    def answer(self, endpoint: str, *statuses: int, retry_after: str | None = None) -> None:
+        """Queue the statuses the next requests to this endpoint get (then 201 again)."""
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        with self.lock:
+            self.subscribers[endpoint].answers.extend((s, headers) for s in statuses)
+
+    def messages(self, endpoint: str | None = None, answered: int | None = None) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if (endpoint is None or r.endpoint == endpoint)
+                    and (answered is None or r.answered == answered)]
+
+    def wait_for(self, count: int, timeout: float = 10, **filters: Any) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.messages(**filters)
+            if len(found) >= count:
+                return found
+            time.sleep(0.02)
+        raise AssertionError(f"expected {count} pushes, got {len(self.messages(**filters))}")
+
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        endpoint = self.base + request.path
+        body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        with self.lock:
+            subscriber = self.subscribers.get(endpoint)
+            status, extra = (subscriber.answers.pop(0) if subscriber and subscriber.answers else (201, {}))
+        if subscriber is None:
+            status, extra = 404, {}
+        payload = None
+        if subscriber is not None and body:
+            plain = http_ece.decrypt(body, private_key=subscriber.key, auth_secret=subscriber.auth,
+                                     version="aes128gcm")
+            payload = json.loads(plain)
+        authorization = headers.get("authorization", "")
+        valid, key, claims = False, None, {}
+        if authorization.startswith("vapid "):
+            parts = dict(p.split("=", 1) for p in authorization[6:].split(","))
+            key = parts.get("k")
+            claims = json.loads(unb64url(parts["t"].split(".")[1]))
+            valid = bool(Vapid02.verify(authorization))
+        with self.lock:
+            self.received.append(Received(endpoint, status, headers, payload, valid, key, claims))
+        request.send_response(status)
+        for name, value in extra.items():
+            request.send_header(name, value)
+        request.send_header("Content-Length", "0")
+        request.end_headers()
