@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from litestar import Response, Router, get
@@ -13,8 +14,9 @@ from litestar.static_files import create_static_files_router
 from .config import ROOT
 from .errors import Problem
 
-FRONTEND = ROOT / "frontend"
-SERVICE_WORKER = ROOT / "service_worker"
+# Overridable so a test can serve a copy of the shipped files and change one without touching the repo.
+FRONTEND = Path(os.environ.get("OUTAGE_FRONTEND_DIR", ROOT / "frontend"))
+SERVICE_WORKER = Path(os.environ.get("OUTAGE_SERVICE_WORKER_DIR", ROOT / "service_worker"))
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 _build_cache: dict[tuple, dict] = {}
@@ -29,12 +31,12 @@ def build_info() -> dict:
 
     Recomputed whenever a file's size or mtime changes, so there are no manual cache bumps.
     """
-    files = _files(FRONTEND) + _files(SERVICE_WORKER)
-    key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    files = [(folder, p) for folder in (FRONTEND, SERVICE_WORKER) for p in _files(folder)]
+    key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for _, p in files)
     if key not in _build_cache:
         digest = hashlib.sha256()
-        for path in files:
-            digest.update(str(path.relative_to(ROOT)).encode())
+        for folder, path in files:
+            digest.update(f"{folder.name}/{path.relative_to(folder).as_posix()}".encode())
             digest.update(path.read_bytes())
         assets = ["/", "/manifest.webmanifest"] + [
             "/static/" + p.relative_to(FRONTEND).as_posix() for p in _files(FRONTEND)

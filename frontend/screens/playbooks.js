@@ -1,1 +1,290 @@
-// Screen module: filled in by its issue.
+// Playbooks: the list grouped by category with search, and one playbook with tickable steps, the call
+// script, the forms it uses, contacts as tel: buttons and the escalation ladder. Works offline from the
+// saved copies (content.js); ticks are kept on this device.
+import { session } from "../api.js";
+import { loadContent } from "../content.js";
+import { addStrings, lang, pick, t } from "../i18n.js";
+import { route, tab } from "../router.js";
+import { h, mount } from "../ui.js";
+import { homeAction } from "./home.js";
+
+const CATEGORIES = ["technical", "facility", "safety", "demand", "public"];
+
+addStrings({
+  "zh-CN": {
+    "nav.playbooks": "预案", "pb.home": "应急预案", "pb.title": "应急预案", "pb.search": "搜索预案、步骤…",
+    "pb.search.label": "搜索预案", "pb.none": "没有找到“{q}”相关的预案", "pb.clear": "清除搜索",
+    "pb.count": "{n} 个预案", "pb.steps.count": "{n} 步", "pb.has.script": "有话术",
+    "cat.technical": "系统与设备故障", "cat.facility": "电力与设施", "cat.safety": "安全与人员",
+    "cat.demand": "话务激增", "cat.public": "投诉与舆情",
+    "pb.back": "← 全部预案", "pb.jump": "跳到", "pb.forms": "要填的表单", "pb.steps": "处置步骤",
+    "pb.script": "应急话术", "pb.script.hint": "照着念，每通电话尽量简短。", "pb.contacts": "联系电话",
+    "pb.escalation": "升级规则", "pb.progress": "已完成 {done}/{total}", "pb.clear.ticks": "清除勾选",
+    "pb.clear.confirm": "再点一次确认清除", "pb.ticked.at": "{time} 完成",
+    "pb.ticks.note": "勾选只保存在这台设备上。",
+    "who.agent": "坐席", "who.lead": "组长", "who.manager": "主管/经理", "who.ops": "运维",
+    "when.now": "立即", "when.minutes": "{n} 分钟内", "when.hours": "{n} 小时内",
+    "after.minutes": "{n} 分钟后", "after.hours": "{n} 小时后", "pb.notify": "通知 {roles}",
+    "pb.offline.empty": "这台设备上还没有保存预案。请联网登录一次，之后离线也能查看。",
+    "pb.notfound": "找不到这个预案。", "pb.retry": "重试", "pb.call": "拨打",
+  },
+  en: {
+    "nav.playbooks": "Playbooks", "pb.home": "Playbooks", "pb.title": "Playbooks", "pb.search": "Search playbooks and steps…",
+    "pb.search.label": "Search playbooks", "pb.none": "No playbook matches “{q}”", "pb.clear": "Clear search",
+    "pb.count": "{n} playbooks", "pb.steps.count": "{n} steps", "pb.has.script": "call script",
+    "cat.technical": "Systems and equipment", "cat.facility": "Power and facilities", "cat.safety": "Safety and people",
+    "cat.demand": "Call surges", "cat.public": "Complaints and media",
+    "pb.back": "← All playbooks", "pb.jump": "Jump to", "pb.forms": "Forms to fill in", "pb.steps": "Steps",
+    "pb.script": "Call script", "pb.script.hint": "Read it out; keep each call short.", "pb.contacts": "Phone numbers",
+    "pb.escalation": "Escalation", "pb.progress": "{done} of {total} done", "pb.clear.ticks": "Clear ticks",
+    "pb.clear.confirm": "Tap again to clear", "pb.ticked.at": "done {time}",
+    "pb.ticks.note": "Ticks are kept on this device only.",
+    "who.agent": "Agent", "who.lead": "Lead", "who.manager": "Manager", "who.ops": "Ops",
+    "when.now": "At once", "when.minutes": "Within {n} min", "when.hours": "Within {n} h",
+    "after.minutes": "After {n} min", "after.hours": "After {n} h", "pb.notify": "Notify {roles}",
+    "pb.offline.empty": "No playbooks are saved on this device yet. Log in once while online; after that they work offline.",
+    "pb.notfound": "There is no such playbook.", "pb.retry": "Try again", "pb.call": "Call",
+  },
+});
+
+tab({ href: "#/playbooks", label: () => t("nav.playbooks"), icon: "☰", order: 10 });
+homeAction({ href: "#/playbooks", label: () => t("pb.home"), order: 10, kind: "primary" });
+
+let query = ""; // kept while moving between the list and a playbook
+
+function minutesText(prefix, minutes) {
+  if (minutes === 0 && prefix === "when") return t("when.now");
+  if (minutes >= 60 && minutes % 60 === 0) return t(`${prefix}.hours`, { n: minutes / 60 });
+  return t(`${prefix}.minutes`, { n: minutes });
+}
+
+// ---------------------------------------------------------------- the list
+
+function searchText(playbook) {
+  return [playbook.title, playbook.summary, ...playbook.steps.map((s) => s.text)].map(pick).join("\n").toLowerCase();
+}
+
+function matches(playbook, words) {
+  const text = searchText(playbook);
+  return words.every((word) => text.includes(word));
+}
+
+function playbookCard(playbook) {
+  return h("li", {},
+    h("a", { class: "pb-card", href: `#/playbooks/${encodeURIComponent(playbook.slug)}`, dataset: { slug: playbook.slug } },
+      h("span", { class: "pb-card-title" }, pick(playbook.title)),
+      h("span", { class: "pb-card-summary" }, pick(playbook.summary)),
+      h("span", { class: "pb-card-meta" }, t("pb.steps.count", { n: playbook.steps.length }),
+        playbook.script ? ` · ${t("pb.has.script")}` : "")));
+}
+
+function renderList(view, playbooks) {
+  const results = h("div", { class: "pb-groups" });
+  const search = h("input", { type: "search", class: "pb-search", placeholder: t("pb.search"), value: query,
+    "aria-label": t("pb.search.label"), enterkeyhint: "search", autocomplete: "off",
+    oninput: () => { query = search.value; show(); } });
+
+  function show() {
+    const words = query.trim().toLowerCase().split(/\s+/).filter(Boolean);
+    const found = playbooks.filter((p) => matches(p, words));
+    if (!found.length) {
+      results.replaceChildren(h("div", { class: "empty" }, h("p", {}, t("pb.none", { q: query.trim() })),
+        h("button", { type: "button", onclick: () => { query = ""; search.value = ""; show(); search.focus(); } },
+          t("pb.clear"))));
+      return;
+    }
+    const known = CATEGORIES.filter((c) => found.some((p) => p.category === c));
+    const other = [...new Set(found.map((p) => p.category))].filter((c) => !CATEGORIES.includes(c));
+    results.replaceChildren(...[...known, ...other].map((category) =>
+      h("section", { class: "pb-group", dataset: { category } },
+        h("h2", {}, t(`cat.${category}`)),
+        h("ul", { class: "pb-list" }, found.filter((p) => p.category === category).map(playbookCard)))));
+  }
+
+  show();
+  mount(view, h("div", { class: "pb-head" }, h("h1", {}, t("pb.title")),
+    h("span", { class: "muted" }, t("pb.count", { n: playbooks.length }))), search, results);
+}
+
+// ---------------------------------------------------------------- one playbook
+
+const ticksKey = (slug) => `od.ticks.${session.user?.site_id ?? "-"}.${slug}`;
+
+function loadTicks(slug) {
+  try { return JSON.parse(localStorage.getItem(ticksKey(slug)) || "{}"); } catch { return {}; }
+}
+
+function saveTicks(slug, ticks) {
+  if (Object.keys(ticks).length) localStorage.setItem(ticksKey(slug), JSON.stringify(ticks));
+  else localStorage.removeItem(ticksKey(slug));
+}
+
+function tickTime(iso) {
+  return new Date(iso).toLocaleTimeString(lang() === "en" ? "en-GB" : "zh-CN", { hour: "2-digit", minute: "2-digit" });
+}
+
+function stepsSection(playbook) {
+  const ticks = loadTicks(playbook.slug);
+  const progress = h("span", { class: "pb-progress", "aria-live": "polite" });
+  const update = () => {
+    const done = playbook.steps.filter((s) => ticks[s.id]).length;
+    progress.textContent = t("pb.progress", { done, total: playbook.steps.length });
+    clear.hidden = done === 0;
+  };
+  let armed = null; // two taps to clear, so a stray tap doesn't wipe the checklist
+  const clear = h("button", { type: "button", class: "pb-clear", onclick: () => {
+    if (!armed) {
+      clear.textContent = t("pb.clear.confirm");
+      armed = setTimeout(() => { armed = null; clear.textContent = t("pb.clear.ticks"); }, 4000);
+      return;
+    }
+    clearTimeout(armed);
+    armed = null;
+    for (const id of Object.keys(ticks)) delete ticks[id];
+    saveTicks(playbook.slug, ticks);
+    list.querySelectorAll("input[type=checkbox]").forEach((box) => { box.checked = false; box.dispatchEvent(new Event("sync")); });
+    clear.textContent = t("pb.clear.ticks");
+    update();
+  } }, t("pb.clear.ticks"));
+
+  const list = h("ol", { class: "pb-steps" }, playbook.steps.map((step, index) => {
+    const when = h("span", { class: "pb-ticked" });
+    const box = h("input", { type: "checkbox", checked: Boolean(ticks[step.id]), "aria-describedby": `step-${step.id}-meta` });
+    const item = h("li", { class: "pb-step", dataset: { step: step.id } });
+    const sync = () => {
+      item.classList.toggle("done", box.checked);
+      when.textContent = ticks[step.id] ? t("pb.ticked.at", { time: tickTime(ticks[step.id]) }) : "";
+    };
+    box.addEventListener("change", () => {
+      if (box.checked) ticks[step.id] = new Date().toISOString();
+      else delete ticks[step.id];
+      saveTicks(playbook.slug, ticks);
+      sync();
+      update();
+    });
+    box.addEventListener("sync", sync);
+    item.append(h("label", { class: "pb-step-label" }, box,
+      h("span", { class: "pb-step-body" },
+        h("span", { class: "pb-step-text" }, `${index + 1}. `, pick(step.text)),
+        h("span", { class: "pb-step-meta", id: `step-${step.id}-meta` },
+          h("span", { class: `who who-${step.who}` }, t(`who.${step.who}`)),
+          step.within_minutes === null || step.within_minutes === undefined ? null
+            : h("span", { class: "when" }, minutesText("when", step.within_minutes)),
+          when))));
+    sync();
+    return item;
+  }));
+  update();
+  return h("section", { class: "pb-section", id: "pb-steps" },
+    h("div", { class: "pb-section-head" }, h("h2", {}, t("pb.steps")), progress),
+    list,
+    h("div", { class: "row pb-steps-foot" }, clear, h("span", { class: "muted small" }, t("pb.ticks.note"))));
+}
+
+function scriptSection(playbook) {
+  const lines = pick(playbook.script);
+  if (!lines || !lines.length) return null;
+  return h("section", { class: "pb-section", id: "pb-script" },
+    h("h2", {}, t("pb.script")),
+    h("p", { class: "muted small" }, t("pb.script.hint")),
+    h("ol", { class: "pb-script" }, lines.map((line) => h("li", {}, line))));
+}
+
+function formsSection(playbook, formTitles) {
+  if (!playbook.forms?.length) return null;
+  return h("section", { class: "pb-section", id: "pb-forms" },
+    h("h2", {}, t("pb.forms")),
+    h("div", { class: "pb-forms" }, playbook.forms.map((slug) =>
+      h("a", { class: "button big pb-form", href: `#/forms/${encodeURIComponent(slug)}`, dataset: { form: slug } },
+        formTitles.get(slug) || slug))));
+}
+
+function telHref(phone) {
+  return `tel:${phone.replace(/[^0-9+]/g, "")}`;
+}
+
+function contactsSection(playbook) {
+  if (!playbook.contacts?.length) return null;
+  return h("section", { class: "pb-section", id: "pb-contacts" },
+    h("h2", {}, t("pb.contacts")),
+    h("div", { class: "pb-contacts" }, playbook.contacts.map((contact) =>
+      h("a", { class: "pb-tel", href: telHref(contact.phone), "aria-label": `${t("pb.call")} ${pick(contact.label)} ${contact.phone}` },
+        h("span", { class: "pb-tel-icon", "aria-hidden": "true" }, "✆"),
+        h("span", { class: "pb-tel-text" },
+          h("span", { class: "pb-tel-label" }, pick(contact.label)),
+          h("span", { class: "pb-tel-number" }, contact.phone))))));
+}
+
+function escalationSection(playbook) {
+  if (!playbook.escalation?.length) return null;
+  return h("section", { class: "pb-section", id: "pb-escalation" },
+    h("h2", {}, t("pb.escalation")),
+    h("ol", { class: "pb-ladder" }, playbook.escalation.map((rung) =>
+      h("li", {},
+        h("div", { class: "pb-rung-head" },
+          h("span", { class: "pb-rung-time" }, minutesText("after", rung.after_minutes)),
+          h("span", { class: "pb-rung-roles" }, t("pb.notify", {
+            roles: rung.notify.map((role) => t(`role.${role}`)).join(lang() === "en" ? ", " : "、") }))),
+        h("p", {}, pick(rung.message))))));
+}
+
+function jumpLinks(sections) {
+  const present = sections.filter(Boolean);
+  if (present.length < 2) return null;
+  return h("nav", { class: "pb-jump", "aria-label": t("pb.jump") }, present.map((section) =>
+    h("button", { type: "button", class: "chip-light", onclick: () => section.scrollIntoView({ behavior: "smooth" }) },
+      section.querySelector("h2").textContent)));
+}
+
+function renderPlaybook(view, playbook, forms) {
+  const formTitles = new Map(forms.map((f) => [f.slug, pick(f.title)]));
+  const sections = [formsSection(playbook, formTitles), stepsSection(playbook), scriptSection(playbook),
+    contactsSection(playbook), escalationSection(playbook)];
+  mount(view,
+    h("a", { class: "pb-back", href: "#/playbooks" }, t("pb.back")),
+    h("header", { class: "pb-header", dataset: { slug: playbook.slug, version: playbook.version } },
+      h("span", { class: "pb-category" }, t(`cat.${playbook.category}`)),
+      h("h1", {}, pick(playbook.title)),
+      h("p", { class: "pb-summary" }, pick(playbook.summary))),
+    jumpLinks(sections),
+    sections);
+}
+
+// ---------------------------------------------------------------- routes
+
+function showFailure(view, error) {
+  const offline = !(error && error.status);
+  mount(view, h("div", { class: "card stack" },
+    h("p", { class: "error", role: "alert" },
+      error?.status === 404 ? t("pb.notfound") : offline ? t("pb.offline.empty") : error.message),
+    h("div", { class: "row" },
+      h("button", { type: "button", onclick: () => window.dispatchEvent(new CustomEvent("od:rerender")) }, t("pb.retry")),
+      h("a", { class: "button", href: "#/playbooks" }, t("pb.back")))));
+}
+
+route("#/playbooks", async (view) => {
+  try {
+    renderList(view, await loadContent("/api/playbooks"));
+  } catch (error) {
+    showFailure(view, error);
+  }
+});
+
+route("#/playbooks/:slug", async (view, { slug }) => {
+  try {
+    const [playbook, forms] = await Promise.all([
+      loadContent(`/api/playbooks/${encodeURIComponent(slug)}`),
+      loadContent("/api/forms").catch(() => []), // titles only; slugs do without them
+    ]);
+    renderPlaybook(view, playbook, forms);
+  } catch (error) {
+    showFailure(view, error);
+  }
+});
+
+// New versions arrived (content.js): show them, unless the agent is typing a search.
+window.addEventListener("od:content", () => {
+  if (/^#\/playbooks/.test(location.hash) && document.activeElement?.type !== "search") {
+    window.dispatchEvent(new CustomEvent("od:rerender"));
+  }
+});

@@ -1,0 +1,68 @@
+// App updates: when a new service worker (a new build) is waiting, offer "reload". Nothing reloads by itself:
+// the agent may be mid-call with a half-filled form. On tap, unsent work is flushed first
+// (window.odBeforeReload, set by the outbox; returning false cancels), then the new worker takes over.
+import { addStrings, t } from "./i18n.js";
+import { h } from "./ui.js";
+
+addStrings({
+  "zh-CN": { "update.available": "应用有新版本。", "update.reload": "重新加载", "update.later": "稍后",
+    "update.safe": "未发送的记录会先保存，不会丢失。" },
+  en: { "update.available": "A new version of the app is ready.", "update.reload": "Reload", "update.later": "Later",
+    "update.safe": "Unsent records are kept; nothing is lost." },
+});
+
+const CHECK_EVERY_MS = 30 * 60 * 1000;
+let userAskedReload = false;
+let prompt = null;
+
+function showPrompt(worker) {
+  prompt?.remove();
+  const reload = h("button", { type: "button", class: "primary", onclick: async () => {
+    reload.disabled = true;
+    const before = window.odBeforeReload;
+    try {
+      if (before && (await before()) === false) { reload.disabled = false; return; }
+    } catch (error) {
+      console.error("odBeforeReload", error);
+      reload.disabled = false;
+      return; // could not secure unsent work: do not reload
+    }
+    userAskedReload = true;
+    worker.postMessage({ type: "SKIP_WAITING" });
+  } }, t("update.reload"));
+  prompt = h("div", { id: "update", class: "update-banner", role: "status", "aria-live": "polite" },
+    h("p", {}, h("strong", {}, t("update.available")), " ", t("update.safe")),
+    h("div", { class: "row" }, reload,
+      h("button", { type: "button", class: "secondary", onclick: () => { prompt.remove(); prompt = null; } },
+        t("update.later"))));
+  document.querySelector(".topbar").after(prompt);
+}
+
+function watch(registration) {
+  const offer = (worker) => { if (worker && navigator.serviceWorker.controller) showPrompt(worker); };
+  const track = (worker) => worker?.addEventListener("statechange", () => {
+    if (worker.state === "installed") offer(worker);
+  });
+  offer(registration.waiting);
+  track(registration.installing);
+  registration.addEventListener("updatefound", () => track(registration.installing));
+  const check = () => registration.update().catch(() => {});
+  window.addEventListener("od:online", check);
+  setInterval(check, CHECK_EVERY_MS);
+}
+
+if ("serviceWorker" in navigator) {
+  // The first install also changes the controller (clients.claim): only a tapped "reload" reloads.
+  navigator.serviceWorker.addEventListener("controllerchange", () => { if (userAskedReload) location.reload(); });
+  navigator.serviceWorker.ready.then(watch);
+}
+
+// The build this page runs under (the active worker's cache version), for support and tests.
+export async function appVersion() {
+  const worker = navigator.serviceWorker?.controller;
+  if (!worker) return null;
+  const channel = new MessageChannel();
+  const answer = new Promise((resolve) => { channel.port1.onmessage = (event) => resolve(event.data.version); });
+  worker.postMessage({ type: "VERSION" }, [channel.port2]);
+  return answer;
+}
