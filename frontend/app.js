@@ -4,6 +4,7 @@ import { addStrings, lang, setLang, t } from "./i18n.js";
 import { checkOnline, net as netState, setOnline } from "./net.js";
 import { match, navigate, renderTabs } from "./router.js";
 import { h, mount } from "./ui.js";
+import "./pwa.js";
 import "./screens/login.js";
 import "./screens/home.js";
 import "./screens/playbooks.js";
