@@ -1,0 +1,218 @@
+// Printable fallback: every playbook as a checklist, every form as a blank numbered sheet with a sheet ID
+// and its QR code, and the one-click outage kit. Rendered here from the saved definitions, so printing
+// works offline too (then the sheet ID is made on this device and printed as big text, without a QR code).
+import { api, session } from "../api.js";
+import { loadContent } from "../content.js";
+import { addStrings, t } from "../i18n.js";
+import { route } from "../router.js";
+import { h, mount } from "../ui.js";
+import { deviceSheetId, isDeviceSheet, localDay } from "../sheets.js";
+import { homeAction } from "./home.js";
+
+addStrings({
+  "zh-CN": {
+    "print.kit": "应急打印包", "print.kit.help": "一键打印全部预案和空白表单。停电或设备全部不能用时按纸质流程工作。",
+    "print.index": "打印", "print.button": "打印", "print.copies": "份数（每份一个表单编号）",
+    "print.playbooks": "预案", "print.forms": "空白表单", "print.back": "返回",
+    "print.offlineIds": "离线：表单编号由本机生成（无二维码）。", "print.loading": "正在准备打印…",
+  },
+  en: {
+    "print.kit": "Outage kit", "print.kit.help": "Print every playbook and a blank copy of every form at once, for when power or every device is down.",
+    "print.index": "Print", "print.button": "Print", "print.copies": "Copies (one sheet ID each)",
+    "print.playbooks": "Playbooks", "print.forms": "Blank forms", "print.back": "Back",
+    "print.offlineIds": "Offline: sheet IDs were made on this device (no QR code).", "print.loading": "Preparing…",
+  },
+});
+
+// Printed text is always both languages: Chinese first, English below.
+const ZH = (text) => (text && typeof text === "object" ? text["zh-CN"] : text) || "";
+const EN = (text) => (text && typeof text === "object" ? text.en : text) || "";
+const both = (text, tag = "span", cls = "") => [
+  h(tag, { class: `zh ${cls}`, lang: "zh-CN" }, ZH(text)), h(tag, { class: `en ${cls}`, lang: "en" }, EN(text))];
+const L = (zh, en) => ({ "zh-CN": zh, en });
+
+const WHO = {
+  agent: L("坐席", "Agent"), lead: L("值班组长", "Team lead"), manager: L("主管/经理", "Manager"),
+  ops: L("运维", "Ops"), admin: L("管理员", "Admin"),
+};
+
+function printedAt() {
+  const now = new Date();
+  return now.toLocaleString("zh-CN", { dateStyle: "short", timeStyle: "short" });
+}
+
+function sheetHead(title, kindLabel, version, extra) {
+  return h("header", { class: "ps-head" },
+    h("div", { class: "ps-title" }, h("h1", { class: "zh", lang: "zh-CN" }, ZH(title)),
+      h("p", { class: "en", lang: "en" }, EN(title)),
+      h("p", { class: "ps-meta" }, `${ZH(kindLabel)} ${EN(kindLabel)} · v${version} · 打印 Printed ${printedAt()} · ` +
+        `${session.user ? session.user.site_name : ""}`)),
+    extra);
+}
+
+// ---------------------------------------------------------------- playbooks
+
+function within(minutes) {
+  if (minutes === null || minutes === undefined) return "";
+  if (minutes === 0) return " · 立即 at once";
+  if (minutes >= 120 && minutes % 60 === 0) return ` · ${minutes / 60} 小时内 within ${minutes / 60} h`;
+  return ` · ${minutes} 分钟内 within ${minutes} min`;
+}
+
+export function playbookSheet(playbook) {
+  const section = (zh, en, ...content) => h("section", { class: "ps-section" },
+    h("h2", {}, h("span", { class: "zh" }, zh), " ", h("span", { class: "en" }, en)), ...content);
+  return h("article", { class: "print-sheet playbook-sheet", dataset: { playbook: playbook.slug } },
+    sheetHead(playbook.title, L("应急预案", "Playbook"), playbook.version,
+      h("div", { class: "ps-fill" }, h("span", {}, "事件开始 Started ____:____"), h("span", {}, "组长 Lead ________"))),
+    h("p", { class: "ps-summary" }, both(playbook.summary, "span")),
+    section("处置步骤（完成后打勾并写时间）", "Steps (tick and write the time when done)",
+      h("ol", { class: "checklist" }, playbook.steps.map((step, i) => h("li", { dataset: { step: step.id } },
+        h("span", { class: "tick", "aria-hidden": "true" }),
+        h("span", { class: "num" }, String(i + 1)),
+        h("div", { class: "step-text" }, both(step.text, "p"),
+          h("p", { class: "step-who" }, `${ZH(WHO[step.who])} ${EN(WHO[step.who])}`, within(step.within_minutes))),
+        h("span", { class: "done-at" }, "时间 Time", h("br"), "____:____"))))),
+    playbook.escalation && playbook.escalation.length ? section("升级时间表", "Escalation ladder",
+      h("table", { class: "ps-table ladder" },
+        h("thead", {}, h("tr", {}, h("th", {}, "时间 After"), h("th", {}, "通知 Notify"), h("th", {}, "内容 Message"),
+          h("th", {}, "已通知 Done"))),
+        h("tbody", {}, playbook.escalation.map((rung) => h("tr", {},
+          h("td", { class: "nowrap" }, `${rung.after_minutes} 分钟 min`),
+          h("td", {}, rung.notify.map((r) => `${ZH(WHO[r] || r)} ${EN(WHO[r] || r)}`).join(" / ")),
+          h("td", {}, both(rung.message, "p")),
+          h("td", { class: "nowrap" }, h("span", { class: "tick" }), " ____:____")))))) : null,
+    playbook.contacts && playbook.contacts.length ? section("联系电话", "Contact numbers",
+      h("table", { class: "ps-table contacts" }, h("tbody", {}, playbook.contacts.map((c) => h("tr", {},
+        h("td", {}, both(c.label, "p")), h("td", { class: "phone" }, c.phone)))))) : null,
+    playbook.script ? section("应急话术", "Emergency script",
+      h("ol", { class: "script" }, (playbook.script["zh-CN"] || []).map((line, i) => h("li", {},
+        h("p", { class: "zh", lang: "zh-CN" }, line), h("p", { class: "en", lang: "en" }, (playbook.script.en || [])[i] || ""))))) : null,
+    playbook.forms && playbook.forms.length ? section("使用的表单", "Forms used",
+      h("p", {}, playbook.forms.join(" · "))) : null);
+}
+
+// ---------------------------------------------------------------- blank form sheets
+
+// Page geometry (mm) of a landscape A4 sheet: the rows that fit are computed, never left to chance.
+const PAGE_H = 186; // 210 − 2 × 10 mm margins, less 4 mm for borders and rounding
+const HEAD_H = 30;
+const THEAD_H = 16;
+const LEGEND_LINE_H = 5;
+const FOOT_H = 9;
+const ROW_H = 12; // room for handwriting
+
+export function rowsThatFit(definition) {
+  const legendLines = definition.fields.filter((f) => f.type === "choice").length;
+  return Math.floor((PAGE_H - HEAD_H - THEAD_H - legendLines * LEGEND_LINE_H - FOOT_H) / ROW_H);
+}
+
+function cellHint(field) {
+  if (field.type === "boolean") return h("span", { class: "hint" }, "□是Y  □否N");
+  if (field.type === "choice") {
+    return h("span", { class: "hint" }, field.choices.map((_, i) => `${i + 1}`).join("  "));
+  }
+  if (field.type === "datetime") return h("span", { class: "hint" }, "月/日 M/D   时:分 h:m");
+  return null;
+}
+
+export function formSheet(form, sheet) {
+  const rows = rowsThatFit(form);
+  const total = form.fields.reduce((sum, f) => sum + (f.print_width || 2), 0);
+  const offline = isDeviceSheet(sheet.sheet_id);
+  const idBlock = h("div", { class: `ps-id ${offline ? "offline" : ""}` },
+    sheet.qr_svg ? h("img", { class: "qr", src: sheet.qr_svg, alt: `QR ${sheet.sheet_id}` }) : null,
+    h("div", {},
+      h("p", { class: "ps-id-label" }, "表单编号 Sheet ID"),
+      h("p", { class: "ps-id-value", dataset: { sheetId: sheet.sheet_id } }, sheet.sheet_id),
+      offline ? h("p", { class: "ps-id-note" }, "离线生成，无二维码：录入时手输此编号", h("br"),
+        "Made offline, no QR code: type this ID when transcribing") : null));
+  const choiceFields = form.fields.filter((f) => f.type === "choice");
+  return h("article", { class: "print-sheet form-sheet", dataset: { form: form.slug, sheetId: sheet.sheet_id, rows } },
+    sheetHead(form.title, L("纸质表单", "Paper form"), form.version, idBlock),
+    h("table", { class: "ps-grid" },
+      h("colgroup", {}, h("col", { class: "rownum" }),
+        form.fields.map((f) => h("col", { style: `width:${((f.print_width || 2) / total) * 100}%` }))),
+      h("thead", {}, h("tr", {}, h("th", { class: "rownum" }, "行", h("br"), "Row"),
+        form.fields.map((f) => h("th", { dataset: { field: f.name } },
+          h("span", { class: "zh" }, ZH(f.label), f.required ? " *" : ""), h("span", { class: "en" }, EN(f.label)))))),
+      h("tbody", {}, Array.from({ length: rows }, (_, i) => h("tr", {},
+        h("td", { class: "rownum" }, String(i + 1)),
+        form.fields.map((f) => h("td", {}, cellHint(f))))))),
+    choiceFields.length ? h("div", { class: "legend" }, choiceFields.map((f) => h("p", {},
+      h("b", {}, `${ZH(f.label)} ${EN(f.label)}：`),
+      f.choices.map((c, i) => `${i + 1} ${ZH(c.label)} ${EN(c.label)}`).join("  ·  ")))) : null,
+    h("footer", { class: "ps-foot" },
+      h("span", {}, "坐席 Agent ________  日期 Date ________  第__页 Page __"),
+      h("span", {}, "* 必填 required · 每行一条；恢复后在“转录纸质表”按编号和行号录入 · One per row; transcribe by sheet ID and row")));
+}
+
+// Sheet IDs from the server (with QR codes) when it answers; made here otherwise.
+export async function sheetIds(form, count) {
+  try {
+    return await api("/api/print/sheets", { method: "POST", body: { form, count, day: localDay() }, timeout: 6000 });
+  } catch (error) {
+    if (error.status && error.status < 500) throw error;
+    return Array.from({ length: count }, () => ({ sheet_id: deviceSheetId(), qr_svg: null }));
+  }
+}
+
+// ---------------------------------------------------------------- screens
+
+function toolbar(back, ...extra) {
+  return h("div", { class: "print-toolbar no-print" },
+    h("a", { class: "button", href: back }, t("print.back")), ...extra,
+    h("button", { type: "button", class: "primary", id: "print-now", onclick: () => window.print() }, t("print.button")));
+}
+
+function ready(view, sheets) {
+  const offline = sheets.some((s) => s.dataset.sheetId && isDeviceSheet(s.dataset.sheetId));
+  view.append(h("div", { class: "print-pages", dataset: { ready: "1" } }, sheets));
+  if (offline) view.querySelector(".print-toolbar").append(h("p", { class: "muted" }, t("print.offlineIds")));
+}
+
+route("#/print", async (view) => {
+  const [playbooks, forms] = await Promise.all([loadContent("/api/playbooks"), loadContent("/api/forms")]);
+  const item = (href, title) => h("li", {}, h("a", { class: "button print-link", href }, `🖨 ${ZH(title)} · ${EN(title)}`));
+  mount(view,
+    h("h1", {}, t("print.index")),
+    h("section", { class: "card" }, h("p", {}, t("print.kit.help")),
+      h("a", { class: "button primary big", href: "#/print/kit" }, `🖨 ${t("print.kit")}`)),
+    h("h2", {}, t("print.playbooks")),
+    h("ul", { class: "print-list" }, playbooks.map((p) => item(`#/print/playbook/${p.slug}`, p.title))),
+    h("h2", {}, t("print.forms")),
+    h("ul", { class: "print-list" }, forms.map((f) => item(`#/print/form/${f.slug}`, f.title))));
+});
+
+route("#/print/playbook/:slug", async (view, { slug }) => {
+  const playbook = await loadContent(`/api/playbooks/${encodeURIComponent(slug)}`);
+  mount(view, toolbar("#/print"));
+  ready(view, [playbookSheet(playbook)]);
+});
+
+route("#/print/form/:slug", async (view, { slug }) => {
+  const form = await loadContent(`/api/forms/${encodeURIComponent(slug)}`);
+  const copies = Math.max(1, Math.min(20, Number(new URLSearchParams(location.hash.split("?")[1]).get("copies")) || 1));
+  const input = h("input", { type: "number", min: 1, max: 20, value: copies, id: "copies", class: "copies",
+    inputmode: "numeric", onchange: async () => {
+      const n = Math.max(1, Math.min(20, Number(input.value) || 1));
+      view.querySelector(".print-pages")?.remove();
+      ready(view, (await sheetIds(slug, n)).map((s) => formSheet(form, s)));
+    } });
+  mount(view, toolbar("#/print", h("label", { class: "copies-label" }, t("print.copies"), input)),
+    h("p", { class: "loading no-print" }, t("print.loading")));
+  const sheets = await sheetIds(slug, copies);
+  view.querySelector(".loading")?.remove();
+  ready(view, sheets.map((s) => formSheet(form, s)));
+});
+
+route("#/print/kit", async (view) => {
+  mount(view, toolbar("#/print"), h("p", { class: "loading no-print" }, t("print.loading")));
+  const [playbooks, forms] = await Promise.all([loadContent("/api/playbooks"), loadContent("/api/forms")]);
+  const sheets = [];
+  for (const form of forms) sheets.push(formSheet(form, (await sheetIds(form.slug, 1))[0]));
+  view.querySelector(".loading")?.remove();
+  ready(view, [...playbooks.map(playbookSheet), ...sheets]);
+});
+
+homeAction({ href: "#/print", label: () => `🖨 ${t("print.kit")}`, order: 80 });

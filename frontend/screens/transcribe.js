@@ -1,0 +1,200 @@
+// Transcription: enter a filled-in paper sheet row by row. Each row becomes a record with source "paper",
+// its sheet ID and row number, and the id uuid5("{sheet_id}:{row}"), so typing a row twice (here, on
+// another phone, or after a crash) can never make two records.
+import { api, ApiError } from "../api.js";
+import { loadContent } from "../content.js";
+import { addStrings, pick, t } from "../i18n.js";
+import { navigate, route } from "../router.js";
+import { h, mount, toast } from "../ui.js";
+import { renderForm } from "../formview.js";
+import { normalizeSheetId, paperRecordId } from "../sheets.js";
+import { homeAction } from "./home.js";
+
+addStrings({
+  "zh-CN": {
+    "tr.title": "录入纸质表", "tr.sheet": "表单编号（纸上右上角）", "tr.form": "哪张表",
+    "tr.start": "开始录入", "tr.badId": "编号不对：请逐个字符核对纸上的编号", "tr.known": "已找到：{form}，打印于 {at}",
+    "tr.unknown": "本机离线打印的编号，录入时登记", "tr.otherForm": "这张纸是“{form}”，已自动切换",
+    "tr.row": "第 {row} 行", "tr.prevRow": "上一行", "tr.nextRow": "下一行", "tr.saveNext": "保存本行，下一行",
+    "tr.done": "已录入的行", "tr.none": "还没有", "tr.saved": "第 {row} 行已保存，等待同步",
+    "tr.same": "第 {row} 行之前已录入，内容相同：没有重复记录", "tr.differs": "第 {row} 行之前录入的内容不同",
+    "tr.keep": "保留原来的", "tr.replace": "用现在的替换", "tr.before": "原来录入的", "tr.now": "现在录入的",
+    "tr.finish": "这张纸录完了", "tr.noStore": "记录队列还不可用（同步模块未加载）", "tr.fix": "请先改正标红的项",
+    "tr.codes": "纸上圈的编号：",
+  },
+  en: {
+    "tr.title": "Transcribe a paper sheet", "tr.sheet": "Sheet ID (top right of the paper)", "tr.form": "Which form",
+    "tr.start": "Start", "tr.badId": "Not a valid sheet ID: check each character against the paper",
+    "tr.known": "Found: {form}, printed {at}", "tr.unknown": "Printed offline on a device; registered with the rows",
+    "tr.otherForm": "This sheet is a “{form}”: switched to it",
+    "tr.row": "Row {row}", "tr.prevRow": "Previous row", "tr.nextRow": "Next row", "tr.saveNext": "Save row, next",
+    "tr.done": "Rows entered", "tr.none": "none yet", "tr.saved": "Row {row} saved, waiting to sync",
+    "tr.same": "Row {row} was entered before with the same content: no duplicate made",
+    "tr.differs": "Row {row} was entered before with different content",
+    "tr.keep": "Keep the earlier one", "tr.replace": "Replace with this", "tr.before": "Entered before",
+    "tr.now": "Entered now", "tr.finish": "Sheet done", "tr.noStore": "The record queue is not available (sync module missing)",
+    "tr.fix": "Fix the fields marked in red first", "tr.codes": "Numbers circled on paper: ",
+  },
+});
+
+const STATE = "od.transcribe"; // {sheetId: {form, rows: [n…]}}: where each sheet got to on this device
+
+function progress() {
+  try { return JSON.parse(localStorage.getItem(STATE) || "{}"); } catch { return {}; }
+}
+
+function noteRow(sheetId, form, row) {
+  const all = progress();
+  const entry = all[sheetId] || { form, rows: [] };
+  if (!entry.rows.includes(row)) entry.rows.push(row);
+  entry.rows.sort((a, b) => a - b);
+  all[sheetId] = entry;
+  localStorage.setItem(STATE, JSON.stringify(all));
+}
+
+async function loadStore() {
+  try {
+    return await import("../store.js");
+  } catch (error) {
+    console.warn("store.js", error);
+    return null;
+  }
+}
+
+const sameData = (a, b) => JSON.stringify(Object.entries(a || {}).sort()) === JSON.stringify(Object.entries(b || {}).sort());
+
+// Save one row through the record queue. Returns "saved" | "same" | "differs" (with the earlier data).
+export async function saveRow(store, { form, sheetId, row, data, replace = false }) {
+  const id = await paperRecordId(sheetId, row);
+  const existing = await store.getRecord(id);
+  if (existing && !replace) {
+    return sameData(existing.data, data) ? { outcome: "same", id } : { outcome: "differs", id, before: existing.data };
+  }
+  const draft = existing || await store.newDraft({ form: form.slug, formVersion: form.version, source: "paper",
+    sheetId, sheetRow: row, id });
+  await store.saveDraft({ ...draft, data });
+  await store.queue(id);
+  return { outcome: "saved", id };
+}
+
+route("#/transcribe", async (view) => {
+  const forms = await loadContent("/api/forms");
+  const sheetInput = h("input", { id: "sheet-id", name: "sheet_id", class: "sheet-id-input", autocomplete: "off",
+    autocapitalize: "characters", spellcheck: false, placeholder: "261123-K7Q2MX-4", inputmode: "text" });
+  const message = h("p", { class: "tr-message", role: "status" });
+  const select = h("div", { class: "choices tr-forms", role: "radiogroup" }, forms.map((f, i) => h("label", { class: "choice" },
+    h("input", { type: "radio", name: "form", value: f.slug, checked: i === 0 }), pick(f.title))));
+  const chosen = () => select.querySelector("input:checked")?.value;
+
+  async function lookUp() {
+    const sheetId = normalizeSheetId(sheetInput.value);
+    message.className = "tr-message";
+    if (!sheetId) { message.textContent = sheetInput.value.trim() ? t("tr.badId") : ""; return null; }
+    sheetInput.value = sheetId;
+    try {
+      const info = await api(`/api/print/sheets/${sheetId}`, { timeout: 4000 });
+      if (info.known) {
+        const form = forms.find((f) => f.slug === info.form);
+        if (form && chosen() !== info.form) {
+          select.querySelector(`input[value="${info.form}"]`).checked = true;
+          message.textContent = t("tr.otherForm", { form: pick(form.title) });
+        } else {
+          message.textContent = t("tr.known", { form: form ? pick(form.title) : info.form,
+            at: new Date(info.created_at).toLocaleDateString() });
+        }
+      } else {
+        message.textContent = t("tr.unknown");
+      }
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 422) { message.textContent = t("tr.badId"); return null; }
+      // offline: the check character already said the ID is well formed
+    }
+    return sheetId;
+  }
+
+  sheetInput.addEventListener("change", lookUp);
+  mount(view,
+    h("h1", {}, t("tr.title")),
+    h("form", { class: "card stack", onsubmit: async (event) => {
+      event.preventDefault();
+      const sheetId = await lookUp();
+      if (!sheetId) { message.textContent = t("tr.badId"); message.className = "tr-message error"; return; }
+      const rows = progress()[sheetId]?.rows || [];
+      navigate(`#/transcribe/${encodeURIComponent(chosen())}/${sheetId}/${rows.length ? Math.max(...rows) + 1 : 1}`);
+    } },
+    h("label", { for: "sheet-id" }, t("tr.sheet")), sheetInput, message,
+    h("p", { class: "field-label" }, t("tr.form")), select,
+    h("button", { type: "submit", class: "primary big" }, t("tr.start"))));
+  sheetInput.focus();
+});
+
+route("#/transcribe/:form/:sheet/:row", async (view, params) => {
+  const sheetId = normalizeSheetId(params.sheet);
+  if (!sheetId) return navigate("#/transcribe");
+  const definition = await loadContent(`/api/forms/${encodeURIComponent(params.form)}`);
+  const row = Math.max(1, Number(params.row) || 1);
+  const store = await loadStore();
+  const go = (n) => navigate(`#/transcribe/${params.form}/${sheetId}/${Math.max(1, n)}`);
+
+  // Times on a sheet run on: a new row starts with the previous row's date and time fields.
+  const values = {};
+  let earlier = null;
+  if (store) {
+    earlier = await store.getRecord(await paperRecordId(sheetId, row));
+    const previous = row > 1 ? await store.getRecord(await paperRecordId(sheetId, row - 1)) : null;
+    if (earlier) Object.assign(values, earlier.data);
+    else if (previous) {
+      for (const f of definition.fields) if (f.type === "datetime" && previous.data[f.name]) values[f.name] = previous.data[f.name];
+    }
+  }
+  const form = renderForm(definition, values);
+  const done = progress()[sheetId]?.rows || [];
+  const conflict = h("div", { class: "tr-conflict", hidden: true });
+  const codes = definition.fields.filter((f) => f.type === "choice").map((f) => h("p", { class: "muted tr-codes" },
+    `${pick(f.label)} · ${t("tr.codes")}`, f.choices.map((c, i) => `${i + 1}=${pick(c.label)}`).join("  ")));
+
+  async function save(replace = false) {
+    const errors = form.validate();
+    form.showErrors(errors);
+    if (Object.keys(errors).length) { toast(t("tr.fix"), "error"); return; }
+    if (!store) { toast(t("tr.noStore"), "error"); return; }
+    const result = await saveRow(store, { form: definition, sheetId, row, data: form.read(), replace });
+    if (result.outcome === "differs") return showConflict(result.before);
+    noteRow(sheetId, definition.slug, row);
+    toast(t(result.outcome === "same" ? "tr.same" : "tr.saved", { row }));
+    go(row + 1);
+  }
+
+  function showConflict(before) {
+    const list = (data) => h("dl", {}, definition.fields.filter((f) => data[f.name] !== undefined).map((f) => [
+      h("dt", {}, pick(f.label)), h("dd", {}, String(data[f.name]))]));
+    conflict.hidden = false;
+    conflict.replaceChildren(h("p", { class: "error", role: "alert" }, t("tr.differs", { row })),
+      h("div", { class: "tr-versions" }, h("div", {}, h("h3", {}, t("tr.before")), list(before)),
+        h("div", {}, h("h3", {}, t("tr.now")), list(form.read()))),
+      h("div", { class: "row" },
+        h("button", { type: "button", onclick: () => { noteRow(sheetId, definition.slug, row); go(row + 1); } }, t("tr.keep")),
+        h("button", { type: "button", class: "primary", onclick: () => save(true) }, t("tr.replace"))));
+    conflict.scrollIntoView({ block: "center" });
+  }
+
+  mount(view,
+    h("div", { class: "tr-head" },
+      h("p", { class: "muted" }, `${pick(definition.title)} · v${definition.version}`),
+      h("p", { class: "tr-sheet", dataset: { sheetId } }, sheetId)),
+    h("div", { class: "tr-rowbar" },
+      h("button", { type: "button", "aria-label": t("tr.prevRow"), disabled: row <= 1, onclick: () => go(row - 1) }, "◀"),
+      h("h1", { class: "tr-row", dataset: { row } }, t("tr.row", { row })),
+      h("button", { type: "button", "aria-label": t("tr.nextRow"), onclick: () => go(row + 1) }, "▶")),
+    h("p", { class: "tr-done muted" }, `${t("tr.done")}: `, done.length ? done.map((n) => h("a", {
+      href: `#/transcribe/${params.form}/${sheetId}/${n}`, class: n === row ? "current" : "" }, String(n))) : t("tr.none")),
+    codes,
+    h("form", { class: "card", onsubmit: (event) => { event.preventDefault(); save(); } },
+      form.element, conflict,
+      h("button", { type: "submit", class: "primary big", id: "save-row" }, t("tr.saveNext"))),
+    h("a", { class: "button", href: "#/transcribe" }, t("tr.finish")));
+  const first = view.querySelector(".form-fields input, .form-fields textarea, .form-fields select");
+  if (first) first.focus({ preventScroll: true });
+});
+
+homeAction({ href: "#/transcribe", label: () => `⌨ ${t("tr.title")}`, order: 82, roles: ["agent", "lead", "manager", "admin"] });
