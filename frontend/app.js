@@ -14,6 +14,8 @@ import "./screens/incidents.js";
 import "./screens/inbox.js";
 import "./screens/callbacks.js";
 import "./screens/recovery.js";
+import "./screens/print.js";
+import "./screens/transcribe.js";
 
 const view = document.getElementById("view");
 const net = document.getElementById("net");
