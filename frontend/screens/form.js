@@ -1,15 +1,166 @@
-// A form rendered from its definition. (The sync issue adds drafts, autosave and the outbox queue.)
-import { api } from "../api.js";
-import { pick } from "../i18n.js";
-import { route } from "../router.js";
-import { h, mount } from "../ui.js";
+// Record a call (or any paper-replacement form): a new record id at form open, autosave while typing,
+// one big "Save & queue" button, then a fresh form for the next caller. Works offline from the device's
+// copy of the form; reopen a draft or a record the server rejected at #/records/:id.
+import { api, session } from "../api.js";
+import { addStrings, pick, t } from "../i18n.js";
+import { net } from "../net.js";
+import { navigate, route } from "../router.js";
+import { formatTime, h, mount, toast } from "../ui.js";
 import { defaults, renderForm } from "../formview.js";
+import * as store from "../store.js";
+import { listenWhile, requestSync } from "../sync.js";
+import { homeAction } from "./home.js";
+
+addStrings({
+  "zh-CN": {
+    "rec.home": "记录来电", "rec.save": "保存并排队上传", "rec.saved": "已保存，待上传 {n} 条",
+    "rec.new": "新记录", "rec.autosaved": "草稿已自动保存 {time}", "rec.fix": "请先改正标红的项目",
+    "rec.discard": "放弃这份草稿", "rec.outbox": "待上传 {n} 条 · 查看发件箱", "rec.updated": "已保存修改，待上传",
+    "rec.notcached": "这份表单还没有下载到本机：请联网打开一次。",
+    "rec.rejected": "服务器没有接收这条记录：{reason}", "rec.synced": "已上传，回执号 {receipt}",
+    "rec.conflict": "这条记录与服务器上的版本不同，请到发件箱选择保留哪一份。", "rec.incident": "关联事件 #{id}",
+    "rec.paper": "纸质表 {sheet} 第 {row} 行", "rec.notfound": "本机没有这条记录。",
+    "persist.warn": "浏览器可能在存储空间不足时清除本机记录。请把本应用添加到主屏幕（安装应用），并尽快联网上传。",
+  },
+  en: {
+    "rec.home": "Record a call", "rec.save": "Save & queue", "rec.saved": "Saved. {n} waiting to upload",
+    "rec.new": "New record", "rec.autosaved": "Draft saved {time}", "rec.fix": "Fix the fields marked in red first",
+    "rec.discard": "Discard this draft", "rec.outbox": "{n} waiting · open the outbox", "rec.updated": "Changes saved, waiting to upload",
+    "rec.notcached": "This form is not on this device yet: open it once while online.",
+    "rec.rejected": "The server did not accept this record: {reason}", "rec.synced": "Uploaded, receipt {receipt}",
+    "rec.conflict": "The server holds another version of this record: choose one in the outbox.",
+    "rec.incident": "Incident #{id}", "rec.paper": "Paper sheet {sheet}, row {row}",
+    "rec.notfound": "This record is not on this device.",
+    "persist.warn": "The browser may clear records stored on this device when space runs low. Add this app to " +
+      "your home screen (install it) and upload as soon as you are online.",
+  },
+});
+
+homeAction({ href: "#/forms/call-record", label: () => t("rec.home"), kind: "primary", order: 1 });
+
+// The newest version online (kept on the device), else the device's copy; old versions for old records.
+export async function loadForm(slug, version = null) {
+  if (net.online !== false) {
+    try {
+      const path = `/api/forms/${encodeURIComponent(slug)}${version ? `?version=${version}` : ""}`;
+      const definition = await api(path, { timeout: 5000 });
+      await store.saveForm(definition);
+      return definition;
+    } catch { /* offline or server down: the device's copy */ }
+  }
+  const cached = await store.cachedForm(slug, version);
+  if (!cached) throw new Error(t("rec.notcached"));
+  return cached;
+}
 
 route("#/forms/:slug", async (view, { slug }) => {
-  const definition = await api(`/api/forms/${encodeURIComponent(slug)}`);
-  const form = renderForm(definition, defaults(definition));
+  const [name, query] = slug.split("?");
+  const incident = Number(new URLSearchParams(query || "").get("incident")) || null;
+  const definition = await loadForm(name);
+  showForm(view, definition, store.newDraft({ form: name, formVersion: definition.version, incidentId: incident }),
+    { fresh: true });
+});
+
+route("#/records/:id", async (view, { id }) => {
+  const record = await store.get(id);
+  if (!record) return mount(view, h("p", { class: "empty" }, t("rec.notfound")));
+  showForm(view, await loadForm(record.form, record.formVersion), record, { fresh: false });
+});
+
+function showForm(view, definition, record, { fresh }) {
+  const stored = !fresh || record.status !== "draft";
+  const values = Object.keys(record.data || {}).length ? record.data : defaults(definition);
+  let timer = null;
+  let saving = Promise.resolve();
+  const status = h("p", { class: "rec-status muted", role: "status" },
+    fresh ? t("rec.new") : statusText(record));
+  const outboxLink = h("a", { class: "rec-outbox", href: "#/outbox" });
+  const warning = h("p", { class: "warning", role: "alert", hidden: true }, t("persist.warn"));
+
+  const autosave = () => {
+    saving = saving.then(async () => {
+      record = await store.saveDraft(record, form.read());
+      status.textContent = t("rec.autosaved", { time: formatTime(record.updatedAt) });
+      discard.hidden = record.sentRev > 0;
+    }).catch((e) => toast(e.message, "error"));
+    return saving;
+  };
+  const form = renderForm(definition, values, { onInput: () => {
+    clearTimeout(timer);
+    timer = setTimeout(autosave, 400);
+  } });
+  if (record.status === "rejected" && record.errors) {
+    form.showErrors(Object.fromEntries(Object.entries(record.errors)
+      .filter(([name]) => definition.fields.some((f) => f.name === name))));
+  }
+
+  const discard = h("button", { type: "button", class: "secondary", hidden: !stored || record.status !== "draft",
+    onclick: async () => {
+      clearTimeout(timer);
+      await saving;
+      await store.discardDraft(record.id);
+      navigate(fresh ? "#/" : "#/outbox");
+    } }, t("rec.discard"));
+
+  const submit = h("button", { type: "submit", class: "primary big rec-save" }, t("rec.save"));
+  const element = h("form", { class: "card rec-form", novalidate: true, dataset: { form: definition.slug,
+    version: definition.version, record: record.id }, onsubmit: async (event) => {
+    event.preventDefault();
+    clearTimeout(timer);
+    const errors = form.validate();
+    if (Object.keys(errors).length) {
+      form.showErrors(errors);
+      toast(t("rec.fix"), "error");
+      return;
+    }
+    submit.disabled = true;
+    try {
+      await saving;
+      await store.queue(record, form.read());
+      requestSync();
+      const n = (await store.counts()).pending;
+      if (fresh) {
+        toast(t("rec.saved", { n }));
+        // A fresh form for the next caller: new id, new call time.
+        showForm(view, definition, store.newDraft({ form: record.form, formVersion: definition.version,
+          incidentId: record.incidentId }), { fresh: true });
+        window.scrollTo(0, 0);
+      } else {
+        toast(t("rec.updated"));
+        navigate("#/outbox");
+      }
+    } finally {
+      submit.disabled = false;
+    }
+  } }, form.element, h("div", { class: "rec-actions" }, submit, discard));
+
   mount(view,
     h("h1", {}, pick(definition.title)),
-    definition.description ? h("p", { class: "muted" }, pick(definition.description)) : null,
-    h("form", { class: "card", dataset: { form: slug, version: definition.version } }, form.element));
-});
+    definition.description && fresh ? h("p", { class: "muted rec-desc" }, pick(definition.description)) : null,
+    record.incidentId ? h("p", { class: "chip-line" }, t("rec.incident", { id: record.incidentId })) : null,
+    record.source === "paper" ? h("p", { class: "chip-line" }, t("rec.paper", { sheet: record.sheetId,
+      row: record.sheetRow })) : null,
+    status, warning, outboxLink, element);
+
+  const refreshCounts = async () => {
+    const counts = await store.counts();
+    outboxLink.textContent = t("rec.outbox", { n: counts.pending });
+    warning.hidden = (await store.persistence()) !== false;
+  };
+  refreshCounts();
+  listenWhile(element, "od:store", refreshCounts);
+  listenWhile(element, "od:persist", refreshCounts);
+  if (fresh) {
+    const first = definition.fields.find((f) => f.required && values[f.name] === undefined);
+    if (first && session.user) element.querySelector(`[name="${first.name}"]`)?.focus({ preventScroll: true });
+  }
+}
+
+function statusText(record) {
+  switch (record.status) {
+    case "synced": return t("rec.synced", { receipt: record.receipt });
+    case "rejected": return t("rec.rejected", { reason: record.reason || "" });
+    case "conflict": return t("rec.conflict");
+    default: return t(`status.${record.status}`);
+  }
+}

@@ -1,1 +1,180 @@
-// Screen module: filled in by its issue.
+// The outbox: what is on this device, what reached the server (with its receipt), what is waiting, and
+// the choices an agent has: sync now, export unsent records, settle a conflict, fix a rejected record.
+import { session } from "../api.js";
+import { addStrings, pick, t } from "../i18n.js";
+import { net } from "../net.js";
+import { route, tab } from "../router.js";
+import { formatTime, h, mount, toast } from "../ui.js";
+import * as store from "../store.js";
+import { exportUnsent, listenWhile, state as syncState, syncNow } from "../sync.js";
+import { homeAction } from "./home.js";
+
+const SHOWN = 200; // the newest; counts cover everything
+
+addStrings({
+  "zh-CN": {
+    "nav.outbox": "发件箱", "outbox.title": "发件箱（本机记录）", "outbox.home": "发件箱：待上传记录",
+    "outbox.sync": "立即上传", "outbox.export": "导出未上传记录", "outbox.clear": "清除本机已上传记录",
+    "outbox.last": "最后一次成功上传：{time}", "outbox.never": "还没有成功上传过",
+    "outbox.progress": "正在上传 {done} / {total}", "outbox.retry": "稍后自动重试：{reason}",
+    "outbox.login": "登录已过期。记录都还在本机，重新登录后会自动上传。", "outbox.loginButton": "重新登录",
+    "outbox.empty": "本机还没有记录。", "outbox.more": "只显示最新 {n} 条。", "outbox.receipt": "回执 {receipt}",
+    "outbox.done": "上传完成", "outbox.exported": "已导出 {n} 条", "outbox.cleared": "已清除 {n} 条已上传记录",
+    "outbox.nothing": "没有未上传的记录", "outbox.mine": "我的版本（本机）", "outbox.theirs": "服务器上的版本",
+    "outbox.keepMine": "保留我的版本", "outbox.takeServer": "采用服务器版本", "outbox.fix": "修改后重新提交",
+    "outbox.open": "打开", "outbox.offline": "当前离线：记录会保存在本机，联网后自动上传。",
+    "status.draft": "草稿", "status.queued": "待上传", "status.sending": "上传中", "status.failed": "上传失败",
+    "status.synced": "已上传", "status.conflict": "有冲突", "status.rejected": "被退回",
+  },
+  en: {
+    "nav.outbox": "Outbox", "outbox.title": "Outbox (records on this device)", "outbox.home": "Outbox: records to upload",
+    "outbox.sync": "Sync now", "outbox.export": "Export unsent records", "outbox.clear": "Clear uploaded records from this device",
+    "outbox.last": "Last successful sync: {time}", "outbox.never": "Not synced yet",
+    "outbox.progress": "Uploading {done} / {total}", "outbox.retry": "Will retry automatically: {reason}",
+    "outbox.login": "Your login has expired. Every record is still on this device and uploads after you log in again.",
+    "outbox.loginButton": "Log in again",
+    "outbox.empty": "No records on this device yet.", "outbox.more": "Showing the newest {n}.",
+    "outbox.receipt": "Receipt {receipt}", "outbox.done": "Upload finished", "outbox.exported": "Exported {n}",
+    "outbox.cleared": "Cleared {n} uploaded records", "outbox.nothing": "Nothing unsent",
+    "outbox.mine": "My version (this device)", "outbox.theirs": "Server's version",
+    "outbox.keepMine": "Keep mine", "outbox.takeServer": "Take the server's", "outbox.fix": "Fix and resend",
+    "outbox.open": "Open", "outbox.offline": "Offline: records are kept on this device and upload when back online.",
+    "status.draft": "Draft", "status.queued": "Queued", "status.sending": "Sending", "status.failed": "Failed",
+    "status.synced": "Synced", "status.conflict": "Conflict", "status.rejected": "Rejected",
+  },
+});
+
+tab({ href: "#/outbox", label: () => t("nav.outbox"), icon: "⇅", order: 30 });
+homeAction({ href: "#/outbox", label: () => t("outbox.home"), order: 2 });
+
+route("#/outbox", async (view) => {
+  const countsBar = h("div", { class: "outbox-counts", role: "status" });
+  const syncLine = h("p", { class: "outbox-sync muted" });
+  const progress = h("progress", { class: "outbox-progress", max: 1, value: 0, hidden: true });
+  const notice = h("p", { class: "warning", role: "alert", hidden: true });
+  const persistWarning = h("p", { class: "warning", role: "alert", hidden: true }, t("persist.warn"));
+  const login = h("div", { class: "banner outbox-login", hidden: true }, t("outbox.login"), " ",
+    h("a", { class: "button", href: "#/login" }, t("outbox.loginButton")));
+  const list = h("ul", { class: "outbox-list" });
+  const syncButton = h("button", { type: "button", class: "primary big outbox-syncnow", onclick: async () => {
+    const outcome = await syncNow({ manual: true });
+    if (outcome === "done") toast(t("outbox.done"));
+  } }, t("outbox.sync"));
+  const exportButton = h("button", { type: "button", class: "outbox-export", onclick: async () => {
+    const n = (await store.counts({ user: null })).unsent;
+    if (!n) return toast(t("outbox.nothing"));
+    toast(t("outbox.exported", { n: await exportUnsent() }));
+  } }, t("outbox.export"));
+  const clearButton = h("button", { type: "button", class: "secondary outbox-clear", onclick: async () => {
+    const before = window.odBeforeClearData; // export unsent work first, like logout
+    if (before && !(await before())) return;
+    toast(t("outbox.cleared", { n: await store.clearSynced() }));
+  } }, t("outbox.clear"));
+
+  const root = h("section", { class: "outbox" },
+    h("h1", {}, t("outbox.title")), login, notice, persistWarning, countsBar, syncLine, progress,
+    h("div", { class: "row outbox-buttons" }, syncButton, exportButton), list, h("div", { class: "row" }, clearButton));
+  mount(view, root);
+
+  const definitions = {};
+  async function formOf(r) {
+    const key = `${r.form}@${r.formVersion}`;
+    if (!definitions[key]) definitions[key] = await store.cachedForm(r.form, r.formVersion);
+    return definitions[key];
+  }
+
+  function showSync(s = syncState) {
+    syncLine.textContent = s.lastSync ? t("outbox.last", { time: formatTime(s.lastSync) }) : t("outbox.never");
+    progress.hidden = !s.running || !s.total;
+    progress.max = Math.max(1, s.total);
+    progress.value = s.done;
+    if (s.running && s.total) syncLine.textContent = t("outbox.progress", { done: s.done, total: s.total });
+    login.hidden = !(s.needsLogin || !session.token);
+    notice.hidden = !((s.lastError && !s.running) || net.online === false);
+    notice.textContent = net.online === false ? t("outbox.offline") : t("outbox.retry", { reason: s.lastError || "" });
+    syncButton.disabled = s.running;
+  }
+
+  let drawing = false;
+  let again = false;
+  async function draw() {
+    if (drawing) { again = true; return; } // coalesce bursts of store events during a big upload
+    drawing = true;
+    try {
+      const counts = await store.counts();
+      countsBar.replaceChildren(...store.STATUSES.map((s) => h("span", { class: `count status-${s}`,
+        dataset: { status: s, count: counts[s] } }, `${t(`status.${s}`)} `, h("b", {}, String(counts[s])))));
+      persistWarning.hidden = (await store.persistence()) !== false;
+      const records = await store.list();
+      const items = [];
+      for (const r of records.slice(0, SHOWN)) items.push(await item(r));
+      list.replaceChildren(...(items.length ? items : [h("li", { class: "empty" }, t("outbox.empty"))]),
+        records.length > SHOWN ? h("li", { class: "muted" }, t("outbox.more", { n: SHOWN })) : null);
+    } finally {
+      drawing = false;
+      if (again) { again = false; setTimeout(draw, 250); }
+    }
+  }
+
+  async function item(r) {
+    const definition = await formOf(r);
+    const summary = summarize(r, definition);
+    const li = h("li", { class: `outbox-item status-${r.status}`, dataset: { id: r.id, status: r.status } },
+      h("div", { class: "outbox-head" },
+        h("span", { class: `status-badge status-${r.status}` }, t(`status.${r.status}`)),
+        h("b", {}, pick(definition?.title) || r.form),
+        h("span", { class: "muted" }, formatTime(r.capturedAt))),
+      h("p", { class: "outbox-summary" }, summary || r.id.slice(0, 8)),
+      r.status === "synced" ? h("p", { class: "receipt" }, t("outbox.receipt", { receipt: r.receipt })) : null,
+      r.reason && r.status !== "synced" ? h("p", { class: "muted reason" }, r.reason) : null);
+    if (r.status === "conflict" && r.server) li.append(conflict(r, definition));
+    if (["draft", "rejected", "failed", "queued"].includes(r.status)) {
+      li.append(h("a", { class: "button", href: `#/records/${r.id}` },
+        r.status === "rejected" ? t("outbox.fix") : t("outbox.open")));
+    }
+    return li;
+  }
+
+  // The first few answers an agent recognises a call by: name, phone, matter (choice labels, not codes).
+  function summarize(r, definition) {
+    const parts = [];
+    for (const field of definition?.fields || []) {
+      const value = r.data?.[field.name];
+      if (value === undefined || value === null || value === "" || field.type === "datetime") continue;
+      if (field.type === "choice") parts.push(pick(field.choices.find((c) => c.value === value)?.label) || value);
+      else if (field.type !== "boolean") parts.push(String(value));
+      if (parts.length === 3) break;
+    }
+    return parts.join(" · ");
+  }
+
+  function conflict(r, definition) {
+    const names = [...new Set([...Object.keys(r.data || {}), ...Object.keys(r.server.data || {})])];
+    const label = (n) => pick(definition?.fields.find((f) => f.name === n)?.label) || n;
+    const cell = (v) => {
+      if (v === undefined || v === null) return "—";
+      if (typeof v === "boolean") return t(v ? "field.yes" : "field.no");
+      return /^\d{4}-\d\d-\d\dT/.test(String(v)) ? formatTime(v) : String(v);
+    };
+    return h("div", { class: "conflict" },
+      h("table", { class: "conflict-table" },
+        h("thead", {}, h("tr", {}, h("th", {}, ""), h("th", {}, t("outbox.mine")), h("th", {}, t("outbox.theirs")))),
+        h("tbody", {}, names.map((n) => h("tr", { class: cell(r.data?.[n]) === cell(r.server.data?.[n]) ? "" : "differs" },
+          h("th", {}, label(n)), h("td", {}, cell(r.data?.[n])), h("td", {}, cell(r.server.data?.[n])))))),
+      h("div", { class: "row" },
+        h("button", { type: "button", class: "primary keep-mine", onclick: async () => {
+          await store.resolveConflict(r.id, "mine");
+          syncNow({ manual: true });
+        } }, t("outbox.keepMine")),
+        h("button", { type: "button", class: "take-server", onclick: () => store.resolveConflict(r.id, "server") },
+          t("outbox.takeServer"))));
+  }
+
+  listenWhile(root, "od:sync", (e) => showSync(e.detail));
+  listenWhile(root, "od:net", () => showSync());
+  listenWhile(root, "od:auth-expired", () => showSync());
+  listenWhile(root, "od:store", draw);
+  listenWhile(root, "od:persist", draw);
+  showSync();
+  await draw();
+});

@@ -1,0 +1,263 @@
+// The upload engine: sends queued records to POST /api/sync in batches, one run at a time across tabs
+// (Web Locks), retrying with capped exponential backoff and full jitter so hundreds of devices coming
+// back at once don't stampede. The page does the uploads; the service worker only wakes it (sw/sync.js).
+import { api, ApiError, session } from "./api.js";
+import { addStrings, t } from "./i18n.js";
+import { checkOnline, net } from "./net.js";
+import * as store from "./store.js";
+import { toast } from "./ui.js";
+
+export const BATCH = 100;
+const BASE_MS = 2000;
+const CAP_MS = 5 * 60 * 1000;
+const TICK_MS = 30 * 1000;
+
+addStrings({
+  "zh-CN": {
+    "sync.exported": "有 {n} 条未上传记录，已导出为文件（JSON 和 CSV）。记录仍保存在本机。",
+    "sync.offline": "离线", "sync.server": "服务器错误 {status}", "sync.busy": "另一个窗口正在上传",
+    "sync.login": "需要重新登录后才能上传",
+  },
+  en: {
+    "sync.exported": "{n} unsent records were exported to files (JSON and CSV). They stay on this device too.",
+    "sync.offline": "offline", "sync.server": "server error {status}", "sync.busy": "Another tab is uploading",
+    "sync.login": "Log in again to upload",
+  },
+});
+
+// What the outbox shows; changes are announced with an od:sync event.
+export const state = { running: false, done: 0, total: 0, lastSync: null, lastError: null, attempt: 0,
+  nextAt: null, needsLogin: false };
+let retryTimer = null;
+let formsFetched = false;
+
+function emit() {
+  window.dispatchEvent(new CustomEvent("od:sync", { detail: { ...state } }));
+}
+
+// Full jitter: a random wait between 0 and the capped exponential step.
+export function backoffDelay(attempt, random = Math.random) {
+  return Math.floor(random() * Math.min(CAP_MS, BASE_MS * 2 ** attempt));
+}
+
+function retryLater(reason) {
+  state.lastError = reason;
+  const delay = backoffDelay(state.attempt);
+  state.attempt += 1;
+  state.nextAt = Date.now() + delay;
+  clearTimeout(retryTimer);
+  retryTimer = setTimeout(() => syncNow(), delay);
+  return "retry";
+}
+
+// Entry point for every trigger. manual (the button, a new login): forget the backoff and go now.
+export async function syncNow({ manual = false } = {}) {
+  if (manual) {
+    state.attempt = 0;
+    state.nextAt = null;
+    clearTimeout(retryTimer);
+  }
+  if (!navigator.locks) return run();
+  const outcome = await navigator.locks.request("od-sync", { ifAvailable: true }, (lock) => (lock ? run() : "busy"));
+  if (outcome === "busy" && manual) toast(t("sync.busy"));
+  return outcome;
+}
+
+// After the agent queued something: upload soon, unless we are waiting out a backoff.
+let soon = null;
+export function requestSync() {
+  clearTimeout(soon);
+  soon = setTimeout(() => { if (!state.nextAt || Date.now() >= state.nextAt) syncNow(); }, 300);
+}
+
+function wire(r) {
+  return { id: r.id, form: r.form, form_version: r.formVersion, rev: r.rev, captured_at: r.capturedAt,
+    data: r.data, incident_id: r.incidentId ?? null, source: r.source || "device", sheet_id: r.sheetId ?? null,
+    sheet_row: r.sheetRow ?? null };
+}
+
+async function run() {
+  if (!session.user) return "nouser";
+  state.running = true;
+  state.done = 0;
+  emit();
+  try {
+    // A page closed mid-upload leaves "sending": the server may or may not have it; resending is safe.
+    const stuck = await store.list({ statuses: ["sending"] });
+    await store.putAll(stuck.map((r) => ({ ...r, status: "queued", sentRev: Math.max(r.sentRev, r.rev) })));
+    state.total = (await store.counts()).pending;
+    if (!session.token) {
+      state.needsLogin = true;
+      return "login";
+    }
+    if (!(await checkOnline())) return retryLater(t("sync.offline"));
+    if (!formsFetched) await refreshForms();
+    const device = await store.deviceId();
+    let cursor = await store.getMeta(`cursor:${session.user.id}`);
+    let size = BATCH;
+    for (let round = 0; round < 100000; round += 1) {
+      const batch = (await store.list({ statuses: store.PENDING })).reverse().slice(0, size);
+      const sending = batch.map((r) => ({ ...r, status: "sending", sentRev: Math.max(r.sentRev, r.rev) }));
+      await store.putAll(sending);
+      let answer;
+      try {
+        answer = await api("/api/sync", { method: "POST", timeout: 60000,
+          body: { device_id: device, cursor, records: sending.map(wire) } });
+      } catch (error) {
+        const status = error instanceof ApiError ? error.status : 0;
+        if (status === 413 && size > 1) { // too big for this server: smaller batches
+          size = Math.max(1, Math.floor(size / 2));
+          await store.putAll(sending.map((r) => ({ ...r, status: "queued" })));
+          continue;
+        }
+        const reason = status === 401 ? t("sync.login") : status ? `${t("sync.server", { status })}: ${error.message}`
+          : t("error.network");
+        await store.putAll(sending.map((r) => ({ ...r, status: status === 401 ? "queued" : "failed", reason })));
+        if (status === 401) {
+          state.needsLogin = true; // recording goes on; the queue waits for the next login
+          state.lastError = reason;
+          return "login";
+        }
+        if (!status) await checkOnline();
+        return retryLater(reason);
+      }
+      await apply(sending, answer.results);
+      cursor = answer.cursor;
+      await store.setMeta(`cursor:${session.user.id}`, cursor);
+      if (answer.changes.length) await applyChanges(answer.changes);
+      state.done += batch.length;
+      state.total = Math.max(state.total, state.done);
+      emit();
+      if (!batch.length && !answer.more_changes) break;
+    }
+    state.lastSync = new Date().toISOString();
+    await store.setMeta("lastSync", state.lastSync);
+    Object.assign(state, { attempt: 0, nextAt: null, lastError: null, needsLogin: false });
+    return "done";
+  } finally {
+    state.running = false;
+    emit();
+  }
+}
+
+// Record the server's answer on each record, unless the agent edited it meanwhile (a newer rev waits).
+async function apply(sent, results) {
+  const updates = [];
+  for (const result of results) {
+    const mine = sent[result.index];
+    const current = (await store.get(mine.id)) || mine;
+    if (current.rev !== mine.rev) continue;
+    const next = { ...current, reason: null, errors: null, server: null };
+    if (["created", "updated", "duplicate"].includes(result.status)) {
+      Object.assign(next, { status: "synced", receipt: result.receipt, receivedAt: result.received_at,
+        syncedAt: new Date().toISOString() });
+    } else if (result.status === "conflict") {
+      Object.assign(next, { status: "conflict", server: result.server, reason: result.message });
+    } else {
+      // Rejected: not stored, so this rev may be fixed and sent again.
+      Object.assign(next, { status: "rejected", errors: result.errors, reason: result.message,
+        sentRev: Math.max(0, mine.rev - 1) });
+    }
+    updates.push(next);
+  }
+  await store.putAll(updates);
+}
+
+async function applyChanges(changes) {
+  const updates = [];
+  for (const change of changes) {
+    if (change.kind === "record.status" && change.ref) {
+      const record = await store.get(change.ref);
+      if (record) updates.push({ ...record, serverStatus: change.payload.status ?? change.payload });
+    }
+    if (change.kind === "content.updated") await refreshForms();
+  }
+  await store.putAll(updates);
+  window.dispatchEvent(new CustomEvent("od:changes", { detail: { changes } }));
+}
+
+// Keep every form definition (both languages) on the device, so forms open offline.
+export async function refreshForms() {
+  try {
+    for (const definition of await api("/api/forms")) await store.saveForm(definition);
+    formsFetched = true;
+  } catch { /* next run */ }
+}
+
+// ---------------------------------------------------------------- export of unsent records
+
+function download(name, type, text) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const a = Object.assign(document.createElement("a"), { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function csvCell(value) {
+  if (value === null || value === undefined) return "";
+  const text = typeof value === "object" ? JSON.stringify(value) : String(value);
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+export function toCsv(records) {
+  const fixed = ["id", "status", "form", "formVersion", "rev", "capturedAt", "incidentId", "source", "sheetId",
+    "sheetRow", "reason"];
+  const fields = [...new Set(records.flatMap((r) => Object.keys(r.data || {})))];
+  const lines = [[...fixed, ...fields].join(",")];
+  for (const r of records) lines.push([...fixed.map((k) => r[k]), ...fields.map((f) => r.data?.[f])].map(csvCell).join(","));
+  return "\uFEFF" + lines.join("\r\n") + "\r\n"; // BOM: Excel opens Chinese text correctly
+}
+
+// Everything on this device not yet acknowledged by the server, as JSON and CSV files.
+export async function exportUnsent() {
+  const records = (await store.list({ statuses: store.UNSENT, user: null })).reverse();
+  const stamp = new Date().toISOString().slice(0, 16).replace(/[-:T]/g, "");
+  const body = { exported_at: new Date().toISOString(), device_id: await store.deviceId(),
+    user: session.user?.username ?? null, records };
+  download(`outage-desk-unsent-${stamp}.json`, "application/json", JSON.stringify(body, null, 2));
+  download(`outage-desk-unsent-${stamp}.csv`, "text/csv;charset=utf-8", toCsv(records));
+  return records.length;
+}
+
+// Logout and any "clear data" action: export unsent work first. The records stay on the device.
+async function beforeLeaving() {
+  const unsent = (await store.counts({ user: null })).unsent;
+  if (unsent) {
+    await exportUnsent();
+    toast(t("sync.exported", { n: unsent }));
+  }
+  return true;
+}
+window.odBeforeLogout = beforeLeaving;
+window.odBeforeClearData = beforeLeaving;
+
+// ---------------------------------------------------------------- triggers
+
+export function start() {
+  store.getMeta("lastSync").then((v) => { state.lastSync = v; emit(); }).catch(() => {});
+  // Back online: go within a few seconds, at a random moment, so a whole floor doesn't hit the server at once.
+  window.addEventListener("od:online", () => setTimeout(() => syncNow(), Math.random() * 3000));
+  window.addEventListener("od:login", () => { state.needsLogin = false; formsFetched = false; syncNow({ manual: true }); });
+  window.addEventListener("od:auth-expired", () => { state.needsLogin = true; emit(); });
+  navigator.serviceWorker?.addEventListener("message", (event) => {
+    if (event.data?.type === "od-sync") syncNow();
+  });
+  setInterval(async () => {
+    if (state.running || !session.user || (state.nextAt && Date.now() < state.nextAt)) return;
+    if ((await store.counts()).pending || net.online === false) syncNow();
+  }, TICK_MS);
+  if (session.user) syncNow(); // page load
+}
+
+start();
+
+// Listen on window only while a screen's element is on the page (screens re-render on every route).
+export function listenWhile(element, type, fn) {
+  const handler = (event) => {
+    if (!element.isConnected) window.removeEventListener(type, handler);
+    else fn(event);
+  };
+  window.addEventListener(type, handler);
+}

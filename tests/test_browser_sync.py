@@ -1,0 +1,159 @@
+"""Offline recording and exactly-once sync in real Chromium against a real server process."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from .servers import ServerProcess
+
+pytestmark = pytest.mark.browser
+
+
+def log_in(page, base: str, username: str, password: str = ServerProcess.PASSWORD) -> None:
+    page.goto(base + "/#/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/#/")
+
+
+def outbox_count(page, status: str) -> int:
+    return int(page.locator(f".outbox-counts [data-status={status}]").get_attribute("data-count"))
+
+
+def server_records(base: str, token: str) -> list[dict]:
+    response = httpx.get(f"{base}/api/records", params={"limit": 1000},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=20)
+    response.raise_for_status()
+    body = response.json()
+    assert body["next_after"] is None
+    return body["items"]
+
+
+def test_thirty_calls_offline_survive_a_reload_and_sync_once(live_server, new_context, artifacts):
+    users = live_server.add_users("offline30", roles=("agent",))
+    context = new_context(locale="zh-CN")
+    page = context.new_page()
+    log_in(page, live_server.base, users["agent"])
+    page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30000)
+    page.goto(live_server.base + "/#/forms/call-record")
+    expect(page.locator("h1")).to_have_text("手工记录表")
+    expect(page.locator(".rec-outbox")).to_contain_text("待上传 0 条")
+
+    context.set_offline(True)
+    page.evaluate("window.dispatchEvent(new Event('offline'))")
+    expect(page.locator("#net")).to_have_text("离线")
+    ids = []
+    for n in range(30):
+        form = page.locator("form.rec-form")
+        record_id = form.get_attribute("data-record")
+        assert record_id not in ids  # a new id for every call
+        ids.append(record_id)
+        page.fill("input[name=caller_name]", f"王先生{n}")
+        page.fill("input[name=phone]", f"139 0000 {n:04d}")
+        page.check("input[name=category][value=order_billing]")
+        page.fill("textarea[name=details]", f"第{n}通：订单查询，系统故障中，承诺回电")
+        if n == 0:
+            page.screenshot(path=artifacts / "sync-form-filled.png", full_page=True)
+        page.click("button.rec-save")
+        expect(page.locator("form.rec-form")).not_to_have_attribute("data-record", record_id)
+        expect(page.locator(".rec-outbox")).to_contain_text(f"待上传 {n + 1} 条")
+    page.screenshot(path=artifacts / "sync-form-fresh.png")
+
+    # Close the page and come back while still offline: everything is still queued on the device.
+    page.close()
+    page = context.new_page()
+    page.goto(live_server.base + "/#/outbox")
+    expect(page.locator(".outbox-counts")).to_be_visible()
+    expect(page.locator(".outbox-counts [data-status=queued]")).to_have_attribute("data-count", "30")
+    expect(page.locator(".outbox-item.status-queued")).to_have_count(30)
+    expect(page.locator(".outbox .warning").first).to_be_visible()  # offline notice
+    page.screenshot(path=artifacts / "sync-outbox-offline.png", full_page=False)
+
+    # Back online: the page finds out by probing the server and uploads by itself.
+    context.set_offline(False)
+    page.evaluate("window.dispatchEvent(new Event('online'))")
+    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "30", timeout=60000)
+    assert outbox_count(page, "queued") == 0 and outbox_count(page, "failed") == 0
+    receipts = page.locator(".outbox-item.status-synced .receipt").all_inner_texts()
+    assert len(receipts) == 30 and all(r.startswith("回执 R-") for r in receipts)
+    expect(page.locator(".outbox-sync")).to_contain_text("最后一次成功上传")
+    page.screenshot(path=artifacts / "sync-outbox-synced.png")
+
+    stored = server_records(live_server.base, live_server.login(users["agent"]))
+    assert len(stored) == 30
+    assert sorted(r["id"] for r in stored) == sorted(ids)
+    assert {r["receipt"] for r in stored} == {r.removeprefix("回执 ") for r in receipts}
+    assert {r["data"]["caller_name"] for r in stored} == {f"王先生{n}" for n in range(30)}
+
+
+CREATE_QUEUE = """async ([count, version]) => {
+  const store = await import("/static/store.js");
+  const ids = [];
+  const records = [];
+  for (let n = 0; n < count; n++) {
+    const r = store.newDraft({ form: "call-record", formVersion: version });
+    r.data = { called_at: "2026-11-23T10:00:00+08:00", caller_name: "客户" + n, phone: "1380000" + String(n).padStart(4, "0"),
+      category: "fault_report", urgency: "normal", details: "断电期间来电 " + n, callback_promised: false };
+    r.status = "queued";
+    records.push(r);
+    ids.push(r.id);
+  }
+  await store.putAll(records);
+  return ids;
+}"""
+
+
+def test_server_killed_while_500_records_upload(tmp_path, new_context, artifacts):
+    server = ServerProcess(tmp_path / "server")
+    users = server.add_users("kill500", roles=("agent", "lead"))
+    server.start()
+    try:
+        context = new_context(locale="en-US")
+        page = context.new_page()
+        log_in(page, server.base, users["agent"])
+        page.goto(server.base + "/#/outbox")
+        expect(page.locator(".outbox-counts")).to_be_visible()
+        context.set_offline(True)  # build the queue first, then let it go
+        page.evaluate("window.dispatchEvent(new Event('offline'))")
+        ids = page.evaluate(CREATE_QUEUE, [500, 1])
+        assert len(set(ids)) == 500
+        expect(page.locator(".outbox-counts [data-status=queued]")).to_have_attribute("data-count", "500")
+
+        batches = []
+
+        def on_sync(route):
+            batches.append(len(route.request.post_data_json["records"]))
+            if len(batches) == 3 and server.proc is not None:
+                route.continue_()
+                time.sleep(0.02)
+                server.kill()  # power cut while the third batch is at the server
+                return
+            route.continue_()
+
+        page.route("**/api/sync", on_sync)
+        context.set_offline(False)
+        page.evaluate("window.dispatchEvent(new Event('online'))")
+        deadline = time.monotonic() + 30
+        while server.proc is not None and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert server.proc is None, "the upload finished before the server could be killed"
+        expect(page.locator(".outbox-counts [data-status=synced]")).not_to_have_attribute("data-count", "500")
+        page.screenshot(path=artifacts / "sync-outbox-server-down.png")
+
+        server.start()  # same port, same database
+        expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "500",
+                                                                                      timeout=120000)
+        page.screenshot(path=artifacts / "sync-outbox-500-synced.png")
+        assert outbox_count(page, "failed") == 0 and outbox_count(page, "queued") == 0
+        assert all(size <= 100 for size in batches) and len(batches) >= 6
+
+        stored = server_records(server.base, server.login(users["lead"]))
+        assert len(stored) == 500
+        assert sorted(r["id"] for r in stored) == sorted(ids)  # none lost, none duplicated
+    finally:
+        server.stop()
