@@ -120,12 +120,12 @@ def ladder_out(step: EscalationStep) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- firing
 
-async def claim_due(session: AsyncSession, at: datetime, limit: int = BATCH) -> list[int]:
+async def claim_due(session: AsyncSession, at: datetime, limit: int | None = None) -> list[int]:
     """Mark due rungs fired and return their ids. On PostgreSQL the inner SELECT takes row locks with
     SKIP LOCKED, so a second process never claims the same rung; on SQLite the single UPDATE statement
     holds the one write lock, and the status guard makes a second claim find nothing."""
     due = (select(EscalationStep.id).where(EscalationStep.status == "pending", EscalationStep.due_at <= at)
-           .order_by(EscalationStep.due_at, EscalationStep.id).limit(limit))
+           .order_by(EscalationStep.due_at, EscalationStep.id).limit(limit or BATCH))
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
     result = await session.execute(

@@ -64,6 +64,8 @@ async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(sha
 
     monkeypatch.setattr(escalation, "fire_due", fire_due)
     monkeypatch.setattr(push, "deliver_due", deliver_due)
+    monkeypatch.setattr(escalation, "BATCH", 4)  # small claims: many rounds, so the instances interleave
+    monkeypatch.setattr(push, "BATCH", 10)
     receiver = PushReceiver()
     clock = ManualClock()
     settings = load_settings(database_url=shared_database, secret_key="k", vapid_key_path=tmp_path / "vapid.pem",
@@ -130,5 +132,7 @@ async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(sha
     received = Counter(m.payload["delivery"] for m in receiver.messages())
     assert len(received) == expected_deliveries and set(received.values()) == {1}  # each push sent once
     assert sent_events == expected_deliveries
-    # Both instances really took part (the point of the test is that they competed).
-    assert all(work["fired", id(app)] > 0 and work["sent", id(app)] > 0 for app in instances), work
+    # On PostgreSQL both instances really took part (SKIP LOCKED lets them work side by side); SQLite has
+    # one writer at a time, so there one instance may do it all: exactly-once is what matters there.
+    if shared_database.startswith("postgresql"):
+        assert all(work["fired", id(app)] > 0 and work["sent", id(app)] > 0 for app in instances), work
