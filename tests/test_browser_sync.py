@@ -157,3 +157,146 @@ def test_server_killed_while_500_records_upload(tmp_path, new_context, artifacts
         assert sorted(r["id"] for r in stored) == sorted(ids)  # none lost, none duplicated
     finally:
         server.stop()
+
+
+def record_call(page, name: str, details: str) -> str:
+    record_id = page.locator("form.rec-form").get_attribute("data-record")
+    page.fill("input[name=caller_name]", name)
+    page.fill("input[name=phone]", "021-5555 0101")
+    page.check("input[name=category][value=complaint]")
+    page.fill("textarea[name=details]", details)
+    page.click("button.rec-save")
+    expect(page.locator("form.rec-form")).not_to_have_attribute("data-record", record_id)
+    return record_id
+
+
+def other_device_sends(base: str, token: str, record: dict) -> dict:
+    response = httpx.post(f"{base}/api/sync", json={"device_id": "other-phone", "records": [record]},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=20)
+    response.raise_for_status()
+    return response.json()["results"][0]
+
+
+def test_conflict_shows_both_versions_and_the_agent_chooses(live_server, new_context, artifacts):
+    users = live_server.add_users("conflict", roles=("agent",))
+    token = live_server.login(users["agent"])
+    page = new_context(locale="zh-CN").new_page()
+    log_in(page, live_server.base, users["agent"])
+    page.goto(live_server.base + "/#/forms/call-record")
+    keep = record_call(page, "李女士", "投诉：账单多扣费")
+    take = record_call(page, "赵先生", "报修：宽带断线")
+    page.goto(live_server.base + "/#/outbox")
+    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "2", timeout=30000)
+    held = {r["id"]: r for r in server_records(live_server.base, token)}
+
+    # Another device of the same agent saves rev 2 of both records first.
+    for rid, text in ((keep, "另一台设备：已电话安抚"), (take, "另一台设备：已派单")):
+        server = held[rid]
+        sent = {"id": rid, "form": "call-record", "form_version": 1, "rev": 2, "captured_at": server["captured_at"],
+                "data": {**server["data"], "details": text}}
+        assert other_device_sends(live_server.base, token, sent)["status"] == "updated"
+
+    # This device edits its synced copies: they become rev 2 with other content -> conflicts.
+    for rid, text in ((keep, "投诉：账单多扣费 200 元，要求退款"), (take, "报修：宽带断线，已重启光猫")):
+        page.goto(f"{live_server.base}/#/records/{rid}")
+        expect(page.locator(".rec-status")).to_contain_text("回执号 R-")
+        page.fill("textarea[name=details]", text)
+        page.click("button.rec-save")
+        page.wait_for_url("**/#/outbox")
+    expect(page.locator(".outbox-counts [data-status=conflict]")).to_have_attribute("data-count", "2", timeout=30000)
+    item = page.locator(f".outbox-item[data-id='{keep}']")
+    expect(item.locator(".conflict-table")).to_contain_text("投诉：账单多扣费 200 元，要求退款")
+    expect(item.locator(".conflict-table")).to_contain_text("另一台设备：已电话安抚")
+    expect(item.locator(".conflict-table tr.differs")).to_have_count(1)  # only the details differ
+    item.scroll_into_view_if_needed()
+    page.screenshot(path=artifacts / "sync-outbox-conflict.png")
+
+    item.locator("button.keep-mine").click()
+    page.locator(f".outbox-item[data-id='{take}'] button.take-server").click()
+    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "2", timeout=30000)
+    held = {r["id"]: r for r in server_records(live_server.base, token)}
+    assert held[keep]["rev"] == 3 and held[keep]["data"]["details"] == "投诉：账单多扣费 200 元，要求退款"
+    assert held[take]["rev"] == 2 and held[take]["data"]["details"] == "另一台设备：已派单"
+    local = page.evaluate(f"import('/static/store.js').then((s) => s.get('{take}'))")
+    assert local["data"]["details"] == "另一台设备：已派单" and local["receipt"] == held[take]["receipt"]
+    assert len(held) == 2
+
+
+def test_expired_login_never_blocks_recording_and_logout_exports_first(live_server, new_context, artifacts):
+    users = live_server.add_users("expiry", roles=("agent",))
+    context = new_context(locale="zh-CN", accept_downloads=True)
+    page = context.new_page()
+    downloads = []
+    page.on("download", lambda download: downloads.append(download))
+    log_in(page, live_server.base, users["agent"])
+    page.goto(live_server.base + "/#/forms/call-record")
+    expect(page.locator("form.rec-form")).to_be_visible()
+    # The token expires (here: revoked on the server) while the agent keeps taking calls.
+    httpx.post(f"{live_server.base}/api/auth/logout", timeout=10,
+               headers={"Authorization": f"Bearer {page.evaluate('localStorage.getItem(`od.token`)')}"})
+    first = record_call(page, "钱女士", "询问停电何时恢复")
+    expect(page.locator("#banner")).to_be_visible(timeout=20000)
+    expect(page.locator("#banner")).to_contain_text("重新登录")
+    second = record_call(page, "孙先生", "订单查询，承诺回电")
+    page.goto(live_server.base + "/#/outbox")
+    expect(page.locator(".outbox-login")).to_be_visible()
+    expect(page.locator(".outbox-counts [data-status=queued]")).to_have_attribute("data-count", "2")
+    page.screenshot(path=artifacts / "sync-outbox-login-expired.png")
+
+    # Export at any time: JSON and CSV (UTF-8 with BOM, so Excel shows the Chinese text).
+    page.click("button.outbox-export")
+    deadline = time.monotonic() + 10
+    while len(downloads) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    names = sorted(d.suggested_filename for d in downloads)
+    assert names[0].endswith(".csv") and names[1].endswith(".json")
+    csv_bytes = open(downloads[[d.suggested_filename for d in downloads].index(names[0])].path(), "rb").read()
+    assert csv_bytes.startswith(b"\xef\xbb\xbf") and "钱女士".encode() in csv_bytes
+    assert first.encode() in csv_bytes and second.encode() in csv_bytes
+
+    # Logging out with unsent records exports them first; the records stay queued on the device.
+    page.goto(live_server.base + "/#/")
+    page.get_by_role("button", name="退出登录").click()
+    page.wait_for_url("**/#/login")
+    deadline = time.monotonic() + 10
+    while len(downloads) < 4 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert len(downloads) == 4
+
+    # Log in again: the queue goes up by itself.
+    page.fill("input[name=username]", users["agent"])
+    page.fill("input[name=password]", ServerProcess.PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/#/")
+    page.goto(live_server.base + "/#/outbox")
+    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "2", timeout=30000)
+    expect(page.locator(".outbox-login")).to_be_hidden()
+    stored = server_records(live_server.base, live_server.login(users["agent"]))
+    assert sorted(r["id"] for r in stored) == sorted([first, second])
+
+
+def test_rejected_record_shows_field_errors_and_can_be_fixed(live_server, new_context, artifacts):
+    users = live_server.add_users("rejected", roles=("agent", "admin"))
+    page = new_context(locale="en-US").new_page()
+    log_in(page, live_server.base, users["agent"])
+    page.goto(live_server.base + "/#/outbox")
+    # A record that passed the device's checks but not the server's (e.g. an older app build):
+    rid = page.evaluate("""async () => {
+      const store = await import("/static/store.js");
+      const r = store.newDraft({ form: "call-record", formVersion: 1 });
+      await store.queue(r, { called_at: "2026-11-23T10:00:00+08:00", caller_name: "Ms Zhou", phone: "call me",
+        category: "other", urgency: "normal", details: "Asked about the outage", callback_promised: false });
+      return r.id;
+    }""")
+    page.click("button.outbox-syncnow")
+    item = page.locator(f".outbox-item[data-id='{rid}']")
+    expect(item).to_have_attribute("data-status", "rejected", timeout=20000)
+    item.get_by_role("link", name="Fix and resend").click()
+    expect(page.locator("[data-field=phone] .field-error")).to_be_visible()
+    page.screenshot(path=artifacts / "sync-form-rejected.png")
+    page.fill("input[name=phone]", "138 0000 1111")
+    page.click("button.rec-save")
+    page.wait_for_url("**/#/outbox")
+    expect(item).to_have_attribute("data-status", "synced", timeout=20000)
+    stored = server_records(live_server.base, live_server.login(users["agent"]))
+    assert [(r["id"], r["data"]["phone"]) for r in stored] == [(rid, "138 0000 1111")]

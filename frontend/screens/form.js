@@ -17,7 +17,7 @@ addStrings({
     "rec.new": "新记录", "rec.autosaved": "草稿已自动保存 {time}", "rec.fix": "请先改正标红的项目",
     "rec.discard": "放弃这份草稿", "rec.outbox": "待上传 {n} 条 · 查看发件箱", "rec.updated": "已保存修改，待上传",
     "rec.notcached": "这份表单还没有下载到本机：请联网打开一次。",
-    "rec.rejected": "服务器没有接收这条记录：{reason}", "rec.synced": "已上传，回执号 {receipt}",
+    "rec.rejected": "服务器没有接收这条记录：{reason}", "rec.rejectedFields": "服务器退回了这条记录：请改正标红的项目后重新提交。", "rec.synced": "已上传，回执号 {receipt}",
     "rec.conflict": "这条记录与服务器上的版本不同，请到发件箱选择保留哪一份。", "rec.incident": "关联事件 #{id}",
     "rec.paper": "纸质表 {sheet} 第 {row} 行", "rec.notfound": "本机没有这条记录。",
     "persist.warn": "浏览器可能在存储空间不足时清除本机记录。请把本应用添加到主屏幕（安装应用），并尽快联网上传。",
@@ -27,7 +27,8 @@ addStrings({
     "rec.new": "New record", "rec.autosaved": "Draft saved {time}", "rec.fix": "Fix the fields marked in red first",
     "rec.discard": "Discard this draft", "rec.outbox": "{n} waiting · open the outbox", "rec.updated": "Changes saved, waiting to upload",
     "rec.notcached": "This form is not on this device yet: open it once while online.",
-    "rec.rejected": "The server did not accept this record: {reason}", "rec.synced": "Uploaded, receipt {receipt}",
+    "rec.rejected": "The server did not accept this record: {reason}",
+    "rec.rejectedFields": "The server returned this record: fix the fields marked in red and save again.", "rec.synced": "Uploaded, receipt {receipt}",
     "rec.conflict": "The server holds another version of this record: choose one in the outbox.",
     "rec.incident": "Incident #{id}", "rec.paper": "Paper sheet {sheet}, row {row}",
     "rec.notfound": "This record is not on this device.",
@@ -159,7 +160,8 @@ function showForm(view, definition, record, { fresh }) {
 function statusText(record) {
   switch (record.status) {
     case "synced": return t("rec.synced", { receipt: record.receipt });
-    case "rejected": return t("rec.rejected", { reason: record.reason || "" });
+    case "rejected": return record.errors && Object.keys(record.errors).some((n) => n !== "_" && n !== "form")
+      ? t("rec.rejectedFields") : t("rec.rejected", { reason: record.reason || "" });
     case "conflict": return t("rec.conflict");
     default: return t(`status.${record.status}`);
   }

@@ -22,7 +22,8 @@ addStrings({
     "outbox.done": "上传完成", "outbox.exported": "已导出 {n} 条", "outbox.cleared": "已清除 {n} 条已上传记录",
     "outbox.nothing": "没有未上传的记录", "outbox.mine": "我的版本（本机）", "outbox.theirs": "服务器上的版本",
     "outbox.keepMine": "保留我的版本", "outbox.takeServer": "采用服务器版本", "outbox.fix": "修改后重新提交",
-    "outbox.open": "打开", "outbox.offline": "当前离线：记录会保存在本机，联网后自动上传。",
+    "outbox.open": "打开", "outbox.conflict": "服务器上已有这条记录的另一个版本：请对比后选择保留哪一份。",
+    "outbox.rejectedFields": "服务器退回：请修改 {fields}", "outbox.offline": "当前离线：记录会保存在本机，联网后自动上传。",
     "status.draft": "草稿", "status.queued": "待上传", "status.sending": "上传中", "status.failed": "上传失败",
     "status.synced": "已上传", "status.conflict": "有冲突", "status.rejected": "被退回",
   },
@@ -38,7 +39,8 @@ addStrings({
     "outbox.cleared": "Cleared {n} uploaded records", "outbox.nothing": "Nothing unsent",
     "outbox.mine": "My version (this device)", "outbox.theirs": "Server's version",
     "outbox.keepMine": "Keep mine", "outbox.takeServer": "Take the server's", "outbox.fix": "Fix and resend",
-    "outbox.open": "Open", "outbox.offline": "Offline: records are kept on this device and upload when back online.",
+    "outbox.open": "Open", "outbox.conflict": "The server holds another version of this record: compare and choose.",
+    "outbox.rejectedFields": "Returned by the server: fix {fields}", "outbox.offline": "Offline: records are kept on this device and upload when back online.",
     "status.draft": "Draft", "status.queued": "Queued", "status.sending": "Sending", "status.failed": "Failed",
     "status.synced": "Synced", "status.conflict": "Conflict", "status.rejected": "Rejected",
   },
@@ -126,13 +128,24 @@ route("#/outbox", async (view) => {
         h("span", { class: "muted" }, formatTime(r.capturedAt))),
       h("p", { class: "outbox-summary" }, summary || r.id.slice(0, 8)),
       r.status === "synced" ? h("p", { class: "receipt" }, t("outbox.receipt", { receipt: r.receipt })) : null,
-      r.reason && r.status !== "synced" ? h("p", { class: "muted reason" }, r.reason) : null);
+      reasonText(r, definition) ? h("p", { class: "muted reason" }, reasonText(r, definition)) : null);
     if (r.status === "conflict" && r.server) li.append(conflict(r, definition));
     if (["draft", "rejected", "failed", "queued"].includes(r.status)) {
       li.append(h("a", { class: "button", href: `#/records/${r.id}` },
         r.status === "rejected" ? t("outbox.fix") : t("outbox.open")));
     }
     return li;
+  }
+
+  // Why a record is not synced, in the agent's language where we know the case.
+  function reasonText(r, definition) {
+    if (r.status === "conflict") return t("outbox.conflict");
+    if (r.status === "rejected") {
+      const fields = Object.keys(r.errors || {}).filter((n) => definition?.fields.some((f) => f.name === n));
+      return fields.length ? t("outbox.rejectedFields", { fields: fields.map((n) =>
+        pick(definition.fields.find((f) => f.name === n).label)).join("、") }) : r.reason;
+    }
+    return r.status === "synced" ? null : r.reason;
   }
 
   // The first few answers an agent recognises a call by: name, phone, matter (choice labels, not codes).
@@ -151,16 +164,18 @@ route("#/outbox", async (view) => {
   function conflict(r, definition) {
     const names = [...new Set([...Object.keys(r.data || {}), ...Object.keys(r.server.data || {})])];
     const label = (n) => pick(definition?.fields.find((f) => f.name === n)?.label) || n;
-    const cell = (v) => {
+    const cell = (v, n) => {
       if (v === undefined || v === null) return "—";
       if (typeof v === "boolean") return t(v ? "field.yes" : "field.no");
+      const choice = definition?.fields.find((f) => f.name === n)?.choices?.find((c) => c.value === v);
+      if (choice) return pick(choice.label);
       return /^\d{4}-\d\d-\d\dT/.test(String(v)) ? formatTime(v) : String(v);
     };
     return h("div", { class: "conflict" },
       h("table", { class: "conflict-table" },
         h("thead", {}, h("tr", {}, h("th", {}, ""), h("th", {}, t("outbox.mine")), h("th", {}, t("outbox.theirs")))),
-        h("tbody", {}, names.map((n) => h("tr", { class: cell(r.data?.[n]) === cell(r.server.data?.[n]) ? "" : "differs" },
-          h("th", {}, label(n)), h("td", {}, cell(r.data?.[n])), h("td", {}, cell(r.server.data?.[n])))))),
+        h("tbody", {}, names.map((n) => h("tr", { class: cell(r.data?.[n], n) === cell(r.server.data?.[n], n) ? "" : "differs" },
+          h("th", {}, label(n)), h("td", {}, cell(r.data?.[n], n)), h("td", {}, cell(r.server.data?.[n], n)))))),
       h("div", { class: "row" },
         h("button", { type: "button", class: "primary keep-mine", onclick: async () => {
           await store.resolveConflict(r.id, "mine");
