@@ -296,8 +296,9 @@ async def deliver_due(app: Any) -> int:
             await session.rollback()
             return 0
         rows = (await session.execute(
-            select(PushDelivery, Notification, PushSubscription)
+            select(PushDelivery, Notification, PushSubscription, User.display_name)
             .join(Notification, Notification.id == PushDelivery.notification_id)
+            .join(User, User.id == PushDelivery.user_id)
             .outerjoin(PushSubscription, PushSubscription.id == PushDelivery.subscription_id)
             .where(PushDelivery.id.in_(claimed)).order_by(PushDelivery.id))).all()
         await session.commit()
@@ -310,21 +311,22 @@ async def deliver_due(app: Any) -> int:
         async with limit:
             return await _send(state, sub, note, delivery)
 
-    outcomes = await asyncio.gather(*(one(d, n, s) for d, n, s in rows))
+    outcomes = await asyncio.gather(*(one(d, n, s) for d, n, s, _ in rows))
     async with state.sessionmaker() as session:
         at = await escalation.now(state, session)
-        for (delivery, _note, sub), outcome in zip(rows, outcomes, strict=True):
-            await _record(session, delivery, sub, outcome, at)
+        for (delivery, _note, sub, name), outcome in zip(rows, outcomes, strict=True):
+            await _record(session, delivery, sub, name, outcome, at)
         await session.commit()
     return len(rows)
 
 
-async def _record(session: AsyncSession, delivery: PushDelivery, sub: PushSubscription | None,
+async def _record(session: AsyncSession, delivery: PushDelivery, sub: PushSubscription | None, user_name: str,
                   outcome: dict[str, Any], at: datetime) -> None:
     status = outcome.get("status")
     values: dict[str, Any] = {"last_status": status, "last_error": outcome.get("error"), "deadline_at": None}
     event: tuple[str, dict[str, Any]] | None = None
-    info = {"delivery": delivery.id, "user_id": delivery.user_id, "status": status, "attempt": delivery.attempts}
+    info = {"delivery": delivery.id, "user_id": delivery.user_id, "user": user_name, "status": status,
+            "attempt": delivery.attempts}
     if status is not None and 200 <= status < 300:
         values.update(state="sent", sent_at=at, next_attempt_at=None, last_error=None)
         event = ("notification_sent", info)
@@ -476,8 +478,10 @@ async def receipt(request: Request, db: AsyncSession, data: ReceiptIn) -> None:
         at = await escalation.now(request.app, db)
         delivery.delivered_at = at
         if delivery.incident_id is not None:
+            user = await db.get(User, delivery.user_id)
             await incidents.add_event(db, delivery.incident_id, "notification_delivered", None,
-                                      {"delivery": delivery.id, "user_id": delivery.user_id}, at=at)
+                                      {"delivery": delivery.id, "user_id": delivery.user_id,
+                                       "user": user.display_name if user else None}, at=at)
         await db.commit()
 
 
