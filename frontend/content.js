@@ -8,7 +8,7 @@ import { api, ApiError, session } from "./api.js";
 import { net } from "./net.js";
 
 export const API_CACHE = "od-api-v1"; // same name as in service_worker/sw.js
-const STATE = "od.content"; // {user, cursor}: what this device last saved
+const STATE = "od.content"; // {user, cursor, at}: what this device last saved, and when
 const REFRESH_EVERY_MS = 5 * 60 * 1000;
 
 let running = null;
@@ -30,8 +30,10 @@ async function fetchJson(path, cache = "default") {
 }
 
 async function fetchAndKeep(path) {
+  // Decided before fetching: a worker that takes control mid-request never sees this one.
+  const viaWorker = Boolean(navigator.serviceWorker?.controller);
   const response = await fetchJson(path);
-  if (!navigator.serviceWorker?.controller && "caches" in window) {
+  if (!viaWorker && "caches" in window) {
     await (await caches.open(API_CACHE)).put(path, response.clone());
   }
   return response.json();
@@ -63,9 +65,14 @@ async function refresh(force) {
   const [playbooks, forms] = await Promise.all([fetchAndKeep("/api/playbooks"), fetchAndKeep("/api/forms")]);
   const docs = [...playbooks.map((p) => `/api/playbooks/${p.slug}`), ...forms.map((f) => `/api/forms/${f.slug}`)];
   await Promise.all(docs.map(fetchAndKeep));
-  localStorage.setItem(STATE, JSON.stringify({ user: user.id, cursor: cursor.cursor }));
+  localStorage.setItem(STATE, JSON.stringify({ user: user.id, cursor: cursor.cursor, at: new Date().toISOString() }));
   window.dispatchEvent(new CustomEvent("od:content", { detail: { cursor: cursor.cursor } }));
   return { cursor: cursor.cursor, fetched: docs.length };
+}
+
+// When this device last saved the content (ISO time), or null.
+export function savedAt() {
+  return saved()?.at || null;
 }
 
 export async function forgetContent() {

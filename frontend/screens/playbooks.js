@@ -2,10 +2,11 @@
 // script, the forms it uses, contacts as tel: buttons and the escalation ladder. Works offline from the
 // saved copies (content.js); ticks are kept on this device.
 import { session } from "../api.js";
-import { loadContent } from "../content.js";
+import { loadContent, savedAt } from "../content.js";
+import { net } from "../net.js";
 import { addStrings, lang, pick, t } from "../i18n.js";
 import { route, tab } from "../router.js";
-import { h, mount } from "../ui.js";
+import { formatTime, h, mount } from "../ui.js";
 import { homeAction } from "./home.js";
 
 const CATEGORIES = ["technical", "facility", "safety", "demand", "public"];
@@ -27,6 +28,7 @@ addStrings({
     "after.minutes": "{n} 分钟后", "after.hours": "{n} 小时后", "pb.notify": "通知 {roles}",
     "pb.offline.empty": "这台设备上还没有保存预案。请联网登录一次，之后离线也能查看。",
     "pb.notfound": "找不到这个预案。", "pb.retry": "重试", "pb.call": "拨打",
+    "pb.offline.note": "离线：显示本机保存的版本（{time} 保存）", "pb.offline.unknown": "离线：显示本机保存的版本",
   },
   en: {
     "nav.playbooks": "Playbooks", "pb.home": "Playbooks", "pb.title": "Playbooks", "pb.search": "Search playbooks and steps…",
@@ -44,6 +46,8 @@ addStrings({
     "after.minutes": "After {n} min", "after.hours": "After {n} h", "pb.notify": "Notify {roles}",
     "pb.offline.empty": "No playbooks are saved on this device yet. Log in once while online; after that they work offline.",
     "pb.notfound": "There is no such playbook.", "pb.retry": "Try again", "pb.call": "Call",
+    "pb.offline.note": "Offline: showing the copy saved on this device ({time})",
+    "pb.offline.unknown": "Offline: showing the copy saved on this device",
   },
 });
 
@@ -51,6 +55,28 @@ tab({ href: "#/playbooks", label: () => t("nav.playbooks"), icon: "☰", order: 
 homeAction({ href: "#/playbooks", label: () => t("pb.home"), order: 10, kind: "primary" });
 
 let query = ""; // kept while moving between the list and a playbook
+let shownHash = null; // a new screen starts at the top; a refresh of the same one keeps its place
+
+function startScreen() {
+  if (shownHash !== location.hash) window.scrollTo(0, 0);
+  shownHash = location.hash;
+}
+window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#/playbooks")) shownHash = null; });
+
+// Offline, say that what is shown is the device's saved copy, and from when.
+function fillOfflineNote(note) {
+  const at = savedAt();
+  note.textContent = at ? t("pb.offline.note", { time: formatTime(at, lang()) }) : t("pb.offline.unknown");
+  note.hidden = net.online !== false;
+}
+
+function offlineNote() {
+  const note = h("p", { class: "pb-offline", role: "status" });
+  fillOfflineNote(note);
+  return note;
+}
+
+window.addEventListener("od:net", () => document.querySelectorAll(".pb-offline").forEach(fillOfflineNote));
 
 function minutesText(prefix, minutes) {
   if (minutes === 0 && prefix === "when") return t("when.now");
@@ -102,8 +128,9 @@ function renderList(view, playbooks) {
   }
 
   show();
-  mount(view, h("div", { class: "pb-head" }, h("h1", {}, t("pb.title")),
+  mount(view, offlineNote(), h("div", { class: "pb-head" }, h("h1", {}, t("pb.title")),
     h("span", { class: "muted" }, t("pb.count", { n: playbooks.length }))), search, results);
+  startScreen();
 }
 
 // ---------------------------------------------------------------- one playbook
@@ -240,7 +267,7 @@ function renderPlaybook(view, playbook, forms) {
   const formTitles = new Map(forms.map((f) => [f.slug, pick(f.title)]));
   const sections = [formsSection(playbook, formTitles), stepsSection(playbook), scriptSection(playbook),
     contactsSection(playbook), escalationSection(playbook)];
-  mount(view,
+  mount(view, offlineNote(),
     h("a", { class: "pb-back", href: "#/playbooks" }, t("pb.back")),
     h("header", { class: "pb-header", dataset: { slug: playbook.slug, version: playbook.version } },
       h("span", { class: "pb-category" }, t(`cat.${playbook.category}`)),
@@ -248,12 +275,14 @@ function renderPlaybook(view, playbook, forms) {
       h("p", { class: "pb-summary" }, pick(playbook.summary))),
     jumpLinks(sections),
     sections);
+  startScreen();
 }
 
 // ---------------------------------------------------------------- routes
 
+// Not found, or nothing saved on this device while the server can't be reached (fetch's TypeError).
 function showFailure(view, error) {
-  const offline = !(error && error.status);
+  const offline = error instanceof TypeError;
   mount(view, h("div", { class: "card stack" },
     h("p", { class: "error", role: "alert" },
       error?.status === 404 ? t("pb.notfound") : offline ? t("pb.offline.empty") : error.message),
@@ -263,23 +292,27 @@ function showFailure(view, error) {
 }
 
 route("#/playbooks", async (view) => {
+  let playbooks;
   try {
-    renderList(view, await loadContent("/api/playbooks"));
+    playbooks = await loadContent("/api/playbooks");
   } catch (error) {
-    showFailure(view, error);
+    return showFailure(view, error);
   }
+  renderList(view, playbooks);
 });
 
 route("#/playbooks/:slug", async (view, { slug }) => {
+  let playbook;
+  let forms;
   try {
-    const [playbook, forms] = await Promise.all([
+    [playbook, forms] = await Promise.all([
       loadContent(`/api/playbooks/${encodeURIComponent(slug)}`),
       loadContent("/api/forms").catch(() => []), // titles only; slugs do without them
     ]);
-    renderPlaybook(view, playbook, forms);
   } catch (error) {
-    showFailure(view, error);
+    return showFailure(view, error);
   }
+  renderPlaybook(view, playbook, forms);
 });
 
 // New versions arrived (content.js): show them, unless the agent is typing a search.
