@@ -184,15 +184,20 @@ async def notify_overdue(app: Any) -> int:
         return len(callbacks)
 
 
-async def overdue_worker(app: Any) -> None:
+async def poll_forever(app: Any, one_pass: Any, every: float, what: str) -> None:
+    """Run `one_pass(app)` every `every` seconds for the app's lifetime (app.state.poll_interval overrides)."""
     while True:
         try:
-            await notify_overdue(app)
+            await one_pass(app)
         except asyncio.CancelledError:
             raise
         except Exception:  # a database hiccup must not end the worker
-            log.exception("overdue callbacks")
-        await asyncio.sleep(getattr(app.state, "callback_interval", None) or POLL_SECONDS)
+            log.exception(what)
+        await asyncio.sleep(getattr(app.state, "poll_interval", None) or every)
+
+
+async def overdue_worker(app: Any) -> None:
+    await poll_forever(app, notify_overdue, POLL_SECONDS, "overdue callbacks")
 
 
 workers = [overdue_worker]

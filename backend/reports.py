@@ -14,8 +14,6 @@ How the figures are measured (all from stored times, so a report is the same whe
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -30,9 +28,8 @@ from .auth import CurrentUser, User, requires
 from .db import Base, UTCDateTime, insert_for
 from .errors import Problem
 from .records import Record
-from .recovery import OPEN_STATES, Callback, _time, reentry_counts
+from .recovery import OPEN_STATES, Callback, _time, poll_forever, reentry_counts
 
-log = logging.getLogger("outage_desk")
 Req = Request[CurrentUser, str, Any]
 
 FIRST_REPORT_LIMIT = timedelta(minutes=5)
@@ -215,14 +212,7 @@ async def remind_due(app: Any) -> int:
 
 
 async def reminder_worker(app: Any) -> None:
-    while True:
-        try:
-            await remind_due(app)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("review reminders")
-        await asyncio.sleep(getattr(app.state, "review_interval", None) or POLL_SECONDS)
+    await poll_forever(app, remind_due, POLL_SECONDS, "review reminders")
 
 
 workers = [reminder_worker]
