@@ -28,7 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from . import documents
 from .auth import CurrentUser
-from .db import Base, UTCDateTime, utcnow
+from .db import Base, UTCDateTime, insert_for, utcnow
 from .errors import Problem
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
@@ -96,18 +96,16 @@ def qr_svg(sheet_id: str) -> str:
     return segno.make(sheet_id, error="m").svg_data_uri(border=2, scale=1)
 
 
-async def register_sheet(session: AsyncSession, site_id: int, sheet_id: str, form: str, form_version: int,
-                         user_id: int | None = None) -> PrintedSheet | None:
-    """Note a device-made sheet the first time one of its rows arrives (no-op when known). None when the
-    sheet ID belongs to another site."""
-    known = (await session.execute(select(PrintedSheet).where(PrintedSheet.sheet_id == sheet_id))).scalar_one_or_none()
-    if known is not None:
-        return known if known.site_id == site_id else None
-    sheet = PrintedSheet(sheet_id=sheet_id, site_id=site_id, form=form, form_version=form_version,
-                         origin=sheet_origin(sheet_id), created_by=user_id)
-    async with session.begin_nested():
-        session.add(sheet)
-    return sheet
+async def on_record_stored(session: AsyncSession, record: Any, outcome: str) -> None:
+    """Records hook: a transcribed paper row makes its sheet known (sheets printed offline become known
+    this way), so a later transcription of the same sheet finds its form."""
+    sheet_id = normalize_sheet_id(record.sheet_id or "") if record.source == "paper" else None
+    if sheet_id is None:
+        return
+    await session.execute(insert_for(session, PrintedSheet.__table__).values(
+        sheet_id=sheet_id, site_id=record.site_id, form=record.form, form_version=record.form_version,
+        origin=sheet_origin(sheet_id), created_by=record.agent_id, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["sheet_id"]))
 
 
 # ---------------------------------------------------------------- API

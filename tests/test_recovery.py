@@ -274,6 +274,9 @@ async def test_the_same_paper_row_transcribed_twice_is_one_record(client, db, si
         callbacks = (await session.execute(select(func.count()).select_from(Callback)
                                            .where(Callback.record_id == rid))).scalar_one()
     assert [(r.id, r.sheet_row, r.source) for r in stored] == [(rid, 3, "paper")] and callbacks == 1
+    # the sheet (printed offline on a device, say) is now known with its form
+    known = (await client.get(f"/api/print/sheets/{sheet}", headers=site.headers())).json()
+    assert known["known"] is True and known["form"] == "call-record"
 
 
 # ---------------------------------------------------------------- the post-incident review
