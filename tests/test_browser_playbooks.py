@@ -82,6 +82,7 @@ def test_every_playbook_and_form_in_both_languages_offline(live_server, new_cont
     expect(page.locator("#net")).to_have_class(re.compile(r"\boffline\b"))
     go(page, "#/playbooks")
     expect(page.locator(".pb-card")).to_have_count(10)
+    expect(page.locator(".pb-offline")).to_contain_text("离线：显示本机保存的版本")
     page.screenshot(path=artifacts / "playbooks-offline-zh.png")
 
     for lang in ("zh-CN", "en"):
@@ -152,7 +153,11 @@ def test_list_search_ticks_contacts_and_screenshots(live_server, new_context, ar
     expect(page.locator(".pb-tel").first).to_have_attribute("href", "tel:01000000001")
     expect(page.locator(".pb-tel").first).to_contain_text("运维值班")
     expect(page.locator(".pb-form")).to_have_text(["手工记录表", "组长日志（系统故障情况处理表）", "回拨清单"])
-    page.screenshot(path=artifacts / "playbook-system-failure-zh.png", full_page=True)
+    page.screenshot(path=artifacts / "playbook-system-failure-zh.png")
+    page.evaluate("document.querySelector('#pb-script').scrollIntoView()")
+    page.screenshot(path=artifacts / "playbook-system-failure-script-zh.png")
+    page.evaluate("document.querySelector('#pb-contacts').scrollIntoView()")
+    page.screenshot(path=artifacts / "playbook-system-failure-contacts-zh.png")
     assert_touch_targets(page)
 
     # Ticks stay on the device across a reload; clearing takes two taps.
@@ -177,7 +182,37 @@ def test_list_search_ticks_contacts_and_screenshots(live_server, new_context, ar
     page.wait_for_url("**/#/forms/call-record")
     expect(page.locator("h1")).to_have_text("手工记录表")
     expect(page.locator(".field-label").first).to_contain_text("来电时间")
-    page.screenshot(path=artifacts / "form-call-record-zh.png", full_page=True)
+    page.screenshot(path=artifacts / "form-call-record-zh.png")
+
+
+def test_new_content_version_reaches_the_device(live_server, new_context):
+    """An admin edit makes version 2; the device sees the cursor grow when it is back online, saves the new
+    version and shows it offline."""
+    names = live_server.add_users("pbver", roles=("agent", "admin"))
+    context = new_context(locale="zh-CN")
+    page = context.new_page()
+    log_in(page, live_server.base, names["agent"], live_server.PASSWORD)
+    wait_until_controlled(page)
+    wait_until_content_saved(page, {"/api/playbooks", "/api/playbooks/power-outage"})
+    before = page.evaluate("JSON.parse(localStorage.getItem('od.content')).cursor")
+
+    headers = {"Authorization": f"Bearer {live_server.login(names['admin'])}"}
+    playbook = httpx.get(live_server.base + "/api/playbooks/power-outage", headers=headers, timeout=10).json()
+    playbook["title"]["zh-CN"] = "断电（第二版）"
+    playbook["steps"][0]["text"]["zh-CN"] = "第二版的第一步：先确认是整栋楼还是只有本层断电。"
+    response = httpx.put(live_server.base + "/api/playbooks/power-outage", json=playbook, headers=headers, timeout=10)
+    assert response.status_code == 200 and response.json()["version"] == 2
+
+    page.evaluate("window.dispatchEvent(new CustomEvent('od:online'))")  # what the page does on reconnecting
+    page.wait_for_function(f"JSON.parse(localStorage.getItem('od.content')).cursor > {before}")
+    context.set_offline(True)
+    page.reload()
+    go(page, "#/playbooks/power-outage")
+    expect(page.locator("h1")).to_have_text("断电（第二版）")
+    expect(page.locator(".pb-header")).to_have_attribute("data-version", "2")
+    expect(page.locator(".pb-step-text").first).to_contain_text("第二版的第一步")
+    go(page, "#/playbooks")
+    expect(page.locator('.pb-card[data-slug="power-outage"]')).to_contain_text("断电（第二版）")
 
 
 def assert_touch_targets(page: Page) -> None:
