@@ -111,8 +111,10 @@ async def on_record_stored(session: AsyncSession, record: Record, outcome: str) 
     """Records hook (same transaction): make, update or cancel the record's callback."""
     if record.form != CALLBACK_FORM:
         return
-    now = await db_now(session)
     due = promised_due(record)
+    if due is None and outcome == "created":
+        return  # a new record that promises nothing has no callback to make or cancel: skip the lookup
+    now = await db_now(session)
     callback = await session.get(Callback, record.id)
     data = record.data or {}
     if due is None:
