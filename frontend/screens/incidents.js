@@ -1,1 +1,408 @@
-// Screen module: filled in by its issue.
+// Incidents: the list (and declaring one from a playbook, lead+), and one incident live: status, drill
+// label, playbook steps with who ticked them, the escalation ladder, notes, the timeline, and the
+// ack / recovered / resolve buttons the server says this user may use. The last state fetched is kept on
+// the device, so the screens still show something useful offline.
+import { api, session } from "../api.js";
+import { loadContent } from "../content.js";
+import { addStrings, lang, pick, t } from "../i18n.js";
+import "../push.js";
+import { navigate, route, tab } from "../router.js";
+import { formatTime, h, mount, toast } from "../ui.js";
+import { homeAction } from "./home.js";
+
+const LEAD = ["lead", "manager", "admin"];
+const POLL_MS = 4000;
+
+addStrings({
+  "zh-CN": {
+    "nav.incidents": "事件", "inc.home": "启动应急事件", "inc.title": "应急事件", "inc.active": "进行中",
+    "inc.closed": "已结束", "inc.none": "当前没有进行中的事件。", "inc.declare": "启动事件",
+    "inc.playbook": "预案", "inc.note": "情况说明（现象、开始时间、影响范围）", "inc.drill": "这是演练",
+    "inc.scale": "演练加速", "inc.scale.opt": "{n} 倍速", "inc.submit": "启动", "inc.submit.drill": "开始演练",
+    "inc.drill.label": "演练", "inc.drill.banner": "演练（{n} 倍速）：不是真实事件，所有通知都标注【演练】。",
+    "st.open": "处理中", "st.acknowledged": "已确认", "st.recovered": "已恢复", "st.resolved": "已结束",
+    "inc.declared": "{who} 于 {time} 启动", "inc.escalation": "升级 {fired}/{total}", "inc.next": "下一级：{time}",
+    "inc.ack": "确认接手", "inc.recover": "标记已恢复", "inc.resolve": "结束事件", "inc.resolve.confirm": "再点一次确认结束",
+    "inc.acked": "{who} 于 {time} 确认", "inc.steps": "处置步骤", "inc.ladder": "升级规则", "inc.notes": "备注",
+    "inc.note.add": "添加备注", "inc.note.placeholder": "进展、决定、联系了谁…", "inc.timeline": "时间线",
+    "inc.forms": "记录表单", "inc.offline": "离线：显示 {time} 保存的内容，操作需联网。", "inc.back": "← 全部事件",
+    "inc.by": "{who} · {time}", "inc.within": "{n} 分钟内", "inc.due": "应在 {time} 前",
+    "rung.after": "{n} 分钟后", "rung.notify": "通知 {roles}", "rung.pending": "待触发 {time}",
+    "rung.fired": "已触发 {time}", "rung.stopped": "已停止", "rung.cancelled": "已取消",
+    "level.title": "预警等级", "level.normal": "正常", "level.yellow": "黄色预警", "level.orange": "橙色预警",
+    "level.red": "红色预警", "level.rate": "接通率 {rate}%，排队 {queue}", "level.report": "上报话务数据",
+    "level.answer_rate": "接通率（%）", "level.queue": "排队数", "level.failure": "系统故障", "level.send": "上报",
+    "level.tiers": "已启动 {tiers} 级后备", "inc.failed": "操作失败：{error}",
+    "ev.declared": "{actor} 启动预案（第 {version} 版）", "ev.note": "{actor}：{text}",
+    "ev.step_ticked": "{actor} 完成：{step}", "ev.step_unticked": "{actor} 取消勾选：{step}",
+    "ev.escalation_fired": "升级（{after} 分钟）：通知 {roles}，{recipients} 人，{deliveries} 台设备",
+    "ev.notification_sent": "推送已发出：{user}", "ev.notification_failed": "推送失败：{user}（{status}）{retry}",
+    "ev.retry": "，将于 {time} 重试", "ev.giveup": "，已放弃（收件箱仍有）",
+    "ev.notification_gone": "{user} 的设备推送已失效，已删除该订阅", "ev.notification_delivered": "{user} 的设备已收到通知",
+    "ev.acknowledged": "{actor} 确认接手（用时 {minutes} 分钟），停止 {n} 级升级", "ev.recovered": "{actor} 标记系统已恢复",
+    "ev.resolved": "{actor} 结束事件", "ev.level_changed": "预警：{from} → {to}（接通率 {rate}%，排队 {queue}）",
+    "ev.reserve_called": "启动 {tier} 级后备人员", "ev.system": "系统",
+  },
+  en: {
+    "nav.incidents": "Incidents", "inc.home": "Declare an incident", "inc.title": "Incidents", "inc.active": "Active",
+    "inc.closed": "Closed", "inc.none": "No incident is active.", "inc.declare": "Declare an incident",
+    "inc.playbook": "Playbook", "inc.note": "What is happening (symptom, start time, who is affected)",
+    "inc.drill": "This is a drill", "inc.scale": "Drill speed", "inc.scale.opt": "{n}× faster",
+    "inc.submit": "Declare", "inc.submit.drill": "Start drill", "inc.drill.label": "DRILL",
+    "inc.drill.banner": "DRILL ({n}× speed): not a real incident; every notification is marked [DRILL].",
+    "st.open": "Open", "st.acknowledged": "Acknowledged", "st.recovered": "Recovered", "st.resolved": "Resolved",
+    "inc.declared": "Declared by {who} at {time}", "inc.escalation": "Escalation {fired}/{total}",
+    "inc.next": "Next: {time}", "inc.ack": "Acknowledge", "inc.recover": "Mark recovered", "inc.resolve": "Resolve",
+    "inc.resolve.confirm": "Tap again to resolve", "inc.acked": "Acknowledged by {who} at {time}",
+    "inc.steps": "Steps", "inc.ladder": "Escalation", "inc.notes": "Notes", "inc.note.add": "Add note",
+    "inc.note.placeholder": "Progress, decisions, who was called…", "inc.timeline": "Timeline",
+    "inc.forms": "Forms", "inc.offline": "Offline: showing what was saved at {time}; actions need a connection.",
+    "inc.back": "← All incidents", "inc.by": "{who} · {time}", "inc.within": "within {n} min",
+    "inc.due": "due {time}", "rung.after": "After {n} min", "rung.notify": "notify {roles}",
+    "rung.pending": "due {time}", "rung.fired": "fired {time}", "rung.stopped": "stopped", "rung.cancelled": "cancelled",
+    "level.title": "Alert level", "level.normal": "Normal", "level.yellow": "Yellow alert", "level.orange": "Orange alert",
+    "level.red": "Red alert", "level.rate": "answer rate {rate} %, queue {queue}", "level.report": "Report call figures",
+    "level.answer_rate": "Answer rate (%)", "level.queue": "Calls waiting", "level.failure": "System failure",
+    "level.send": "Report", "level.tiers": "Reserve tiers called: {tiers}", "inc.failed": "Failed: {error}",
+    "ev.declared": "{actor} declared it (playbook version {version})", "ev.note": "{actor}: {text}",
+    "ev.step_ticked": "{actor} did: {step}", "ev.step_unticked": "{actor} unticked: {step}",
+    "ev.escalation_fired": "Escalation ({after} min): notified {roles}, {recipients} people, {deliveries} devices",
+    "ev.notification_sent": "Push sent: {user}", "ev.notification_failed": "Push failed: {user} ({status}){retry}",
+    "ev.retry": ", retry at {time}", "ev.giveup": ", given up (still in the inbox)",
+    "ev.notification_gone": "{user}'s device no longer takes push; subscription removed",
+    "ev.notification_delivered": "{user}'s device received it",
+    "ev.acknowledged": "{actor} acknowledged after {minutes} min; {n} escalation steps stopped",
+    "ev.recovered": "{actor} marked systems recovered", "ev.resolved": "{actor} resolved it",
+    "ev.level_changed": "Alert {from} → {to} (answer rate {rate} %, queue {queue})",
+    "ev.reserve_called": "Tier-{tier} reserves called in", "ev.system": "System",
+  },
+});
+
+tab({ href: "#/incidents", label: () => t("nav.incidents"), icon: "⚠", order: 20 });
+homeAction({ href: "#/incidents", label: () => t("inc.home"), roles: LEAD, order: 5, kind: "primary" });
+
+const isLead = () => LEAD.includes(session.user?.role);
+const time = (iso) => formatTime(iso, lang());
+const roleNames = (roles) => roles.map((r) => t(`role.${r}`)).join("、");
+
+// ---------------------------------------------------------------- the device's saved copy
+
+function saveCopy(key, data) {
+  try {
+    localStorage.setItem(`od.inc.${session.user?.id}.${key}`, JSON.stringify({ at: new Date().toISOString(), data }));
+  } catch { /* storage full: the live view still works */ }
+}
+
+function savedCopy(key) {
+  try { return JSON.parse(localStorage.getItem(`od.inc.${session.user?.id}.${key}`) || "null"); } catch { return null; }
+}
+
+// The server's answer, else the saved copy with the time it was saved ({data, offline: iso | null}).
+async function fetchOrSaved(path, key) {
+  try {
+    const data = await api(path, { cache: "no-store" }); // live, or the labelled copy below
+    saveCopy(key, data);
+    return { data, offline: null };
+  } catch (error) {
+    const saved = savedCopy(key);
+    if (!saved || (error.status && error.status < 500 && error.status !== 401)) throw error;
+    return { data: saved.data, offline: saved.at };
+  }
+}
+
+function offlineNote(at) {
+  return at ? h("p", { class: "offline-note", role: "status" }, t("inc.offline", { time: time(at) })) : null;
+}
+
+function statusChip(status) {
+  return h("span", { class: `status status-${status}` }, t(`st.${status}`));
+}
+
+function drillTag(incident) {
+  return incident.drill ? h("span", { class: "tag drill" }, t("inc.drill.label")) : null;
+}
+
+// ---------------------------------------------------------------- list + declare
+
+function incidentCard(incident) {
+  const esc = incident.escalation;
+  return h("li", {}, h("a", { class: `incident-card card status-line-${incident.status}`, href: `#/incidents/${incident.id}` },
+    h("span", { class: "row" }, statusChip(incident.status), drillTag(incident), h("span", { class: "muted" }, `#${incident.id}`)),
+    h("strong", { class: "incident-title" }, pick(incident.title)),
+    h("span", { class: "muted" }, t("inc.declared", { who: incident.declared_by?.name || t("ev.system"), time: time(incident.declared_at) })),
+    esc.total ? h("span", { class: "muted" }, t("inc.escalation", { fired: esc.fired, total: esc.total }),
+      esc.next_due_at && incident.status !== "resolved" ? ` · ${t("inc.next", { time: time(esc.next_due_at) })}` : "") : null));
+}
+
+async function declareCard() {
+  let playbooks = [];
+  try { playbooks = await loadContent("/api/playbooks"); } catch { /* offline with nothing saved */ }
+  const select = h("select", { name: "playbook", required: true },
+    playbooks.map((p) => h("option", { value: p.slug }, pick(p.title))));
+  const note = h("textarea", { name: "note", maxlength: 4000, rows: 3 });
+  const drill = h("input", { type: "checkbox", name: "drill" });
+  const scale = h("select", { name: "time_scale" }, [10, 60, 300, 600].map((n) => h("option", { value: n, selected: n === 60 }, t("inc.scale.opt", { n }))));
+  const scaleField = h("label", { hidden: true }, t("inc.scale"), scale);
+  const submit = h("button", { type: "submit", class: "primary big" }, t("inc.submit"));
+  const error = h("p", { class: "error", role: "alert", hidden: true });
+  drill.addEventListener("change", () => {
+    scaleField.hidden = !drill.checked;
+    submit.textContent = t(drill.checked ? "inc.submit.drill" : "inc.submit");
+  });
+  const form = h("form", { class: "card stack declare-form", onsubmit: async (event) => {
+    event.preventDefault();
+    submit.disabled = true;
+    error.hidden = true;
+    try {
+      const body = { playbook: select.value, note: note.value.trim() || null };
+      if (drill.checked) body.drill = { time_scale: Number(scale.value) };
+      const incident = await api("/api/incidents", { method: "POST", body });
+      navigate(`#/incidents/${incident.id}`);
+    } catch (e) {
+      error.textContent = t("inc.failed", { error: e.message });
+      error.hidden = false;
+      submit.disabled = false;
+    }
+  } },
+  h("h2", {}, t("inc.declare")),
+  h("label", {}, t("inc.playbook"), select),
+  h("label", {}, t("inc.note"), note),
+  h("label", { class: "check" }, drill, t("inc.drill")),
+  scaleField, error, submit);
+  return form;
+}
+
+function levelCard(level) {
+  const chip = h("div", { class: `level level-${level.level}` },
+    h("strong", {}, t(`level.${level.level}`)),
+    level.answer_rate !== null ? h("span", {}, t("level.rate", { rate: level.answer_rate, queue: level.queue_length })) : null,
+    level.tier ? h("span", {}, t("level.tiers", { tiers: level.tier })) : null);
+  if (!isLead()) return h("section", { class: "card" }, h("h2", {}, t("level.title")), chip);
+  const rate = h("input", { type: "number", name: "answer_rate", min: 0, max: 100, step: "0.1", required: true, inputmode: "decimal" });
+  const queue = h("input", { type: "number", name: "queue_length", min: 0, step: 1, required: true, inputmode: "numeric" });
+  const failure = h("input", { type: "checkbox", name: "system_failure" });
+  const form = h("form", { class: "level-form", onsubmit: async (event) => {
+    event.preventDefault();
+    try {
+      await api("/api/metrics", { method: "POST", body: {
+        answer_rate: Number(rate.value), queue_length: Number(queue.value), system_failure: failure.checked } });
+      window.dispatchEvent(new Event("od:rerender"));
+    } catch (e) { toast(t("inc.failed", { error: e.message }), "error"); }
+  } },
+  h("div", { class: "row two" }, h("label", {}, t("level.answer_rate"), rate), h("label", {}, t("level.queue"), queue)),
+  h("label", { class: "check" }, failure, t("level.failure")),
+  h("button", { type: "submit" }, t("level.send")));
+  return h("section", { class: "card" }, h("h2", {}, t("level.title")), chip,
+    h("details", {}, h("summary", {}, t("level.report")), form));
+}
+
+route("#/incidents", async (view) => {
+  const [{ data: incidents, offline }, level] = await Promise.all([
+    fetchOrSaved("/api/incidents?limit=50", "list"),
+    api("/api/metrics/level").catch(() => null)]);
+  const active = incidents.filter((i) => i.status !== "resolved");
+  const closed = incidents.filter((i) => i.status === "resolved").slice(0, 10);
+  mount(view,
+    h("h1", {}, t("inc.title")),
+    offlineNote(offline),
+    h("h2", {}, t("inc.active")),
+    active.length ? h("ul", { class: "incident-list" }, active.map(incidentCard)) : h("p", { class: "empty" }, t("inc.none")),
+    isLead() && !offline ? await declareCard() : null,
+    level ? levelCard(level) : null,
+    closed.length ? [h("h2", {}, t("inc.closed")), h("ul", { class: "incident-list" }, closed.map(incidentCard))] : null);
+});
+
+// ---------------------------------------------------------------- one incident
+
+function eventText(event, incident) {
+  const d = event.data || {};
+  const actor = event.actor?.name || t("ev.system");
+  const stepText = (id) => pick(incident.steps.find((s) => s.id === id)?.text) || id;
+  switch (event.kind) {
+    case "declared": return t("ev.declared", { actor, version: d.version }) + (d.note ? ` — ${d.note}` : "");
+    case "note": return t("ev.note", { actor, text: d.text });
+    case "step_ticked": return t(d.done ? "ev.step_ticked" : "ev.step_unticked", { actor, step: stepText(d.step) });
+    case "escalation_fired": return t("ev.escalation_fired", { after: d.after_minutes, roles: roleNames(d.notify || []),
+      recipients: d.recipients, deliveries: d.deliveries });
+    case "notification_failed": return t("ev.notification_failed", { user: d.user || d.user_id, status: d.status || d.error,
+      retry: d.retry_at ? t("ev.retry", { time: time(d.retry_at) }) : t("ev.giveup") });
+    case "notification_sent": case "notification_gone": case "notification_delivered":
+      return t(`ev.${event.kind}`, { user: d.user || d.user_id });
+    case "acknowledged": return t("ev.acknowledged", { actor, minutes: Math.round((d.seconds_to_ack || 0) / 6) / 10,
+      n: d.rungs_stopped });
+    case "recovered": case "resolved": return t(`ev.${event.kind}`, { actor }) + (d.note ? ` — ${d.note}` : "");
+    case "level_changed": return t("ev.level_changed", { from: t(`level.${d.from}`), to: t(`level.${d.to}`),
+      rate: d.answer_rate, queue: d.queue_length });
+    case "reserve_called": return t("ev.reserve_called", { tier: d.tier });
+    default: return event.kind;
+  }
+}
+
+function timelineList(events, incident) {
+  return h("ol", { class: "timeline" }, events.map((event) => h("li", { class: `ev ev-${event.kind}` },
+    h("time", { datetime: event.at }, time(event.at)), h("span", {}, eventText(event, incident)))));
+}
+
+function stepsList(incident, offline, onChange) {
+  const role = session.user?.role;
+  return h("ol", { class: "inc-steps" }, incident.steps.map((step) => {
+    const allowed = incident.can.tick && !offline && (isLead() || step.who === "agent");
+    const box = h("input", { type: "checkbox", checked: step.done, disabled: !allowed, "aria-label": pick(step.text),
+      onchange: async () => {
+        box.disabled = true;
+        try {
+          onChange(await api(`/api/incidents/${incident.id}/steps/${encodeURIComponent(step.id)}`,
+            { method: "POST", body: { done: box.checked } }));
+        } catch (e) {
+          box.checked = !box.checked;
+          box.disabled = false;
+          toast(t("inc.failed", { error: e.message }), "error");
+        }
+      } });
+    return h("li", { class: `inc-step ${step.done ? "done" : ""} ${role === step.who ? "mine" : ""}` },
+      h("label", { class: "step-line" }, box, h("span", {},
+        h("span", { class: "step-who" }, t(`who.${step.who}`),
+          step.within_minutes ? ` · ${t("inc.within", { n: step.within_minutes })}` : "",
+          step.due_at && !step.done ? ` · ${t("inc.due", { time: time(step.due_at) })}` : ""),
+        h("span", { class: "step-text" }, pick(step.text)),
+        step.done ? h("span", { class: "step-ticked" }, t("inc.by", { who: step.ticked_by?.name, time: time(step.ticked_at) })) : null)));
+  }));
+}
+
+function ladderList(incident) {
+  return h("ol", { class: "ladder" }, incident.ladder.map((rung) => h("li", { class: `rung rung-${rung.status}` },
+    h("div", { class: "rung-head" }, h("strong", {}, t("rung.after", { n: rung.after_minutes })),
+      h("span", {}, t("rung.notify", { roles: roleNames(rung.notify) })),
+      h("span", { class: "rung-state" }, rung.status === "pending" ? t("rung.pending", { time: time(rung.due_at) })
+        : rung.status === "fired" ? t("rung.fired", { time: time(rung.fired_at) }) : t(`rung.${rung.status}`))),
+    h("p", {}, pick(rung.message)))));
+}
+
+function actionButtons(incident, offline, onChange) {
+  const act = (path, body) => async (event) => {
+    event.currentTarget.disabled = true;
+    try {
+      onChange(await api(`/api/incidents/${incident.id}/${path}`, { method: "POST", body }));
+      window.dispatchEvent(new Event("od:inbox"));
+    } catch (e) {
+      toast(t("inc.failed", { error: e.message }), "error");
+      event.target.disabled = false;
+    }
+  };
+  const can = incident.can;
+  let armed = false;
+  const resolve = h("button", { type: "button", class: "resolve", onclick: (event) => {
+    if (!armed) { armed = true; resolve.textContent = t("inc.resolve.confirm"); return; }
+    act("resolve")(event);
+  } }, t("inc.resolve"));
+  const buttons = [
+    can.ack ? h("button", { type: "button", class: "primary big", id: "inc-ack", onclick: act("ack") }, t("inc.ack")) : null,
+    can.recover ? h("button", { type: "button", id: "inc-recover", onclick: act("recover") }, t("inc.recover")) : null,
+    can.resolve ? resolve : null].filter(Boolean);
+  buttons.forEach((b) => { if (offline) b.disabled = true; });
+  return buttons.length ? h("div", { class: "inc-actions" }, buttons) : null;
+}
+
+function noteForm(incident, onAdded) {
+  const text = h("textarea", { name: "text", rows: 2, maxlength: 4000, placeholder: t("inc.note.placeholder"), required: true });
+  return h("form", { class: "note-form", onsubmit: async (event) => {
+    event.preventDefault();
+    if (!text.value.trim()) return;
+    try {
+      await api(`/api/incidents/${incident.id}/notes`, { method: "POST", body: { text: text.value.trim() } });
+      text.value = "";
+      onAdded();
+    } catch (e) { toast(t("inc.failed", { error: e.message }), "error"); }
+  } }, h("label", {}, t("inc.notes"), text), h("button", { type: "submit" }, t("inc.note.add")));
+}
+
+route("#/incidents/:id", async (view, { id }) => {
+  const hash = location.hash;
+  let incident = null;
+  let events = [];
+  let cursor = 0;
+  let offline = null;
+  const timelineBox = h("section", { class: "card" });
+
+  const load = async () => {
+    const got = await fetchOrSaved(`/api/incidents/${id}`, `detail.${id}`);
+    incident = got.data;
+    offline = got.offline;
+    if (incident.can.timeline) {
+      const key = `timeline.${id}`;
+      try {
+        const fresh = await api(`/api/incidents/${id}/timeline?after=${cursor}`, { cache: "no-store" });
+        events = events.concat(fresh.events);
+        cursor = fresh.cursor;
+        saveCopy(key, { events, cursor });
+      } catch {
+        const saved = savedCopy(key);
+        if (saved && !events.length) ({ events, cursor } = saved.data);
+      }
+    }
+  };
+
+  const draw = () => {
+    const user = session.user;
+    const notes = incident.can.note && !offline ? noteForm(incident, () => refresh()) : null;
+    timelineBox.replaceChildren(h("h2", {}, t("inc.timeline")), timelineList(events.slice().reverse(), incident));
+    mount(view,
+      h("a", { href: "#/incidents", class: "back" }, t("inc.back")),
+      offlineNote(offline),
+      incident.drill ? h("p", { class: "drill-banner", role: "note" }, t("inc.drill.banner", { n: incident.time_scale })) : null,
+      h("header", { class: "inc-head" },
+        h("div", { class: "row" }, statusChip(incident.status), drillTag(incident), h("span", { class: "muted" }, `#${incident.id}`)),
+        h("h1", {}, pick(incident.title)),
+        h("p", { class: "muted" }, t("inc.declared", { who: incident.declared_by?.name || t("ev.system"), time: time(incident.declared_at) })),
+        incident.acknowledged_at ? h("p", { class: "muted" }, t("inc.acked", { who: incident.acknowledged_by?.name, time: time(incident.acknowledged_at) })) : null,
+        incident.note ? h("p", { class: "inc-note" }, incident.note) : null),
+      actionButtons(incident, offline, (next) => { incident = next; refresh(); }),
+      incident.ladder.length ? h("section", { class: "card" }, h("h2", {}, t("inc.ladder")), ladderList(incident)) : null,
+      h("section", { class: "card" }, h("h2", {}, t("inc.steps")),
+        stepsList(incident, offline, (next) => { incident = next; refresh(); })),
+      incident.forms.length ? h("section", { class: "card" }, h("h2", {}, t("inc.forms")),
+        h("div", { class: "row" }, incident.forms.map((slug) => h("a", { class: "button", href: `#/forms/${slug}?incident=${incident.id}` }, slug)))) : null,
+      notes ? h("section", { class: "card" }, notes) : null,
+      incident.can.timeline ? timelineBox : null);
+    view.dataset.incidentStatus = incident.status;
+    view.dataset.user = user?.id;
+  };
+
+  let busy = false;
+  const refresh = async () => {
+    if (busy || location.hash !== hash) return;
+    busy = true;
+    try {
+      const focused = document.activeElement?.name === "text" ? document.activeElement : null;
+      const draft = focused?.value;
+      await load();
+      if (location.hash !== hash) return;
+      const scroll = window.scrollY;
+      draw();
+      if (draft) { // keep a half-typed note across a live refresh
+        const box = view.querySelector("textarea[name=text]");
+        if (box) { box.value = draft; box.focus(); }
+      }
+      window.scrollTo(0, scroll);
+    } catch (e) {
+      console.warn("incident refresh", e);
+    } finally {
+      busy = false;
+    }
+  };
+
+  await load();
+  window.scrollTo(0, 0);
+  draw();
+  const timer = setInterval(refresh, POLL_MS); // offline it fails fast and shows the saved copy
+  const stop = () => {
+    if (location.hash === hash) return;
+    clearInterval(timer);
+    window.removeEventListener("hashchange", stop);
+    window.removeEventListener("od:notification", refresh);
+    window.removeEventListener("od:net", refresh);
+  };
+  window.addEventListener("hashchange", stop);
+  window.addEventListener("od:notification", refresh);
+  window.addEventListener("od:net", refresh);
+});
