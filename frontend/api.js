@@ -21,8 +21,10 @@ export const session = {
   get expired() { return localStorage.getItem("od.expired") === "1"; },
 };
 
-export async function api(path, { method = "GET", body, timeout = 15000, headers = {} } = {}) {
+// cache: "no-store" makes the service worker pass a GET through (live data, never its saved copy).
+export async function api(path, { method = "GET", body, timeout = 15000, headers = {}, cache } = {}) {
   const init = { method, headers: { Accept: "application/json", ...headers }, signal: AbortSignal.timeout(timeout) };
+  if (cache) init.cache = cache;
   if (session.token) init.headers.Authorization = `Bearer ${session.token}`;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
