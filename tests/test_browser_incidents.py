@@ -100,6 +100,8 @@ def test_push_reaches_the_real_service_worker_and_is_shown(server, new_context, 
         expect(page.locator(".inbox-item").first).to_contain_text("【演练】")
         page.screenshot(path=artifacts / "incidents-inbox-push.png")
         api(server, lead_token, "POST", f"/api/incidents/{incident['id']}/resolve")
+        httpx.delete(server.base + "/api/push/subscriptions", params={"endpoint": subscription["endpoint"]},
+                     headers={"Authorization": f"Bearer {manager_token}"}, timeout=10).raise_for_status()
     finally:
         receiver.close()
 

@@ -32,7 +32,7 @@ addStrings({
   },
 });
 
-tab({ href: "#/inbox", label: () => t("nav.inbox"), icon: "🔔", order: 30 });
+tab({ href: "#/inbox", label: () => t("nav.inbox"), icon: "✉", order: 30 });
 
 const CACHE = "od.inbox";
 

@@ -39,7 +39,8 @@ addStrings({
     "ev.notification_sent": "推送已发出：{user}", "ev.notification_failed": "推送失败：{user}（{status}）{retry}",
     "ev.retry": "，将于 {time} 重试", "ev.giveup": "，已放弃（收件箱仍有）",
     "ev.notification_gone": "{user} 的设备推送已失效，已删除该订阅", "ev.notification_delivered": "{user} 的设备已收到通知",
-    "ev.acknowledged": "{actor} 确认接手（用时 {minutes} 分钟），停止 {n} 级升级", "ev.recovered": "{actor} 标记系统已恢复",
+    "ev.acknowledged": "{actor} 确认接手（用时 {after}），停止 {n} 级升级", "ev.neterror": "连接失败",
+    "dur.seconds": "{n} 秒", "dur.minutes": "{n} 分钟", "ev.recovered": "{actor} 标记系统已恢复",
     "ev.resolved": "{actor} 结束事件", "ev.level_changed": "预警：{from} → {to}（接通率 {rate}%，排队 {queue}）",
     "ev.reserve_called": "启动 {tier} 级后备人员", "ev.system": "系统",
   },
@@ -71,7 +72,8 @@ addStrings({
     "ev.retry": ", retry at {time}", "ev.giveup": ", given up (still in the inbox)",
     "ev.notification_gone": "{user}'s device no longer takes push; subscription removed",
     "ev.notification_delivered": "{user}'s device received it",
-    "ev.acknowledged": "{actor} acknowledged after {minutes} min; {n} escalation steps stopped",
+    "ev.acknowledged": "{actor} acknowledged after {after}; {n} escalation steps stopped",
+    "ev.neterror": "cannot connect", "dur.seconds": "{n} s", "dur.minutes": "{n} min",
     "ev.recovered": "{actor} marked systems recovered", "ev.resolved": "{actor} resolved it",
     "ev.level_changed": "Alert {from} → {to} (answer rate {rate} %, queue {queue})",
     "ev.reserve_called": "Tier-{tier} reserves called in", "ev.system": "System",
@@ -83,6 +85,14 @@ homeAction({ href: "#/incidents", label: () => t("inc.home"), roles: LEAD, order
 
 const isLead = () => LEAD.includes(session.user?.role);
 const time = (iso) => formatTime(iso, lang());
+// Timeline and ladder times: the time of day (with seconds: drills move fast) when it is today.
+function clock(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime()) || d.toDateString() !== new Date().toDateString()) return time(iso);
+  return d.toLocaleTimeString(lang() === "en" ? "en-GB" : "zh-CN", { hour12: false });
+}
+const duration = (seconds) => (seconds < 60 ? t("dur.seconds", { n: Math.round(seconds) })
+  : t("dur.minutes", { n: Math.round(seconds / 6) / 10 }));
 const roleNames = (roles) => roles.map((r) => t(`role.${r}`)).join("、");
 
 // ---------------------------------------------------------------- the device's saved copy
@@ -224,12 +234,12 @@ function eventText(event, incident) {
     case "step_ticked": return t(d.done ? "ev.step_ticked" : "ev.step_unticked", { actor, step: stepText(d.step) });
     case "escalation_fired": return t("ev.escalation_fired", { after: d.after_minutes, roles: roleNames(d.notify || []),
       recipients: d.recipients, deliveries: d.deliveries });
-    case "notification_failed": return t("ev.notification_failed", { user: d.user || d.user_id, status: d.status || d.error,
+    case "notification_failed": return t("ev.notification_failed", { user: d.user || d.user_id,
+      status: d.status ? `HTTP ${d.status}` : t("ev.neterror"),
       retry: d.retry_at ? t("ev.retry", { time: time(d.retry_at) }) : t("ev.giveup") });
     case "notification_sent": case "notification_gone": case "notification_delivered":
       return t(`ev.${event.kind}`, { user: d.user || d.user_id });
-    case "acknowledged": return t("ev.acknowledged", { actor, minutes: Math.round((d.seconds_to_ack || 0) / 6) / 10,
-      n: d.rungs_stopped });
+    case "acknowledged": return t("ev.acknowledged", { actor, after: duration(d.seconds_to_ack || 0), n: d.rungs_stopped });
     case "recovered": case "resolved": return t(`ev.${event.kind}`, { actor }) + (d.note ? ` — ${d.note}` : "");
     case "level_changed": return t("ev.level_changed", { from: t(`level.${d.from}`), to: t(`level.${d.to}`),
       rate: d.answer_rate, queue: d.queue_length });
@@ -240,7 +250,7 @@ function eventText(event, incident) {
 
 function timelineList(events, incident) {
   return h("ol", { class: "timeline" }, events.map((event) => h("li", { class: `ev ev-${event.kind}` },
-    h("time", { datetime: event.at }, time(event.at)), h("span", {}, eventText(event, incident)))));
+    h("time", { datetime: event.at }, clock(event.at)), h("span", {}, eventText(event, incident)))));
 }
 
 function stepsList(incident, offline, onChange) {
@@ -263,9 +273,9 @@ function stepsList(incident, offline, onChange) {
       h("label", { class: "step-line" }, box, h("span", {},
         h("span", { class: "step-who" }, t(`who.${step.who}`),
           step.within_minutes ? ` · ${t("inc.within", { n: step.within_minutes })}` : "",
-          step.due_at && !step.done ? ` · ${t("inc.due", { time: time(step.due_at) })}` : ""),
+          step.due_at && !step.done ? ` · ${t("inc.due", { time: clock(step.due_at) })}` : ""),
         h("span", { class: "step-text" }, pick(step.text)),
-        step.done ? h("span", { class: "step-ticked" }, t("inc.by", { who: step.ticked_by?.name, time: time(step.ticked_at) })) : null)));
+        step.done ? h("span", { class: "step-ticked" }, t("inc.by", { who: step.ticked_by?.name, time: clock(step.ticked_at) })) : null)));
   }));
 }
 
@@ -273,8 +283,8 @@ function ladderList(incident) {
   return h("ol", { class: "ladder" }, incident.ladder.map((rung) => h("li", { class: `rung rung-${rung.status}` },
     h("div", { class: "rung-head" }, h("strong", {}, t("rung.after", { n: rung.after_minutes })),
       h("span", {}, t("rung.notify", { roles: roleNames(rung.notify) })),
-      h("span", { class: "rung-state" }, rung.status === "pending" ? t("rung.pending", { time: time(rung.due_at) })
-        : rung.status === "fired" ? t("rung.fired", { time: time(rung.fired_at) }) : t(`rung.${rung.status}`))),
+      h("span", { class: "rung-state" }, rung.status === "pending" ? t("rung.pending", { time: clock(rung.due_at) })
+        : rung.status === "fired" ? t("rung.fired", { time: clock(rung.fired_at) }) : t(`rung.${rung.status}`))),
     h("p", {}, pick(rung.message)))));
 }
 
@@ -361,7 +371,8 @@ route("#/incidents/:id", async (view, { id }) => {
       h("section", { class: "card" }, h("h2", {}, t("inc.steps")),
         stepsList(incident, offline, (next) => { incident = next; refresh(); })),
       incident.forms.length ? h("section", { class: "card" }, h("h2", {}, t("inc.forms")),
-        h("div", { class: "row" }, incident.forms.map((slug) => h("a", { class: "button", href: `#/forms/${slug}?incident=${incident.id}` }, slug)))) : null,
+        h("div", { class: "row" }, incident.forms.map((slug) => h("a", { class: "button", href: `#/forms/${slug}?incident=${incident.id}` },
+          pick(formTitles[slug]) || slug)))) : null,
       notes ? h("section", { class: "card" }, notes) : null,
       incident.can.timeline ? timelineBox : null);
     view.dataset.incidentStatus = incident.status;
@@ -391,6 +402,10 @@ route("#/incidents/:id", async (view, { id }) => {
     }
   };
 
+  const formTitles = {};
+  try {
+    for (const form of await loadContent("/api/forms")) formTitles[form.slug] = form.title;
+  } catch { /* no saved forms: the slugs will do */ }
   await load();
   window.scrollTo(0, 0);
   draw();
