@@ -57,11 +57,19 @@ export async function syncNow({ manual = false } = {}) {
     state.nextAt = null;
     clearTimeout(retryTimer);
   }
-  if (!navigator.locks) return run();
-  const outcome = await navigator.locks.request("od-sync", { ifAvailable: true }, (lock) => (lock ? run() : "busy"));
-  if (outcome === "busy" && manual) toast(t("sync.busy"));
-  return outcome;
+  if (!navigator.locks) return state.running ? "busy" : run();
+  // One run at a time across tabs. A trigger during a run waits for it and then runs once more, so a record
+  // queued at the very end of a run is not left for the timer; further triggers meanwhile share that wait.
+  if (waiting) return waiting;
+  const busy = state.running || (await navigator.locks.query()).held?.some((l) => l.name === "od-sync");
+  if (busy && manual) toast(t("sync.busy"));
+  waiting = navigator.locks.request("od-sync", () => {
+    waiting = null;
+    return run();
+  });
+  return waiting;
 }
+let waiting = null;
 
 // After the agent queued something: upload soon, unless we are waiting out a backoff.
 let soon = null;
@@ -168,7 +176,9 @@ async function applyChanges(changes) {
   for (const change of changes) {
     if (change.kind === "record.status" && change.ref) {
       const record = await store.get(change.ref);
-      if (record) updates.push({ ...record, serverStatus: change.payload.status ?? change.payload });
+      // After recovery a lead marks records re-entered into the CRM or closed: show it on the device too.
+      if (record) updates.push({ ...record, reentryStatus: change.payload.reentry_status ?? null,
+        crmRef: change.payload.crm_ref ?? null });
     }
     if (change.kind === "content.updated") await refreshForms();
   }

@@ -300,3 +300,92 @@ def test_rejected_record_shows_field_errors_and_can_be_fixed(live_server, new_co
     expect(item).to_have_attribute("data-status", "synced", timeout=20000)
     stored = server_records(live_server.base, live_server.login(users["agent"]))
     assert [(r["id"], r["data"]["phone"]) for r in stored] == [(rid, "138 0000 1111")]
+
+
+def test_background_sync_event_wakes_the_page_to_upload(live_server, new_context):
+    users = live_server.add_users("bgsync", roles=("agent",))
+    context = new_context(locale="zh-CN")
+    page = context.new_page()
+    log_in(page, live_server.base, users["agent"])
+    page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30000)
+    page.goto(live_server.base + "/#/outbox")
+    cdp = context.new_cdp_session(page)
+    registrations = []
+    cdp.on("ServiceWorker.workerRegistrationUpdated", lambda event: registrations.extend(event["registrations"]))
+    cdp.send("ServiceWorker.enable")
+    deadline = time.monotonic() + 10
+    while not registrations and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    # Queue records without any page trigger, and note when the service worker asks the page to upload.
+    page.evaluate("""() => navigator.serviceWorker.addEventListener("message", (e) => {
+      if (e.data?.type === "od-sync") window.__woken = (window.__woken || 0) + 1; })""")
+    page.evaluate(CREATE_QUEUE, [5, 1])
+    expect(page.locator(".outbox-counts [data-status=queued]")).to_have_attribute("data-count", "5")
+    cdp.send("ServiceWorker.dispatchSyncEvent", {"origin": live_server.base, "tag": "od-sync", "lastChance": False,
+                                                 "registrationId": registrations[0]["registrationId"]})
+    page.wait_for_function("window.__woken >= 1", timeout=10000)
+    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "5", timeout=20000)
+    assert len(server_records(live_server.base, live_server.login(users["agent"]))) == 5
+
+
+def test_two_tabs_run_one_upload_at_a_time(live_server, new_context):
+    users = live_server.add_users("twotabs", roles=("agent",))
+    context = new_context(locale="zh-CN")
+    first = context.new_page()
+    log_in(first, live_server.base, users["agent"])
+    first.goto(live_server.base + "/#/outbox")
+    second = context.new_page()
+    second.goto(live_server.base + "/#/outbox")
+    expect(second.locator(".outbox-counts")).to_be_visible()
+    sent: list[str] = []
+    context.route("**/api/sync", lambda route: (sent.extend(r["id"] for r in route.request.post_data_json["records"]),
+                                                route.continue_()))
+    context.set_offline(True)
+    first.evaluate(CREATE_QUEUE, [300, 1])
+    context.set_offline(False)
+    # Both tabs press "Sync now" at the same moment.
+    for page in (first, second):
+        page.evaluate("window.__run = import('/static/sync.js').then((s) => s.syncNow({ manual: true }))")
+    outcomes = sorted(page.evaluate("window.__run") for page in (first, second))
+    expect(second.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "300",
+                                                                                     timeout=60000)
+    assert "busy" in outcomes or outcomes == ["done", "done"]
+    assert len(sent) == 300 == len(set(sent))  # no record was sent twice by two tabs racing
+
+
+def test_draft_autosaves_and_reopens_and_reentry_status_comes_back(live_server, new_context, artifacts):
+    users = live_server.add_users("drafts", roles=("agent", "lead"))
+    context = new_context(locale="zh-CN")
+    page = context.new_page()
+    log_in(page, live_server.base, users["agent"])
+    page.goto(live_server.base + "/#/forms/call-record")
+    record_id = page.locator("form.rec-form").get_attribute("data-record")
+    page.fill("input[name=caller_name]", "周女士")
+    page.fill("input[name=phone]", "137 1234 5678")
+    expect(page.locator(".rec-status")).to_contain_text("草稿已自动保存")
+    page.close()  # the tab dies mid-call
+
+    page = context.new_page()
+    page.goto(live_server.base + "/#/outbox")
+    expect(page.locator(".outbox-counts [data-status=draft]")).to_have_attribute("data-count", "1")
+    page.locator(f".outbox-item[data-id='{record_id}'] a.button").click()
+    expect(page.locator("input[name=caller_name]")).to_have_value("周女士")
+    expect(page.locator("input[name=phone]")).to_have_value("137 1234 5678")
+    page.click("button.rec-save")  # details missing: the device says so before queueing
+    expect(page.locator("[data-field=details] .field-error")).to_have_text("此项必填")
+    page.check("input[name=category][value=account_change]")
+    page.fill("textarea[name=details]", "要求更改账单地址")
+    page.click("button.rec-save")
+    page.wait_for_url("**/#/outbox")
+    item = page.locator(f".outbox-item[data-id='{record_id}']")
+    expect(item).to_have_attribute("data-status", "synced", timeout=20000)
+
+    # After recovery the lead marks it re-entered into the CRM; the change feed brings that to the device.
+    lead = live_server.login(users["lead"])
+    response = httpx.post(f"{live_server.base}/api/recovery/reentry", timeout=10,
+                          json={"status": "reentered", "records": [{"id": record_id, "crm_ref": "CRM-88231"}]},
+                          headers={"Authorization": f"Bearer {lead}"})
+    assert response.status_code == 200, response.text
+    page.click("button.outbox-syncnow")
+    expect(item.locator(".reentry")).to_have_text("已录入系统（CRM-88231）", timeout=20000)
+    page.screenshot(path=artifacts / "sync-outbox-reentered.png")

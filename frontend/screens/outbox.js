@@ -22,7 +22,7 @@ addStrings({
     "outbox.done": "上传完成", "outbox.exported": "已导出 {n} 条", "outbox.cleared": "已清除 {n} 条已上传记录",
     "outbox.nothing": "没有未上传的记录", "outbox.mine": "我的版本（本机）", "outbox.theirs": "服务器上的版本",
     "outbox.keepMine": "保留我的版本", "outbox.takeServer": "采用服务器版本", "outbox.fix": "修改后重新提交",
-    "outbox.open": "打开", "outbox.conflict": "服务器上已有这条记录的另一个版本：请对比后选择保留哪一份。",
+    "outbox.open": "打开", "outbox.reentered": "已录入系统（{ref}）", "outbox.closed": "已关闭", "outbox.conflict": "服务器上已有这条记录的另一个版本：请对比后选择保留哪一份。",
     "outbox.rejectedFields": "服务器退回：请修改 {fields}", "outbox.offline": "当前离线：记录会保存在本机，联网后自动上传。",
     "status.draft": "草稿", "status.queued": "待上传", "status.sending": "上传中", "status.failed": "上传失败",
     "status.synced": "已上传", "status.conflict": "有冲突", "status.rejected": "被退回",
@@ -39,7 +39,7 @@ addStrings({
     "outbox.cleared": "Cleared {n} uploaded records", "outbox.nothing": "Nothing unsent",
     "outbox.mine": "My version (this device)", "outbox.theirs": "Server's version",
     "outbox.keepMine": "Keep mine", "outbox.takeServer": "Take the server's", "outbox.fix": "Fix and resend",
-    "outbox.open": "Open", "outbox.conflict": "The server holds another version of this record: compare and choose.",
+    "outbox.open": "Open", "outbox.reentered": "Entered into the CRM ({ref})", "outbox.closed": "Closed", "outbox.conflict": "The server holds another version of this record: compare and choose.",
     "outbox.rejectedFields": "Returned by the server: fix {fields}", "outbox.offline": "Offline: records are kept on this device and upload when back online.",
     "status.draft": "Draft", "status.queued": "Queued", "status.sending": "Sending", "status.failed": "Failed",
     "status.synced": "Synced", "status.conflict": "Conflict", "status.rejected": "Rejected",
@@ -110,8 +110,9 @@ route("#/outbox", async (view) => {
       const records = await store.list();
       const items = [];
       for (const r of records.slice(0, SHOWN)) items.push(await item(r));
-      list.replaceChildren(...(items.length ? items : [h("li", { class: "empty" }, t("outbox.empty"))]),
-        records.length > SHOWN ? h("li", { class: "muted" }, t("outbox.more", { n: SHOWN })) : null);
+      if (!items.length) items.push(h("li", { class: "empty" }, t("outbox.empty")));
+      if (records.length > SHOWN) items.push(h("li", { class: "muted" }, t("outbox.more", { n: SHOWN })));
+      list.replaceChildren(...items);
     } finally {
       drawing = false;
       if (again) { again = false; setTimeout(draw, 250); }
@@ -128,6 +129,8 @@ route("#/outbox", async (view) => {
         h("span", { class: "muted" }, formatTime(r.capturedAt))),
       h("p", { class: "outbox-summary" }, summary || r.id.slice(0, 8)),
       r.status === "synced" ? h("p", { class: "receipt" }, t("outbox.receipt", { receipt: r.receipt })) : null,
+      r.status === "synced" && r.reentryStatus && r.reentryStatus !== "pending"
+        ? h("p", { class: "muted reentry" }, t(`outbox.${r.reentryStatus}`, { ref: r.crmRef || "" })) : null,
       reasonText(r, definition) ? h("p", { class: "muted reason" }, reasonText(r, definition)) : null);
     if (r.status === "conflict" && r.server) li.append(conflict(r, definition));
     if (["draft", "rejected", "failed", "queued"].includes(r.status)) {
