@@ -13,7 +13,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, select, update
+from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -174,7 +174,24 @@ async def worker(app: Any) -> None:
             log.exception("escalation worker round failed")
             fired = 0
         if not fired:
-            await asyncio.sleep(worker_interval(app.state))
+            await asyncio.sleep(await _idle_wait(app))
+
+
+async def _idle_wait(app: Any) -> float:
+    """Sleep until the next pending rung is due, never longer than the poll interval: polling alone would
+    fire a rung up to a whole interval late."""
+    interval = worker_interval(app.state)
+    try:
+        async with app.state.sessionmaker() as session:
+            at = await now(app, session)
+            due = (await session.execute(select(func.min(EscalationStep.due_at))
+                                         .where(EscalationStep.status == "pending"))).scalar_one_or_none()
+    except Exception:  # a DB hiccup: fall back to plain polling
+        log.exception("escalation worker could not read the next due time")
+        return interval
+    if due is None:
+        return interval
+    return min(interval, max((due - at).total_seconds(), 0.02))
 
 
 workers = [worker]
