@@ -11,7 +11,9 @@ export const API_CACHE = "od-api-v1"; // same name as in service_worker/sw.js
 const STATE = "od.content"; // {user, cursor, at}: what this device last saved, and when
 const REFRESH_EVERY_MS = 5 * 60 * 1000;
 
-let running = null;
+let queue = Promise.resolve();
+let waiting = null; // the refresh that has not started yet
+let forceNext = false;
 
 function saved() {
   try { return JSON.parse(localStorage.getItem(STATE) || "null"); } catch { return null; }
@@ -48,9 +50,20 @@ async function isComplete(cursor) {
 }
 
 // Save everything once per cursor; returns {cursor, fetched} (fetched = how many documents were saved).
+// One refresh at a time; a request made while one runs gets a fresh run after it (the news that made
+// the request may be newer than the cursor the running one read), and requests meanwhile share that run.
 export function refreshContent({ force = false } = {}) {
-  if (!running) running = refresh(force).finally(() => { running = null; });
-  return running;
+  forceNext ||= force;
+  if (!waiting) {
+    waiting = queue.then(() => {
+      const forced = forceNext;
+      forceNext = false;
+      waiting = null;
+      return refresh(forced);
+    });
+    queue = waiting.catch(() => {});
+  }
+  return waiting;
 }
 
 async function refresh(force) {

@@ -87,7 +87,9 @@ function minutesText(prefix, minutes) {
 // ---------------------------------------------------------------- the list
 
 function searchText(playbook) {
-  return [playbook.title, playbook.summary, ...playbook.steps.map((s) => s.text)].map(pick).join("\n").toLowerCase();
+  const script = pick(playbook.script) || [];
+  return [playbook.title, playbook.summary, ...playbook.steps.map((s) => s.text)].map(pick).concat(script)
+    .join("\n").toLowerCase();
 }
 
 function matches(playbook, words) {
