@@ -4,12 +4,14 @@ search, ticks that survive a reload, tel: links, screenshots, and an installable
 from __future__ import annotations
 
 import re
+import socket
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
 from .conftest import CHROMIUM
+from .servers import ServerProcess
 
 pytestmark = pytest.mark.browser
 
@@ -216,6 +218,40 @@ def test_new_content_version_reaches_the_device(live_server, new_context):
     expect(page.locator(".pb-step-text").first).to_contain_text("第二版的第一步")
     go(page, "#/playbooks")
     expect(page.locator('.pb-card[data-slug="power-outage"]')).to_contain_text("断电（第二版）")
+
+
+def test_server_that_hangs_or_is_down(tmp_path, new_context):
+    """The outage case: the network is up but the server hangs, then is gone. API reads fall back to the
+    saved copies after the short timeout (the page's own request would wait 15 s and fail)."""
+    server = ServerProcess(tmp_path / "var")
+    server.add_users("down", roles=("agent",))
+    server.start()
+    hanging = None
+    try:
+        page = new_context(locale="zh-CN").new_page()
+        log_in(page, server.base, "down-agent", server.PASSWORD)
+        wait_until_controlled(page)
+        wait_until_content_saved(page, {"/api/playbooks", "/api/playbooks/fire-theft", "/api/forms/staff-headcount"})
+        server.stop()
+        # Something still accepts connections on the port but never answers.
+        hanging = socket.socket()
+        hanging.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        hanging.bind(("127.0.0.1", server.port))
+        hanging.listen(64)
+        go(page, "#/playbooks/fire-theft")
+        expect(page.locator("h1")).to_have_text("火警/盗窃", timeout=12000)
+        expect(page.locator("#net")).to_have_text("离线", timeout=20000)
+        hanging.close()
+        hanging = None
+        page.reload()  # server gone: connection refused, shell and content from the caches
+        go(page, "#/playbooks")
+        expect(page.locator(".pb-card")).to_have_count(10)
+        go(page, "#/forms/staff-headcount")
+        expect(page.locator(".field-label").first).to_be_visible()
+    finally:
+        if hanging:
+            hanging.close()
+        server.stop()
 
 
 def assert_touch_targets(page: Page) -> None:
