@@ -463,7 +463,8 @@ async def my_subscriptions(request: Req, db: AsyncSession) -> list[dict[str, Any
 async def send_test(request: Req, db: AsyncSession) -> dict[str, Any]:
     at = await escalation.now(request.app, db)
     result = await notify(db, request.user.site_id, [], {"zh-CN": "测试通知", "en": "Test notification"},
-                          {"zh-CN": "推送通知工作正常。", "en": "Push notifications work on this device."},
+                          {"zh-CN": "这是一条测试通知。如果手机上也弹出了它，推送工作正常。",
+                           "en": "This is a test. If it also popped up on your phone, push works."},
                           kind="test", user_ids=[request.user.id], at=at)
     await db.commit()
     return result

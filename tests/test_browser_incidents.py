@@ -186,3 +186,23 @@ def test_english_screens_and_agent_view(server, new_context, artifacts):
     expect(lead_step.locator("input")).to_be_disabled()
     agent.screenshot(path=artifacts / "incidents-agent-en.png", full_page=True)
     api(server, lead_token, "POST", f"/api/incidents/{incident['id']}/resolve")
+
+
+def test_push_switch_and_test_notification_from_the_inbox(server, new_context, artifacts):
+    context = new_context(locale="zh-CN")
+    context.grant_permissions(["notifications"], origin=server.base)
+    page = login(context, server, "drill-agent")
+    page.click('#tabs a[href="#/inbox"]')
+    expect(page.locator(".push-card")).to_contain_text("开启后")
+    # Headless Chromium has no push service: the tap must end in a clear message, not a dead button.
+    page.click("#push-enable")
+    expect(page.locator(".push-card .error")).to_contain_text("通知仍会出现在收件箱")
+    expect(page.locator("#push-enable")).to_be_enabled()
+    page.click("#push-test")
+    expect(page.locator(".inbox-item").first).to_contain_text("测试通知")
+    expect(page.locator('#tabs a[href="#/inbox"] .inbox-badge')).to_have_text("1")
+    expect(page.locator(".push-card .error")).to_be_visible()  # still explained after the list redraws
+    page.screenshot(path=artifacts / "incidents-inbox-push-switch.png")
+    page.locator(".inbox-item button").first.click()
+    expect(page.locator(".inbox-item.unread")).to_have_count(0)
+    expect(page.locator('#tabs a[href="#/inbox"] .inbox-badge')).to_have_count(0)

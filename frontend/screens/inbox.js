@@ -35,6 +35,7 @@ addStrings({
 tab({ href: "#/inbox", label: () => t("nav.inbox"), icon: "✉", order: 30 });
 
 const CACHE = "od.inbox";
+let pushError = null; // the last failed attempt to turn push on, shown until one succeeds
 
 function cacheKey() {
   return `${CACHE}.${session.user?.id}`;
@@ -61,18 +62,26 @@ async function pushCard() {
   if (permission === "unsupported") status.textContent = t("push.unsupported");
   else if (permission === "denied") status.textContent = t("push.denied");
   else status.textContent = subscribed ? t("push.on") : t("push.off");
+  if (pushError && !subscribed) {
+    status.textContent = pushError;
+    status.className = "error";
+  }
   if (permission !== "unsupported" && permission !== "denied" && !subscribed) {
     buttons.append(h("button", { type: "button", class: "primary", id: "push-enable", onclick: async (event) => {
-      event.target.disabled = true;
+      const button = event.currentTarget;
+      button.disabled = true;
       try {
         await enablePush(); // asks permission: only ever from this tap
         toast(t("push.on"));
+        pushError = null;
+        refreshCard(card);
       } catch (error) {
-        status.textContent = error.code === "denied" ? t("push.denied")
+        pushError = error.code === "denied" ? t("push.denied")
           : error.code === "unsupported" ? t("push.unsupported") : t("push.failed", { error: error.message });
+        status.textContent = pushError;
         status.className = "error";
+        button.disabled = false;
       }
-      refreshCard(card);
     } }, t("push.enable")));
   }
   if (subscribed) {
