@@ -21,6 +21,15 @@ def log_in(page, base: str, username: str, password: str = ServerProcess.PASSWOR
     page.wait_for_url("**/#/")
 
 
+def logged_in_page(live_server, new_context, site: str, roles=("agent",), locale="zh-CN", **context_options):
+    """A fresh site's users, and a phone-sized page logged in as its agent."""
+    users = live_server.add_users(site, roles=roles)
+    context = new_context(locale=locale, **context_options)
+    page = context.new_page()
+    log_in(page, live_server.base, users["agent"])
+    return users, context, page
+
+
 def outbox_count(page, status: str) -> int:
     return int(page.locator(f".outbox-counts [data-status={status}]").get_attribute("data-count"))
 
@@ -35,10 +44,7 @@ def server_records(base: str, token: str) -> list[dict]:
 
 
 def test_thirty_calls_offline_survive_a_reload_and_sync_once(live_server, new_context, artifacts):
-    users = live_server.add_users("offline30", roles=("agent",))
-    context = new_context(locale="zh-CN")
-    page = context.new_page()
-    log_in(page, live_server.base, users["agent"])
+    users, context, page = logged_in_page(live_server, new_context, "offline30")
     page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30000)
     page.goto(live_server.base + "/#/forms/call-record")
     expect(page.locator("h1")).to_have_text("手工记录表")
@@ -178,10 +184,8 @@ def other_device_sends(base: str, token: str, record: dict) -> dict:
 
 
 def test_conflict_shows_both_versions_and_the_agent_chooses(live_server, new_context, artifacts):
-    users = live_server.add_users("conflict", roles=("agent",))
+    users, _, page = logged_in_page(live_server, new_context, "conflict")
     token = live_server.login(users["agent"])
-    page = new_context(locale="zh-CN").new_page()
-    log_in(page, live_server.base, users["agent"])
     page.goto(live_server.base + "/#/forms/call-record")
     keep = record_call(page, "李女士", "投诉：账单多扣费")
     take = record_call(page, "赵先生", "报修：宽带断线")
@@ -223,12 +227,9 @@ def test_conflict_shows_both_versions_and_the_agent_chooses(live_server, new_con
 
 
 def test_expired_login_never_blocks_recording_and_logout_exports_first(live_server, new_context, artifacts):
-    users = live_server.add_users("expiry", roles=("agent",))
-    context = new_context(locale="zh-CN", accept_downloads=True)
-    page = context.new_page()
+    users, context, page = logged_in_page(live_server, new_context, "expiry", accept_downloads=True)
     downloads = []
     page.on("download", lambda download: downloads.append(download))
-    log_in(page, live_server.base, users["agent"])
     page.goto(live_server.base + "/#/forms/call-record")
     expect(page.locator("form.rec-form")).to_be_visible()
     # The token expires (here: revoked on the server) while the agent keeps taking calls.
@@ -276,9 +277,7 @@ def test_expired_login_never_blocks_recording_and_logout_exports_first(live_serv
 
 
 def test_rejected_record_shows_field_errors_and_can_be_fixed(live_server, new_context, artifacts):
-    users = live_server.add_users("rejected", roles=("agent", "admin"))
-    page = new_context(locale="en-US").new_page()
-    log_in(page, live_server.base, users["agent"])
+    users, _, page = logged_in_page(live_server, new_context, "rejected", locale="en-US")
     page.goto(live_server.base + "/#/outbox")
     # A record that passed the device's checks but not the server's (e.g. an older app build):
     rid = page.evaluate("""async () => {
@@ -303,10 +302,7 @@ def test_rejected_record_shows_field_errors_and_can_be_fixed(live_server, new_co
 
 
 def test_background_sync_event_wakes_the_page_to_upload(live_server, new_context):
-    users = live_server.add_users("bgsync", roles=("agent",))
-    context = new_context(locale="zh-CN")
-    page = context.new_page()
-    log_in(page, live_server.base, users["agent"])
+    users, context, page = logged_in_page(live_server, new_context, "bgsync")
     page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30000)
     page.goto(live_server.base + "/#/outbox")
     cdp = context.new_cdp_session(page)
@@ -354,10 +350,7 @@ def test_two_tabs_run_one_upload_at_a_time(live_server, new_context):
 
 
 def test_draft_autosaves_and_reopens_and_reentry_status_comes_back(live_server, new_context, artifacts):
-    users = live_server.add_users("drafts", roles=("agent", "lead"))
-    context = new_context(locale="zh-CN")
-    page = context.new_page()
-    log_in(page, live_server.base, users["agent"])
+    users, context, page = logged_in_page(live_server, new_context, "drafts", roles=("agent", "lead"))
     page.goto(live_server.base + "/#/forms/call-record")
     record_id = page.locator("form.rec-form").get_attribute("data-record")
     page.fill("input[name=caller_name]", "周女士")
