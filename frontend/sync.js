@@ -115,12 +115,12 @@ async function run() {
         const status = error instanceof ApiError ? error.status : 0;
         if (status === 413 && size > 1) { // too big for this server: smaller batches
           size = Math.max(1, Math.floor(size / 2));
-          await store.putAll(sending.map((r) => ({ ...r, status: "queued" })));
+          await settle(sending, { status: "queued" });
           continue;
         }
         const reason = status === 401 ? t("sync.login") : status ? `${t("sync.server", { status })}: ${error.message}`
           : t("error.network");
-        await store.putAll(sending.map((r) => ({ ...r, status: status === 401 ? "queued" : "failed", reason })));
+        await settle(sending, { status: status === 401 ? "queued" : "failed", reason });
         if (status === 401) {
           state.needsLogin = true; // recording goes on; the queue waits for the next login
           state.lastError = reason;
@@ -146,6 +146,13 @@ async function run() {
     state.running = false;
     emit();
   }
+}
+
+// No answer: put the batch back in the queue, except records the agent edited during the upload.
+async function settle(sent, patch) {
+  const current = await Promise.all(sent.map((r) => store.get(r.id)));
+  await store.putAll(current.filter((r, i) => r && r.rev === sent[i].rev && r.status === "sending")
+    .map((r) => ({ ...r, ...patch })));
 }
 
 // Record the server's answer on each record, unless the agent edited it meanwhile (a newer rev waits).

@@ -382,3 +382,21 @@ def test_draft_autosaves_and_reopens_and_reentry_status_comes_back(live_server, 
     page.click("button.outbox-syncnow")
     expect(item.locator(".reentry")).to_have_text("已录入系统（CRM-88231）", timeout=20000)
     page.screenshot(path=artifacts / "sync-outbox-reentered.png")
+
+
+def test_backoff_full_jitter_is_capped_and_csv_is_excel_ready(live_server, new_context):
+    page = new_context(locale="zh-CN").new_page()
+    page.goto(live_server.base + "/#/login")
+    checks = page.evaluate("""async () => {
+      const sync = await import("/static/sync.js");
+      const top = (n) => sync.backoffDelay(n, () => 0.999999);
+      const csv = sync.toCsv([{ id: "a", status: "queued", form: "call-record", formVersion: 1, rev: 1,
+        data: { caller_name: '张"三"', details: "第一行\\n第二行, 逗号" } }]);
+      return { tops: [0, 1, 2, 5, 10, 30].map(top), zero: sync.backoffDelay(7, () => 0), csv };
+    }""")
+    tops = checks["tops"]
+    assert tops == sorted(tops) and tops[0] < 2000 and tops[-1] < 300000 and tops[-2] > 290000  # 5 min cap
+    assert checks["zero"] == 0  # full jitter: anywhere from 0 up
+    csv = checks["csv"]
+    assert csv.startswith("\ufeffid,status,form,formVersion,rev,")
+    assert '"张""三"""' in csv and '"第一行\n第二行, 逗号"' in csv and csv.endswith("\r\n")
