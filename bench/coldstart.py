@@ -1,0 +1,105 @@
+"""Offline cold start in headless Chromium (Debian's /usr/bin/chromium): from navigation to an interactive
+call-record form, everything served by the service worker with the network off; and the app shell's
+bytes (the sum of what the service worker precaches).
+
+Baseline, same run: the same navigation online, the server answering.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.servers import ServerProcess
+
+CHROMIUM = "/usr/bin/chromium"
+# Records (in the page, from navigation start) when the call-record form's first field can take input.
+READY_PROBE = """
+(() => {
+  const check = () => {
+    const input = document.querySelector("form.rec-form input[name=caller_name]");
+    if (input && !input.disabled && input.offsetParent !== null && window.__formReady === undefined) {
+      window.__formReady = performance.now();
+    }
+  };
+  new MutationObserver(check).observe(document, { childList: true, subtree: true, attributes: true });
+})();
+"""
+
+
+@dataclass
+class ColdStartResult:
+    offline_ms: float
+    online_ms: float
+    shell_bytes: int
+    shell_gzip: int  # what it would be on the wire with gzip
+    shell_files: int
+    runs: int
+
+
+def shell_bytes(base: str) -> tuple[int, int, int]:
+    # The precache list, as the service worker gets it (its first line: self.__BUILD__ = {...};).
+    first_line = httpx.get(f"{base}/sw.js", timeout=10).text.split("\n", 1)[0]
+    assets = json.loads(first_line.removeprefix("self.__BUILD__ = ").rstrip(";"))["assets"]
+    total = compressed = 0
+    with httpx.Client(base_url=base, timeout=10) as client:
+        for asset in assets:
+            response = client.get(asset)
+            response.raise_for_status()
+            total += len(response.content)
+            compressed += len(gzip.compress(response.content, 6))
+    return total, compressed, len(assets)
+
+
+def run_coldstart(runs: int = 7) -> ColdStartResult:
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp:
+        server = ServerProcess(Path(tmp))
+        users = server.add_users("cold", ("agent",))
+        server.start()
+        try:
+            size, packed, files = shell_bytes(server.base)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+                    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+                try:
+                    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN")
+                    context.set_default_timeout(30000)
+                    context.add_init_script(READY_PROBE)
+                    page = context.new_page()
+                    page.goto(server.base + "/#/login")
+                    page.fill("input[name=username]", users["agent"])
+                    page.fill("input[name=password]", server.PASSWORD)
+                    page.click("button[type=submit]")
+                    page.wait_for_url("**/#/")
+                    page.wait_for_function("navigator.serviceWorker.controller !== null")
+                    form = server.base + "/#/forms/call-record"
+                    page.goto(form)  # online once: the form definition is saved for offline use
+                    page.wait_for_function("window.__formReady !== undefined")
+                    page.close()
+                    online = [_open(context, form) for _ in range(runs)]
+                    context.set_offline(True)
+                    offline = [_open(context, form) for _ in range(runs)]
+                finally:
+                    browser.close()
+        finally:
+            server.stop()
+    return ColdStartResult(statistics.median(offline), statistics.median(online), size, packed, files, runs)
+
+
+def _open(context, url: str) -> float:
+    """A fresh tab navigates to the form; ms from navigation start until the form takes input."""
+    page = context.new_page()
+    try:
+        page.goto(url)
+        page.wait_for_function("window.__formReady !== undefined")
+        return page.evaluate("window.__formReady")
+    finally:
+        page.close()
