@@ -60,7 +60,7 @@ class Table:
         head = ("figure", "value", "baseline", "ratio", "target", "met?")
         rows = [head] + self.rows
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+        line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
         return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows[1:]])
 
 

@@ -54,7 +54,7 @@ async def upload(http: aiohttp.ClientSession, base: str, device: Device, *, dead
                                  headers={"Authorization": f"Bearer {device.token}"}) as response:
                 status = response.status
                 body = await response.json(content_type=None) if status == 200 else await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (aiohttp.ClientError, TimeoutError, OSError):
             status, body = None, None
         if status == 200:
             device.latencies.append(time.perf_counter() - started)
