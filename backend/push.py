@@ -46,13 +46,15 @@ from .errors import Problem
 log = logging.getLogger("outage_desk")
 
 SEND_TIMEOUT = 10  # seconds for one POST to a push service
-SEND_LEASE = timedelta(seconds=60)  # a 'sending' row older than this belongs to a sender that died
 MAX_ATTEMPTS = 8
 BACKOFF_BASE = 10  # seconds; doubled per attempt, with jitter
 BACKOFF_CAP = 15 * 60
 RETRY_AFTER_CAP = 3600
-BATCH = 50
-PARALLEL = 10
+BATCH = 50  # deliveries claimed per round
+PARALLEL = 10  # requests in flight per sender
+# A 'sending' row older than this belongs to a sender that died. Longer than a whole claimed batch can take
+# (every request timing out, PARALLEL at a time), so a slow but live sender is never doubled up.
+SEND_LEASE = timedelta(seconds=SEND_TIMEOUT * (BATCH // PARALLEL + 1) + 30)
 TTL = {"high": 3600, "normal": 12 * 3600}  # seconds a push service may hold the message for an offline phone
 DRILL_PREFIX = {"zh-CN": "【演练】", "en": "[DRILL] "}
 MAX_PAYLOAD = 3000  # bytes of JSON; Web Push allows ~4 KB after encryption

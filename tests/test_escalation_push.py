@@ -104,6 +104,18 @@ async def test_ladder_fires_in_order_at_its_times_and_ack_stops_the_rest(client,
             "v": 1, "incident_id": iid, "kind": "escalation", "urgency": "high", "drill": False}
         assert len(message.headers.get("content-length", "0")) and int(message.headers["content-length"]) < 4096
 
+    # The whole decrypted payload: ids, the receipt secret, both languages, well under 4 KB.
+    async with engine.sessionmaker() as session:
+        deliveries = (await session.execute(select(PushDelivery).where(PushDelivery.incident_id == iid)
+                                            .order_by(PushDelivery.id))).scalars().all()
+    assert first.payload == {
+        "v": 1, "id": deliveries[1].notification_id, "delivery": deliveries[1].id, "receipt": deliveries[1].receipt,
+        "incident_id": iid, "kind": "escalation", "urgency": "high", "drill": False,
+        "title": {"zh-CN": f"升级：{incident['title']['zh-CN']}（5分钟）",
+                  "en": f"Escalation: {incident['title']['en']} (5 min)"},
+        "body": incident["ladder"][0]["message"]}
+    assert [d.state for d in deliveries] == ["sent", "sent", "sent"]
+
     # The inbox holds the same notifications, whether or not push got through.
     inbox = (await client.get("/api/inbox", headers=site.headers("manager"))).json()
     assert [i["id"] for i in inbox["items"][:2]] == [second.payload["id"], first.payload["id"]]
