@@ -7,6 +7,7 @@ import { addStrings, t } from "../i18n.js";
 import { route } from "../router.js";
 import { h, mount } from "../ui.js";
 import { deviceSheetId, isDeviceSheet, localDay } from "../sheets.js";
+import { loadCallbacks } from "./callbacks.js";
 import { homeAction } from "./home.js";
 
 addStrings({
@@ -173,11 +174,11 @@ function ready(view, sheets) {
 
 route("#/print", async (view) => {
   const [playbooks, forms] = await Promise.all([loadContent("/api/playbooks"), loadContent("/api/forms")]);
-  const item = (href, title) => h("li", {}, h("a", { class: "button print-link", href }, `🖨 ${ZH(title)} · ${EN(title)}`));
+  const item = (href, title) => h("li", {}, h("a", { class: "button print-link", href }, `${ZH(title)} · ${EN(title)}`));
   mount(view,
     h("h1", {}, t("print.index")),
     h("section", { class: "card" }, h("p", {}, t("print.kit.help")),
-      h("a", { class: "button primary big", href: "#/print/kit" }, `🖨 ${t("print.kit")}`)),
+      h("a", { class: "button primary big", href: "#/print/kit" }, `${t("print.kit")}`)),
     h("h2", {}, t("print.playbooks")),
     h("ul", { class: "print-list" }, playbooks.map((p) => item(`#/print/playbook/${p.slug}`, p.title))),
     h("h2", {}, t("print.forms")),
@@ -192,7 +193,7 @@ route("#/print/playbook/:slug", async (view, { slug }) => {
 
 route("#/print/form/:slug", async (view, { slug }) => {
   const form = await loadContent(`/api/forms/${encodeURIComponent(slug)}`);
-  const copies = Math.max(1, Math.min(20, Number(new URLSearchParams(location.hash.split("?")[1]).get("copies")) || 1));
+  const copies = 1;
   const input = h("input", { type: "number", min: 1, max: 20, value: copies, id: "copies", class: "copies",
     inputmode: "numeric", onchange: async () => {
       const n = Math.max(1, Math.min(20, Number(input.value) || 1));
@@ -215,4 +216,28 @@ route("#/print/kit", async (view) => {
   ready(view, [...playbooks.map(playbookSheet), ...sheets]);
 });
 
-homeAction({ href: "#/print", label: () => `🖨 ${t("print.kit")}`, order: 80 });
+// The callback list on paper: for when the phones die halfway through the callbacks.
+route("#/print/callbacks/:scope", async (view, params) => {
+  const scope = params.scope === "all" ? "all" : "mine";
+  const { data } = await loadCallbacks(scope, "active");
+  const time = (iso) => (iso ? new Date(iso).toLocaleString("zh-CN", { dateStyle: "short", timeStyle: "short" }) : "");
+  const heads = [["来电人", "Caller"], ["电话", "Phone"], ["来电时间", "Called"], ["最晚回拨", "Call back by"],
+    ["负责人", "Owner"], ["第1次", "Try 1"], ["第2次", "Try 2"], ["第3次", "Try 3"], ["结果", "Outcome"], ["备注", "Notes"]];
+  const sheet = h("article", { class: "print-sheet list-sheet", dataset: { rows: data.items.length } },
+    sheetHead(L("回拨清单", "Callback list"), L("回拨", "Callbacks"), 1,
+      h("div", { class: "ps-fill" }, h("span", {}, `共 ${data.items.length} 个 · ${data.items.length} in all`))),
+    h("table", { class: "ps-grid list-grid" },
+      h("colgroup", {}, h("col", { class: "rownum" }), [13, 15, 10, 10, 10, 7, 7, 7, 12, 9].map((w) => h("col", { style: `width:${w}%` }))),
+      h("thead", {}, h("tr", {}, h("th", { class: "rownum" }, "#"), heads.map(([zh, en]) => h("th", {},
+        h("span", { class: "zh" }, zh), h("span", { class: "en" }, en))))),
+      h("tbody", {}, data.items.map((c, i) => h("tr", { dataset: { callback: c.id } },
+        h("td", { class: "rownum" }, String(i + 1)), h("td", {}, c.caller_name), h("td", { class: "phone" }, c.phone),
+        h("td", {}, time(c.called_at)), h("td", {}, time(c.due_at)), h("td", {}, c.owner.name || ""),
+        h("td", {}, h("span", { class: "hint" }, "时:分 h:m")), h("td", {}), h("td", {}),
+        h("td", {}, h("span", { class: "hint" }, "□接通 Reached □无人接 No answer □错号 Wrong no. □解决 Resolved")),
+        h("td", {}))))));
+  mount(view, toolbar("#/callbacks"));
+  ready(view, [sheet]);
+});
+
+homeAction({ href: "#/print", label: () => `${t("print.kit")}`, order: 80 });

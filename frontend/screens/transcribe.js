@@ -8,6 +8,8 @@ import { navigate, route } from "../router.js";
 import { h, mount, toast } from "../ui.js";
 import { renderForm } from "../formview.js";
 import { normalizeSheetId, paperRecordId } from "../sheets.js";
+import * as store from "../store.js";
+import { requestSync } from "../sync.js";
 import { homeAction } from "./home.js";
 
 addStrings({
@@ -19,7 +21,7 @@ addStrings({
     "tr.done": "已录入的行", "tr.none": "还没有", "tr.saved": "第 {row} 行已保存，等待同步",
     "tr.same": "第 {row} 行之前已录入，内容相同：没有重复记录", "tr.differs": "第 {row} 行之前录入的内容不同",
     "tr.keep": "保留原来的", "tr.replace": "用现在的替换", "tr.before": "原来录入的", "tr.now": "现在录入的",
-    "tr.finish": "这张纸录完了", "tr.noStore": "记录队列还不可用（同步模块未加载）", "tr.fix": "请先改正标红的项",
+    "tr.finish": "这张纸录完了", "tr.fix": "请先改正标红的项",
     "tr.codes": "纸上圈的编号：",
   },
   en: {
@@ -32,7 +34,7 @@ addStrings({
     "tr.same": "Row {row} was entered before with the same content: no duplicate made",
     "tr.differs": "Row {row} was entered before with different content",
     "tr.keep": "Keep the earlier one", "tr.replace": "Replace with this", "tr.before": "Entered before",
-    "tr.now": "Entered now", "tr.finish": "Sheet done", "tr.noStore": "The record queue is not available (sync module missing)",
+    "tr.now": "Entered now", "tr.finish": "Sheet done",
     "tr.fix": "Fix the fields marked in red first", "tr.codes": "Numbers circled on paper: ",
   },
 });
@@ -52,28 +54,19 @@ function noteRow(sheetId, form, row) {
   localStorage.setItem(STATE, JSON.stringify(all));
 }
 
-async function loadStore() {
-  try {
-    return await import("../store.js");
-  } catch (error) {
-    console.warn("store.js", error);
-    return null;
-  }
-}
-
 const sameData = (a, b) => JSON.stringify(Object.entries(a || {}).sort()) === JSON.stringify(Object.entries(b || {}).sort());
 
-// Save one row through the record queue. Returns "saved" | "same" | "differs" (with the earlier data).
-export async function saveRow(store, { form, sheetId, row, data, replace = false }) {
+// Save one row through the record queue. Returns {outcome: "saved" | "same" | "differs", before?}.
+export async function saveRow({ form, sheetId, row, data, replace = false }) {
   const id = await paperRecordId(sheetId, row);
-  const existing = await store.getRecord(id);
+  const existing = await store.get(id);
   if (existing && !replace) {
     return sameData(existing.data, data) ? { outcome: "same", id } : { outcome: "differs", id, before: existing.data };
   }
-  const draft = existing || await store.newDraft({ form: form.slug, formVersion: form.version, source: "paper",
+  const record = existing || store.newDraft({ form: form.slug, formVersion: form.version, source: "paper",
     sheetId, sheetRow: row, id });
-  await store.saveDraft({ ...draft, data });
-  await store.queue(id);
+  await store.queue(record, data); // an edit of a row already sent becomes the next rev
+  requestSync();
   return { outcome: "saved", id };
 }
 
@@ -133,19 +126,15 @@ route("#/transcribe/:form/:sheet/:row", async (view, params) => {
   if (!sheetId) return navigate("#/transcribe");
   const definition = await loadContent(`/api/forms/${encodeURIComponent(params.form)}`);
   const row = Math.max(1, Number(params.row) || 1);
-  const store = await loadStore();
   const go = (n) => navigate(`#/transcribe/${params.form}/${sheetId}/${Math.max(1, n)}`);
 
   // Times on a sheet run on: a new row starts with the previous row's date and time fields.
   const values = {};
-  let earlier = null;
-  if (store) {
-    earlier = await store.getRecord(await paperRecordId(sheetId, row));
-    const previous = row > 1 ? await store.getRecord(await paperRecordId(sheetId, row - 1)) : null;
-    if (earlier) Object.assign(values, earlier.data);
-    else if (previous) {
-      for (const f of definition.fields) if (f.type === "datetime" && previous.data[f.name]) values[f.name] = previous.data[f.name];
-    }
+  const earlier = await store.get(await paperRecordId(sheetId, row));
+  const previous = row > 1 ? await store.get(await paperRecordId(sheetId, row - 1)) : null;
+  if (earlier) Object.assign(values, earlier.data);
+  else if (previous) {
+    for (const f of definition.fields) if (f.type === "datetime" && previous.data[f.name]) values[f.name] = previous.data[f.name];
   }
   const form = renderForm(definition, values);
   const done = progress()[sheetId]?.rows || [];
@@ -157,8 +146,7 @@ route("#/transcribe/:form/:sheet/:row", async (view, params) => {
     const errors = form.validate();
     form.showErrors(errors);
     if (Object.keys(errors).length) { toast(t("tr.fix"), "error"); return; }
-    if (!store) { toast(t("tr.noStore"), "error"); return; }
-    const result = await saveRow(store, { form: definition, sheetId, row, data: form.read(), replace });
+    const result = await saveRow({ form: definition, sheetId, row, data: form.read(), replace });
     if (result.outcome === "differs") return showConflict(result.before);
     noteRow(sheetId, definition.slug, row);
     toast(t(result.outcome === "same" ? "tr.same" : "tr.saved", { row }));
@@ -197,4 +185,4 @@ route("#/transcribe/:form/:sheet/:row", async (view, params) => {
   if (first) first.focus({ preventScroll: true });
 });
 
-homeAction({ href: "#/transcribe", label: () => `⌨ ${t("tr.title")}`, order: 82, roles: ["agent", "lead", "manager", "admin"] });
+homeAction({ href: "#/transcribe", label: () => `${t("tr.title")}`, order: 82, roles: ["agent", "lead", "manager", "admin"] });
