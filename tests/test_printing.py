@@ -142,7 +142,9 @@ def _squash(text: str) -> str:
 def test_print_a_playbook_to_pdf_in_both_languages(live_server, new_context, artifacts):
     playbook = json.loads((CONTENT / "playbooks" / "system-failure.json").read_text())
     _, page = _logged_in_page(live_server, new_context)
-    page.goto(f"{live_server.base}/#/print/playbook/system-failure")
+    page.goto(f"{live_server.base}/#/playbooks/system-failure")
+    page.click("a.print-this")  # the print button on the playbook screen
+    page.wait_for_url("**/#/print/playbook/system-failure")
     page.wait_for_selector(".print-pages[data-ready]")
     page.screenshot(path=artifacts / "print-playbook-screen.png")
     text = _pdf(page, artifacts / "print-playbook.pdf")
@@ -164,7 +166,9 @@ def test_print_a_playbook_to_pdf_in_both_languages(live_server, new_context, art
 def test_print_a_blank_call_record_sheet_to_pdf(live_server, new_context, artifacts):
     form = json.loads((CONTENT / "forms" / "call-record.json").read_text())
     _, page = _logged_in_page(live_server, new_context, username="live-agent")
-    page.goto(f"{live_server.base}/#/print/form/call-record")
+    page.goto(f"{live_server.base}/#/forms/call-record")
+    page.click("a.print-this")  # the print button on the form screen
+    page.wait_for_url("**/#/print/form/call-record")
     page.wait_for_selector(".print-pages[data-ready]")
     sheet = page.locator(".form-sheet")
     sheet_id = sheet.get_attribute("data-sheet-id")

@@ -60,6 +60,8 @@ route("#/forms/:slug", async (view, { slug }) => {
   const definition = await loadForm(name);
   showForm(view, definition, store.newDraft({ form: name, formVersion: definition.version, incidentId: incident }),
     { fresh: true });
+  // Paper fallback (screens/print.js): blank sheets of this form with sheet IDs.
+  view.append(h("a", { class: "button print-this", href: `#/print/form/${encodeURIComponent(name)}` }, t("print.blank")));
 });
 
 route("#/records/:id", async (view, { id }) => {

@@ -315,6 +315,8 @@ route("#/playbooks/:slug", async (view, { slug }) => {
     return showFailure(view, error);
   }
   renderPlaybook(view, playbook, forms);
+  // Paper fallback (screens/print.js): this playbook as a printable checklist.
+  view.append(h("a", { class: "button print-this", href: `#/print/playbook/${encodeURIComponent(slug)}` }, t("print.button")));
 });
 
 // New versions arrived (content.js): show them, unless the agent is typing a search.
