@@ -293,3 +293,22 @@ async def test_service_worker_receipt_marks_delivered(client, site, engine, rece
     async with engine.sessionmaker() as session:
         assert (await session.get(PushSubscription, (await session.execute(select(PushSubscription.id).where(
             PushSubscription.endpoint == phone["endpoint"]))).scalar_one())) is not None
+
+
+async def test_leads_may_acknowledge_once_the_ladder_reaches_them(client, site, engine):
+    incident = await declare(client, site, drill={"time_scale": 60})
+    iid = incident["id"]
+    engine.clock.advance(seconds=10)  # rungs 5 and 10 (manager only)
+    await drain(engine)
+    assert (await client.post(f"/api/incidents/{iid}/ack", headers=site.headers("lead"))).status_code == 403
+    detail = (await client.get(f"/api/incidents/{iid}", headers=site.headers("lead"))).json()
+    assert detail["can"]["ack"] is False
+    engine.clock.advance(seconds=50)  # the 60-minute rung notifies managers and leads
+    await drain(engine)
+    detail = (await client.get(f"/api/incidents/{iid}", headers=site.headers("lead"))).json()
+    assert detail["can"]["ack"] is True
+    acked = await client.post(f"/api/incidents/{iid}/ack", headers=site.headers("lead"))
+    assert acked.status_code == 200 and acked.json()["acknowledged_by"]["id"] == site.users["lead"]
+    assert (await client.post(f"/api/incidents/{iid}/ack", headers=site.headers("agent"))).status_code == 403
+    lead_inbox = (await client.get("/api/inbox", headers=site.headers("lead"))).json()["items"]
+    assert [i["kind"] for i in lead_inbox] == ["escalation"]  # the 60-minute rung; not their own ack
