@@ -67,8 +67,10 @@ def call_record(name, due, promised=True, **extra):
 def test_transcribe_a_paper_sheet_row_twice_makes_one_record(live_server, team, new_context, artifacts):
     [sheet] = api(live_server, team, "agent", "POST", "/api/print/sheets", json={"form": "call-record"})
     sheet_id = sheet["sheet_id"]
+    incident = api(live_server, team, "lead", "POST", "/api/incidents", json={"playbook": "power-outage"})
     _, page = page_for(live_server, new_context, team, "agent")
     page.goto(f"{live_server.base}/#/transcribe")
+    expect(page.locator("#tr-incident")).to_have_value(str(incident["id"]))  # the open incident is preselected
     # typed the way tired people type it: lower case, spaces
     page.fill("#sheet-id", sheet_id.lower().replace("-", " "))
     page.click("button[type=submit]")
@@ -108,7 +110,8 @@ def test_transcribe_a_paper_sheet_row_twice_makes_one_record(live_server, team, 
 
     rid = str(paper_record_id(sheet_id, 1))
     records = wait_until(lambda: api(live_server, team, "lead", "GET", f"/api/records?sheet_id={sheet_id}")["items"])
-    assert [(r["id"], r["sheet_row"], r["source"], r["data"]["caller_name"]) for r in records] == [(rid, 1, "paper", "孙七")]
+    assert [(r["id"], r["sheet_row"], r["source"], r["data"]["caller_name"], r["incident_id"]) for r in records] == \
+        [(rid, 1, "paper", "孙七", incident["id"])]
 
 
 def test_callbacks_offline_then_synced_and_assigned(live_server, team, new_context, artifacts):

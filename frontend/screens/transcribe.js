@@ -22,7 +22,7 @@ addStrings({
     "tr.same": "第 {row} 行之前已录入，内容相同：没有重复记录", "tr.differs": "第 {row} 行之前录入的内容不同",
     "tr.keep": "保留原来的", "tr.replace": "用现在的替换", "tr.before": "原来录入的", "tr.now": "现在录入的",
     "tr.finish": "这张纸录完了", "tr.fix": "请先改正标红的项",
-    "tr.codes": "纸上圈的编号：",
+    "tr.codes": "纸上圈的编号：", "tr.incident": "属于哪个事件", "tr.noIncident": "不属于事件",
   },
   en: {
     "tr.title": "Transcribe a paper sheet", "tr.sheet": "Sheet ID (top right of the paper)", "tr.form": "Which form",
@@ -35,7 +35,7 @@ addStrings({
     "tr.differs": "Row {row} was entered before with different content",
     "tr.keep": "Keep the earlier one", "tr.replace": "Replace with this", "tr.before": "Entered before",
     "tr.now": "Entered now", "tr.finish": "Sheet done",
-    "tr.fix": "Fix the fields marked in red first", "tr.codes": "Numbers circled on paper: ",
+    "tr.fix": "Fix the fields marked in red first", "tr.codes": "Numbers circled on paper: ", "tr.incident": "Which incident", "tr.noIncident": "No incident",
   },
 });
 
@@ -43,6 +43,12 @@ const STATE = "od.transcribe"; // {sheetId: {form, rows: [n…]}}: where each sh
 
 function progress() {
   try { return JSON.parse(localStorage.getItem(STATE) || "{}"); } catch { return {}; }
+}
+
+function setIncident(sheetId, form, incidentId) {
+  const all = progress();
+  all[sheetId] = { form, rows: [], ...(all[sheetId] || {}), incidentId };
+  localStorage.setItem(STATE, JSON.stringify(all));
 }
 
 function noteRow(sheetId, form, row) {
@@ -57,21 +63,26 @@ function noteRow(sheetId, form, row) {
 const sameData = (a, b) => JSON.stringify(Object.entries(a || {}).sort()) === JSON.stringify(Object.entries(b || {}).sort());
 
 // Save one row through the record queue. Returns {outcome: "saved" | "same" | "differs", before?}.
-export async function saveRow({ form, sheetId, row, data, replace = false }) {
+export async function saveRow({ form, sheetId, row, data, replace = false, incidentId = null }) {
   const id = await paperRecordId(sheetId, row);
   const existing = await store.get(id);
   if (existing && !replace) {
     return sameData(existing.data, data) ? { outcome: "same", id } : { outcome: "differs", id, before: existing.data };
   }
   const record = existing || store.newDraft({ form: form.slug, formVersion: form.version, source: "paper",
-    sheetId, sheetRow: row, id });
+    sheetId, sheetRow: row, id, incidentId });
   await store.queue(record, data); // an edit of a row already sent becomes the next rev
   requestSync();
   return { outcome: "saved", id };
 }
 
 route("#/transcribe", async (view) => {
-  const forms = await loadContent("/api/forms");
+  const [forms, incidents] = await Promise.all([loadContent("/api/forms"),
+    api("/api/incidents?status=all&limit=20", { timeout: 4000 }).catch(() => [])]);
+  const incidentSelect = h("select", { id: "tr-incident", name: "incident" },
+    h("option", { value: "" }, t("tr.noIncident")),
+    incidents.map((i, n) => h("option", { value: i.id, selected: n === 0 && i.status !== "resolved" },
+      `#${i.id} ${pick(i.title)} · ${new Date(i.declared_at).toLocaleString()}`)));
   const sheetInput = h("input", { id: "sheet-id", name: "sheet_id", class: "sheet-id-input", autocomplete: "off",
     autocapitalize: "characters", spellcheck: false, placeholder: "261123-K7Q2MX-4", inputmode: "text" });
   const message = h("p", { class: "tr-message", role: "status" });
@@ -112,11 +123,13 @@ route("#/transcribe", async (view) => {
       event.preventDefault();
       const sheetId = await lookUp();
       if (!sheetId) { message.textContent = t("tr.badId"); message.className = "tr-message error"; return; }
+      setIncident(sheetId, chosen(), Number(incidentSelect.value) || null);
       const rows = progress()[sheetId]?.rows || [];
       navigate(`#/transcribe/${encodeURIComponent(chosen())}/${sheetId}/${rows.length ? Math.max(...rows) + 1 : 1}`);
     } },
     h("label", { for: "sheet-id" }, t("tr.sheet")), sheetInput, message,
     h("p", { class: "field-label" }, t("tr.form")), select,
+    incidents.length ? h("label", { for: "tr-incident" }, t("tr.incident")) : null, incidents.length ? incidentSelect : null,
     h("button", { type: "submit", class: "primary big" }, t("tr.start"))));
   sheetInput.focus();
 });
@@ -146,7 +159,8 @@ route("#/transcribe/:form/:sheet/:row", async (view, params) => {
     const errors = form.validate();
     form.showErrors(errors);
     if (Object.keys(errors).length) { toast(t("tr.fix"), "error"); return; }
-    const result = await saveRow({ form: definition, sheetId, row, data: form.read(), replace });
+    const result = await saveRow({ form: definition, sheetId, row, data: form.read(), replace,
+      incidentId: progress()[sheetId]?.incidentId ?? null });
     if (result.outcome === "differs") return showConflict(result.before);
     noteRow(sheetId, definition.slug, row);
     toast(t(result.outcome === "same" ? "tr.same" : "tr.saved", { row }));
