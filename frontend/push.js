@@ -120,6 +120,20 @@ navigator.serviceWorker?.addEventListener("message", (event) => {
   window.dispatchEvent(new CustomEvent("od:notification", { detail: event.data.payload }));
 });
 
+// Logging out of a shared phone: stop this user's escalations from popping up on it. (The browser keeps
+// its subscription; whoever logs in next re-registers it under their own name.)
+const beforeLogout = window.odBeforeLogout;
+window.odBeforeLogout = async () => {
+  if (beforeLogout && !(await beforeLogout())) return false;
+  try {
+    const reg = pushSupported() && await navigator.serviceWorker.getRegistration();
+    const sub = reg && await reg.pushManager.getSubscription();
+    if (sub) await api(`/api/push/subscriptions?endpoint=${encodeURIComponent(sub.endpoint)}`, { method: "DELETE", timeout: 3000 });
+  } catch { /* offline or already gone: the next login takes the subscription over */ }
+  setUnread(0);
+  return true;
+};
+
 window.addEventListener("od:login", () => { synced = null; syncPush(); refreshUnread(); });
 window.addEventListener("od:online", () => { syncPush(); refreshUnread(); });
 setInterval(refreshUnread, 30000);

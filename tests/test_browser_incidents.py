@@ -206,3 +206,7 @@ def test_push_switch_and_test_notification_from_the_inbox(server, new_context, a
     page.locator(".inbox-item button").first.click()
     expect(page.locator(".inbox-item.unread")).to_have_count(0)
     expect(page.locator('#tabs a[href="#/inbox"] .inbox-badge')).to_have_count(0)
+    # Logging out still works with push's clean-up chained after the outbox's export.
+    page.click('#tabs a[href="#/"]')
+    page.click("button.secondary")
+    page.wait_for_url("**/#/login")
