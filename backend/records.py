@@ -317,7 +317,10 @@ async def store_batch(session: AsyncSession, user: CurrentUser, device_id: str, 
     first: dict[uuid.UUID, int] = {}
     for i, r in good:
         first.setdefault(r.id, i)
-    rows = [_new_row(user, device_id, items[i], hashes[i], now) for i in first.values()]  # type: ignore[arg-type]
+    # Rows in id order: two batches holding the same records in another order lock them in the same order,
+    # so PostgreSQL never has to break a deadlock between them.
+    rows = [_new_row(user, device_id, items[i], hashes[i], now)  # type: ignore[arg-type]
+            for _, i in sorted(first.items())]
     table = Record.__table__
     # executemany form: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues") from one cached
     # compiled statement, instead of compiling a new 100-row VALUES clause per request.
@@ -331,7 +334,8 @@ async def store_batch(session: AsyncSession, user: CurrentUser, device_id: str, 
 
     # 2. Everything else meets a row that exists: same rev and content = duplicate, newer rev = updated
     #    (a conditional UPDATE, so two racing newer revs cannot both win), otherwise a conflict.
-    rest = [(i, r) for i, r in good if not (r.id in inserted and first[r.id] == i)]
+    rest = sorted(((i, r) for i, r in good if not (r.id in inserted and first[r.id] == i)),
+                  key=lambda pair: (pair[1].id, pair[0]))  # id order again; one id's copies keep batch order
     known = {rec.id: rec for rec in (await session.execute(
         select(Record).where(Record.id.in_({r.id for _, r in rest})).execution_options(populate_existing=True)
     )).scalars()} if rest else {}
@@ -346,7 +350,7 @@ async def store_batch(session: AsyncSession, user: CurrentUser, device_id: str, 
                                      .where(Record.site_id == user.site_id))).scalar_one()
         await session.execute(update(table).where(table.c.id == bindparam("rid")).values(seq=bindparam("nseq"))
                               .execution_options(synchronize_session=False),
-                              [{"rid": rid, "nseq": top + n} for n, rid in enumerate(stored, 1)])
+                              [{"rid": rid, "nseq": top + n} for n, rid in enumerate(sorted(stored), 1)])
         records = {rec.id: rec for rec in (await session.execute(
             select(Record).where(Record.id.in_(list(stored))).execution_options(populate_existing=True)
         )).scalars()}

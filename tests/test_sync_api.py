@@ -85,19 +85,21 @@ async def test_truly_concurrent_sessions_store_one_copy(db, site, database_url):
         site_row = (await session.get(Site, agent.site_id))
     user = CurrentUser(agent.id, agent.username, agent.display_name, "agent", site_row.id, site_row.slug,
                        site_row.name)
-    batch = [record(n) for n in range(40)]
-
-    async def one() -> list[str]:
+    async def one(records: list[dict]) -> dict[str, str]:
         async with db() as session:
-            results = await store_batch(session, user, "dev-race", batch)
+            results = await store_batch(session, user, "dev-race", records)
             await asyncio.sleep(0.05)  # hold the transaction open so the other one meets the same rows
             await session.commit()
-            return [r.status for r in results]
+            return {r.id: r.status for r in results}
 
-    a, b = await asyncio.gather(one(), one())
-    for x, y in zip(a, b, strict=True):
-        assert sorted([x, y]) == ["created", "duplicate"]
-    assert await count(db, site) == 40
+    # Then the same new records in opposite orders: rows are locked in id order, so no deadlock.
+    for reorder in (list, lambda records: records[::-1]):
+        batch = [record(n) for n in range(40)]
+        a, b = await asyncio.gather(one(batch), one(reorder(batch)))
+        assert a.keys() == b.keys()
+        for rid in a:
+            assert sorted([a[rid], b[rid]]) == ["created", "duplicate"]
+    assert await count(db, site) == 80
 
 
 async def test_mixed_batch_keeps_the_good_records(client, db, site):
