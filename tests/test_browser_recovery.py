@@ -193,7 +193,8 @@ def test_review_page_and_printed_report(live_server, team, new_context, artifact
     incident = api(live_server, team, "lead", "POST", "/api/incidents", json={"playbook": "system-failure", "note": "CRM 登录不上"})
     api(live_server, team, "lead", "POST", f"/api/incidents/{incident['id']}/resolve", json={"note": "已恢复"})
     _, page = page_for(live_server, new_context, team, "lead")
-    page.goto(f"{live_server.base}/#/incidents/{incident['id']}/review")
+    page.goto(f"{live_server.base}/#/incidents/{incident['id']}")
+    page.click(f".inc-review a[href='#/incidents/{incident['id']}/review']")  # from the incident screen
     expect(page.locator("h1")).to_contain_text("事件复盘")
     expect(page.locator(".rv-figures")).to_contain_text("5分钟规则")
     page.fill("#rv-cause", "机房交换机掉电")

@@ -374,6 +374,10 @@ route("#/incidents/:id", async (view, { id }) => {
         h("div", { class: "row" }, incident.forms.map((slug) => h("a", { class: "button", href: `#/forms/${slug}?incident=${incident.id}` },
           pick(formTitles[slug]) || slug)))) : null,
       notes ? h("section", { class: "card" }, notes) : null,
+      // After recovery (screens/recovery.js): the review and the printed incident log.
+      incident.can.timeline ? h("div", { class: "row inc-review" },
+        h("a", { class: "button", href: `#/incidents/${incident.id}/review` }, t("rv.title")),
+        h("a", { class: "button", href: `#/print/incident/${incident.id}/log` }, t("re.log"))) : null,
       incident.can.timeline ? timelineBox : null);
     view.dataset.incidentStatus = incident.status;
     view.dataset.user = user?.id;
