@@ -31,7 +31,7 @@ from sqlalchemy import ForeignKey, Integer, String, Text, Uuid, func, select, up
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import documents, escalation, push
+from . import documents, escalation, incidents, push
 from .auth import CurrentUser, User, requires
 from .db import Base, UTCDateTime, db_now, insert_for
 from .errors import Problem
@@ -164,6 +164,15 @@ async def claim_overdue(session: AsyncSession, at: datetime, limit: int = 50) ->
     return list(result.scalars())
 
 
+async def _known_incidents(session: AsyncSession, ids: set[int]) -> set[tuple[int, int]]:
+    """(incident id, site id) of the incidents that exist: a record may name an incident id the device made
+    up, and a notification must only link to a real one of its own site."""
+    if not ids:
+        return set()
+    return set((await session.execute(select(incidents.Incident.id, incidents.Incident.site_id)
+                                       .where(incidents.Incident.id.in_(ids)))).all())
+
+
 async def notify_overdue(app: Any) -> int:
     """One pass: every callback that went overdue since the last pass notifies the site's leads."""
     state = getattr(app, "state", app)
@@ -175,12 +184,15 @@ async def notify_overdue(app: Any) -> int:
             return 0
         callbacks = (await session.execute(select(Callback, User.display_name).join(User, User.id == Callback.owner_id)
                                            .where(Callback.record_id.in_(ids)))).all()
+        linked = {c.incident_id for c, _ in callbacks if c.incident_id is not None}
+        known = await _known_incidents(session, linked)
         for callback, owner in callbacks:
             late = int((at - callback.due_at).total_seconds() // 60)
             title = {"zh-CN": f"回拨超时：{callback.caller_name}", "en": f"Callback overdue: {callback.caller_name}"}
             body = {"zh-CN": f"{callback.phone}，应于 {late} 分钟前回拨，负责人 {owner}。请跟进或改派。",
                     "en": f"{callback.phone} was due {late} min ago; owner {owner}. Follow up or reassign."}
-            await push.notify(session, callback.site_id, ["lead"], title, body, incident_id=callback.incident_id,
+            incident_id = callback.incident_id if (callback.incident_id, callback.site_id) in known else None
+            await push.notify(session, callback.site_id, ["lead"], title, body, incident_id=incident_id,
                               kind="callback_overdue", urgency="high", at=at)
         await session.commit()
         return len(callbacks)
@@ -264,11 +276,13 @@ async def assign(request: Req, db: AsyncSession, callback_id: uuid.UUID, data: A
     callback.owner_id, callback.assigned_by, callback.assigned_at, callback.updated_at = owner.id, user.id, now, now
     await _announce(db, callback, "callback.assigned")
     if previous != owner.id:
+        known = await _known_incidents(db, {callback.incident_id} if callback.incident_id else set())
         await push.notify(db, user.site_id, [], {"zh-CN": f"新的回拨：{callback.caller_name}",
                                                  "en": f"Callback for you: {callback.caller_name}"},
                           {"zh-CN": f"{user.display_name} 把 {callback.phone} 的回拨交给你。",
                            "en": f"{user.display_name} gave you the callback to {callback.phone}."},
-                          incident_id=callback.incident_id, kind="callback_assigned", user_ids=[owner.id], at=now)
+                          incident_id=callback.incident_id if (callback.incident_id, user.site_id) in known else None,
+                          kind="callback_assigned", user_ids=[owner.id], at=now)
     await db.commit()
     return callback_out(callback, await _names(db, user.site_id))
 

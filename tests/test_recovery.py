@@ -156,12 +156,20 @@ async def test_overdue_callback_notifies_the_leads_once(client, db, site):
     clock = ManualClock(at(0))
     state = SimpleNamespace(sessionmaker=db, clock=clock)
     rec = record(call(due=at(120)))
-    await sync(client, site, [rec])
+    # a record naming an incident that does not exist (devices make the link) must not block the notices;
+    # a callback already made never warns
+    bogus = record(call(name="钱九", due=at(120)), incident_id=987654321)
+    done = record(call(name="冯十", due=at(60)))
+    await sync(client, site, [rec, bogus, done])
+    await client.post("/api/callbacks/attempts", json={"attempts": [
+        {"id": str(uuid.uuid4()), "callback_id": done["id"], "outcome": "reached", "attempted_at": at(30).isoformat()}]},
+        headers=site.headers())
 
-    async def lead_notices() -> list[str]:
+    async def lead_notices() -> list[Notification]:
         async with db() as session:
-            return list((await session.execute(select(Notification.kind).where(
-                Notification.user_id == site.users["lead"], Notification.kind == "callback_overdue"))).scalars())
+            return list((await session.execute(select(Notification).where(
+                Notification.user_id == site.users["lead"], Notification.kind == "callback_overdue")
+                .order_by(Notification.id))).scalars())
 
     clock.advance(minutes=119)
     await recovery.notify_overdue(state)
@@ -169,18 +177,18 @@ async def test_overdue_callback_notifies_the_leads_once(client, db, site):
     clock.advance(minutes=2)  # one minute past due
     await recovery.notify_overdue(state)
     await recovery.notify_overdue(state)
-    assert await lead_notices() == ["callback_overdue"]
+    notes = await lead_notices()
+    assert sorted(n.title["zh-CN"] for n in notes) == ["回拨超时：张三", "回拨超时：钱九"]
+    assert all(n.urgency == "high" and n.incident_id is None for n in notes)
     async with db() as session:
         agent = (await session.execute(select(func.count()).select_from(Notification).where(
             Notification.user_id == site.users["agent"], Notification.kind == "callback_overdue"))).scalar_one()
-        note = (await session.execute(select(Notification).where(Notification.user_id == site.users["lead"],
-                                                                Notification.kind == "callback_overdue"))).scalar_one()
-    assert agent == 0 and "张三" in note.title["zh-CN"] and note.urgency == "high"
-    # a new promise in the future re-arms the warning; a done callback never warns
+    assert agent == 0
+    # a later promise re-arms the warning
     await sync(client, site, [{**rec, "rev": 2, "data": call(due=at(240))}])
     clock.advance(minutes=200)
     await recovery.notify_overdue(state)
-    assert len(await lead_notices()) == 2
+    assert [n.title["zh-CN"] for n in await lead_notices()][-1] == "回拨超时：张三" and len(await lead_notices()) == 3
 
 
 # ---------------------------------------------------------------- re-entry and exports
