@@ -136,6 +136,11 @@ async def allocate_sheets(request: Request[CurrentUser, str, Any], db: AsyncSess
     document = await documents.get_document(db, user.site_id, "form", data.form)
     if document is None:
         raise Problem(404, f"No form {data.form!r} at your site.", errors={"form": "unknown"})
+    if data.day is not None:
+        try:
+            datetime.strptime(data.day, "%y%m%d")
+        except ValueError:
+            raise Problem(422, "day is not a date (YYMMDD).", errors={"day": "not a date"}) from None
     day = data.day or datetime.now(UTC).strftime("%y%m%d")
     sheets = []
     for _ in range(data.count):

@@ -41,6 +41,8 @@ log = logging.getLogger("outage_desk")
 Req = Request[CurrentUser, str, Any]
 
 CALLBACK_FORM = "call-record"
+INT32 = 2_147_483_647  # ids beyond a database integer cannot exist: refuse them as bad input, not a 500
+IncidentRef = Annotated[int | None, Parameter(ge=1, le=INT32)]
 DEFAULT_DUE = timedelta(hours=2)  # the emergency script promises a callback within 2 hours
 OUTCOMES = ("reached", "no_answer", "wrong_number", "resolved")
 OPEN_STATES = ("open", "trying")
@@ -241,7 +243,7 @@ async def _names(session: AsyncSession, site_id: int) -> dict[int, str]:
 @get("/api/callbacks", summary="Callbacks: agents their own; leads and up everyone's (?mine=true, ?status=, ?incident_id=)")
 async def list_callbacks(request: Req, db: AsyncSession,
                          status: Literal["active", "open", "trying", "done", "failed", "cancelled", "all"] = "active",
-                         mine: bool = False, incident_id: int | None = None) -> dict[str, Any]:
+                         mine: bool = False, incident_id: IncidentRef = None) -> dict[str, Any]:
     user = request.user
     where = [Callback.site_id == user.site_id]
     if user.role == "agent" or mine:
@@ -261,7 +263,7 @@ async def list_callbacks(request: Req, db: AsyncSession,
 
 
 class AssignIn(msgspec.Struct, forbid_unknown_fields=True):
-    owner_id: int
+    owner_id: Annotated[int, msgspec.Meta(ge=1, le=INT32)]
 
 
 @put("/api/callbacks/{callback_id:uuid}/owner", guards=[requires("lead")], summary="Assign a callback (lead+)")
@@ -435,7 +437,7 @@ async def reentry_counts(session: AsyncSession, site_id: int, incident_id: int |
 
 @get("/api/recovery/counts", guards=[requires("lead")], summary="What is still to re-enter (?incident_id=)")
 async def counts(request: Req, db: AsyncSession,
-                 incident_id: int | None = None) -> dict[str, Any]:
+                 incident_id: IncidentRef = None) -> dict[str, Any]:
     return await reentry_counts(db, request.user.site_id, incident_id)
 
 
@@ -483,7 +485,7 @@ def _cell(field: dict[str, Any], value: Any) -> str:
 @get("/api/recovery/export.csv", guards=[requires("lead")],
      summary="One form's records as CSV (UTF-8 with BOM; bilingual headers) by incident / status / date range")
 async def export_csv(request: Req, db: AsyncSession, form: str = CALLBACK_FORM,
-                     incident_id: int | None = None,
+                     incident_id: IncidentRef = None,
                      status: ExportStatus = None, since: Since = None, until: Until = None) -> Response[bytes]:
     user = request.user
     document = await documents.get_document(db, user.site_id, "form", form)
@@ -520,7 +522,7 @@ async def export_csv(request: Req, db: AsyncSession, form: str = CALLBACK_FORM,
 @get("/api/recovery/export.json", guards=[requires("lead")],
      summary="Records as JSON (raw values plus re-entry state) by form / incident / status / date range")
 async def export_json(request: Req, db: AsyncSession, form: str | None = None,
-                      incident_id: int | None = None,
+                      incident_id: IncidentRef = None,
                       status: ExportStatus = None, since: Since = None, until: Until = None) -> Response[bytes]:
     user = request.user
     records = await _export_rows(db, user, form, incident_id, status, since, until)

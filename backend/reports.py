@@ -28,7 +28,7 @@ from .auth import CurrentUser, User, requires
 from .db import Base, UTCDateTime, insert_for
 from .errors import Problem
 from .records import Record
-from .recovery import OPEN_STATES, Callback, _time, poll_forever, reentry_counts
+from .recovery import INT32, OPEN_STATES, Callback, _time, poll_forever, reentry_counts
 
 Req = Request[CurrentUser, str, Any]
 
@@ -136,7 +136,7 @@ async def build_report(session: AsyncSession, incident: incidents.Incident, now:
 
 
 async def _incident(db: AsyncSession, user: CurrentUser, incident_id: int) -> incidents.Incident:
-    incident = await db.get(incidents.Incident, incident_id)
+    incident = await db.get(incidents.Incident, incident_id) if 0 < incident_id <= INT32 else None
     if incident is None or incident.site_id != user.site_id:
         raise Problem(404, "No such incident at your site.")
     return incident

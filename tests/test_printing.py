@@ -100,6 +100,8 @@ async def test_sheet_api_rejects_bad_input_clearly(client, site):
     assert too_many.status_code == 400
     unknown_field = await client.post("/api/print/sheets", json={"form": "call-record", "x": 1}, headers=site.headers())
     assert unknown_field.status_code == 400
+    not_a_day = await client.post("/api/print/sheets", json={"form": "call-record", "day": "261399"}, headers=site.headers())
+    assert not_a_day.status_code == 422 and not_a_day.json()["errors"] == {"day": "not a date"}
     anonymous = await client.post("/api/print/sheets", json={"form": "call-record"})
     assert anonymous.status_code == 401
 

@@ -262,6 +262,9 @@ async def test_csv_export_is_utf8_with_bom_and_chinese_survives(client, site):
     assert naive.status_code == 400 and "timezone" in naive.json()["detail"]
     assert (await client.get("/api/recovery/export.csv", params={"form": "nope"},
                              headers=site.headers("lead"))).status_code == 404
+    huge = await client.get("/api/recovery/export.json", params={"incident_id": 2**40}, headers=site.headers("lead"))
+    assert huge.status_code == 400
+    assert (await client.get(f"/api/incidents/{2**40}/report", headers=site.headers("lead"))).status_code == 404
 
 
 async def test_the_same_paper_row_transcribed_twice_is_one_record(client, db, site):
