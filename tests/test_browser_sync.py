@@ -368,6 +368,9 @@ def test_draft_autosaves_and_reopens_and_reentry_status_comes_back(live_server, 
     expect(page.locator("[data-field=details] .field-error")).to_have_text("此项必填")
     page.check("input[name=category][value=account_change]")
     page.fill("textarea[name=details]", "要求更改账单地址")
+    page.evaluate("location.hash = '#/outbox'")  # leave at once: the last keystrokes are saved on the way out
+    page.locator(f".outbox-item[data-id='{record_id}'] a.button").click()
+    expect(page.locator("textarea[name=details]")).to_have_value("要求更改账单地址")
     page.click("button.rec-save")
     page.wait_for_url("**/#/outbox")
     item = page.locator(f".outbox-item[data-id='{record_id}']")

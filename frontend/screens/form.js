@@ -90,7 +90,7 @@ function showForm(view, definition, record, { fresh }) {
   };
   const form = renderForm(definition, values, { onInput: () => {
     clearTimeout(timer);
-    timer = setTimeout(autosave, 400);
+    timer = setTimeout(() => { timer = null; autosave(); }, 400);
   } });
   if (record.status === "rejected" && record.errors) {
     form.showErrors(Object.fromEntries(Object.entries(record.errors)
@@ -100,6 +100,7 @@ function showForm(view, definition, record, { fresh }) {
   const discard = h("button", { type: "button", class: "secondary", hidden: !stored || record.status !== "draft",
     onclick: async () => {
       clearTimeout(timer);
+      timer = null;
       await saving;
       await store.discardDraft(record.id);
       navigate(fresh ? "#/" : "#/outbox");
@@ -110,6 +111,7 @@ function showForm(view, definition, record, { fresh }) {
     version: definition.version, record: record.id }, onsubmit: async (event) => {
     event.preventDefault();
     clearTimeout(timer);
+    timer = null;
     const errors = form.validate();
     if (Object.keys(errors).length) {
       form.showErrors(errors);
@@ -151,6 +153,11 @@ function showForm(view, definition, record, { fresh }) {
     warning.hidden = (await store.persistence()) !== false;
   };
   refreshCounts();
+  // Leaving mid-typing (another screen, tab closed): save the last keystrokes now, not after the debounce.
+  const flush = () => { if (timer) { clearTimeout(timer); timer = null; autosave(); } };
+  // Not listenWhile: the next screen is already mounted when these fire. A flush with no pending save is a no-op.
+  window.addEventListener("hashchange", flush, { once: true });
+  window.addEventListener("pagehide", flush, { once: true });
   listenWhile(element, "od:store", refreshCounts);
   listenWhile(element, "od:persist", refreshCounts);
   if (fresh) {
