@@ -38,9 +38,10 @@ def cached_api_paths(page: Page) -> set[str]:
 
 
 def wait_until_content_saved(page: Page, paths: set[str]) -> None:
-    """The page primes the cache after login; wait until every playbook and form is stored."""
+    """The page primes the cache after login; wait until every playbook and form is stored and the page
+    has noted the cursor it saved."""
     for _ in range(150):
-        if paths <= cached_api_paths(page):
+        if paths <= cached_api_paths(page) and page.evaluate("localStorage.getItem('od.content') !== null"):
             return
         page.wait_for_timeout(200)
     raise AssertionError(f"not cached: {sorted(paths - cached_api_paths(page))}")
