@@ -555,7 +555,8 @@ async def post_metrics(request: Req, db: AsyncSession, data: MetricsIn) -> dict[
                 Incident.status.in_(("open", "acknowledged"))).order_by(Incident.id.desc()).limit(1))).scalar_one_or_none()
         if incident is None:
             incident = await declare(db, user.site_id, "call-surge", user, at, source="metrics",
-                                     note=f"answer rate {data.answer_rate:g} %, queue {data.queue_length}")
+                                     note=f"接通率 {data.answer_rate:g}%，排队 {data.queue_length} "
+                                          f"(answer rate {data.answer_rate:g} %, queue {data.queue_length})")
         tiers = list(range(TIER.get(previous, 0) + 1, TIER[level] + 1))
     state.incident_id = incident.id if incident else None
     if level != previous and incident is not None:

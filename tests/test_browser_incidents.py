@@ -211,3 +211,24 @@ def test_push_switch_and_test_notification_from_the_inbox(server, new_context, a
     page.click('#tabs a[href="#/"]')
     page.click("button.secondary")
     page.wait_for_url("**/#/login")
+
+
+def test_lead_reports_call_figures_and_the_alert_level_opens_a_surge(server, new_context, artifacts):
+    lead = login(new_context(locale="zh-CN"), server, "drill-lead")
+    lead.goto(server.base + "/#/incidents")
+    expect(lead.locator(".declare-form select[name=time_scale]")).to_be_hidden()  # only for drills
+    lead.click("details summary")
+    lead.fill("input[name=answer_rate]", "78.5")
+    lead.fill("input[name=queue_length]", "64")
+    lead.click(".level-form button[type=submit]")
+    expect(lead.locator(".level")).to_contain_text("红色预警")
+    expect(lead.locator(".level")).to_contain_text("已启动 3 级后备")
+    surge = lead.locator(".incident-list").first.locator(".incident-card", has_text="呼入量异常激增")
+    expect(surge).to_be_visible()
+    lead.screenshot(path=artifacts / "incidents-alert-red.png")
+    surge.click()
+    expect(lead.locator(".timeline")).to_contain_text("启动 3 级后备人员")
+    expect(lead.locator(".timeline")).to_contain_text("正常 → 红色预警")
+    lead.screenshot(path=artifacts / "incidents-surge-timeline.png")
+    incident_id = int(lead.url.rsplit("/", 1)[-1])
+    api(server, server.login("drill-lead"), "POST", f"/api/incidents/{incident_id}/resolve")
