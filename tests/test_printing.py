@@ -150,6 +150,7 @@ def test_print_a_playbook_to_pdf_in_both_languages(live_server, new_context, art
     page.wait_for_selector(".print-pages[data-ready]")
     page.screenshot(path=artifacts / "print-playbook-screen.png")
     text = _pdf(page, artifacts / "print-playbook.pdf")
+    assert "手工记录表Manualcallrecord" in text  # forms used, by title
     for step in playbook["steps"]:
         assert _squash(step["text"]["zh-CN"])[:20] in text, step["id"]
         assert _squash(step["text"]["en"])[:25] in text, step["id"]
@@ -177,6 +178,7 @@ def test_print_a_blank_call_record_sheet_to_pdf(live_server, new_context, artifa
     rows = int(sheet.get_attribute("data-rows"))
     assert normalize_sheet_id(sheet_id) == sheet_id and printing.sheet_origin(sheet_id) == "server"
     assert page.locator(".form-sheet img.qr").count() == 1
+    page.screenshot(path=artifacts / "print-call-record-screen.png")
     # the columns are the form's fields in screen order, sized by print_width
     assert page.locator(".form-sheet thead th[data-field]").evaluate_all("ths => ths.map(t => t.dataset.field)") == \
         [f["name"] for f in form["fields"]]

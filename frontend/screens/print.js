@@ -60,7 +60,11 @@ function within(minutes) {
   return ` · ${minutes} 分钟内 within ${minutes} min`;
 }
 
-export function playbookSheet(playbook) {
+export function playbookSheet(playbook, forms = []) {
+  const formTitle = (slug) => {
+    const form = forms.find((f) => f.slug === slug);
+    return form ? `${ZH(form.title)} ${EN(form.title)}` : slug;
+  };
   const section = (zh, en, ...content) => h("section", { class: "ps-section" },
     h("h2", {}, h("span", { class: "zh" }, zh), " ", h("span", { class: "en" }, en)), ...content);
   return h("article", { class: "print-sheet playbook-sheet", dataset: { playbook: playbook.slug } },
@@ -90,7 +94,7 @@ export function playbookSheet(playbook) {
       h("ol", { class: "script" }, (playbook.script["zh-CN"] || []).map((line, i) => h("li", {},
         h("p", { class: "zh", lang: "zh-CN" }, line), h("p", { class: "en", lang: "en" }, (playbook.script.en || [])[i] || ""))))) : null,
     playbook.forms && playbook.forms.length ? section("使用的表单", "Forms used",
-      h("p", {}, playbook.forms.join(" · "))) : null);
+      h("p", {}, playbook.forms.map(formTitle).join(" · "))) : null);
 }
 
 // ---------------------------------------------------------------- blank form sheets
@@ -186,9 +190,10 @@ route("#/print", async (view) => {
 });
 
 route("#/print/playbook/:slug", async (view, { slug }) => {
-  const playbook = await loadContent(`/api/playbooks/${encodeURIComponent(slug)}`);
+  const [playbook, forms] = await Promise.all([loadContent(`/api/playbooks/${encodeURIComponent(slug)}`),
+    loadContent("/api/forms").catch(() => [])]);
   mount(view, toolbar("#/print"));
-  ready(view, [playbookSheet(playbook)]);
+  ready(view, [playbookSheet(playbook, forms)]);
 });
 
 route("#/print/form/:slug", async (view, { slug }) => {
@@ -213,7 +218,7 @@ route("#/print/kit", async (view) => {
   const sheets = [];
   for (const form of forms) sheets.push(formSheet(form, (await sheetIds(form.slug, 1))[0]));
   view.querySelector(".loading")?.remove();
-  ready(view, [...playbooks.map(playbookSheet), ...sheets]);
+  ready(view, [...playbooks.map((p) => playbookSheet(p, forms)), ...sheets]);
 });
 
 // The callback list on paper: for when the phones die halfway through the callbacks.
