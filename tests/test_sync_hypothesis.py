@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -41,7 +42,9 @@ def sync_client(database_url, settings_for):
         finally:
             await engine.dispose()
 
-    site = asyncio.run(new_site())
+    # In a thread of its own: asyncio.run() refuses to start where a loop already runs (Playwright's sync API).
+    with ThreadPoolExecutor(1) as pool:
+        site = pool.submit(asyncio.run, new_site()).result()
     with TestClient(app=create_app(settings_for(database_url)), raise_server_exceptions=False) as client:
         yield client, site
 
