@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from backend.printing import paper_record_id
+from backend.printing import make_sheet_id, paper_record_id
 
 pytestmark = pytest.mark.browser
 
@@ -112,6 +112,37 @@ def test_transcribe_a_paper_sheet_row_twice_makes_one_record(live_server, team, 
     records = wait_until(lambda: api(live_server, team, "lead", "GET", f"/api/records?sheet_id={sheet_id}")["items"])
     assert [(r["id"], r["sheet_row"], r["source"], r["data"]["caller_name"], r["incident_id"]) for r in records] == \
         [(rid, 1, "paper", "孙七", incident["id"])]
+
+
+def test_transcribe_offline_a_sheet_printed_offline(live_server, team, new_context, artifacts):
+    sheet_id = make_sheet_id(datetime.now(UTC).strftime("%y%m%d"), origin="device")  # printed with no server
+    context, page = page_for(live_server, new_context, team, "agent")
+    page.goto(f"{live_server.base}/#/transcribe")
+    page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30000)
+    page.wait_for_function("localStorage.getItem('od.content') !== null", timeout=30000)
+    context.set_offline(True)
+    page.reload()
+    page.fill("#sheet-id", sheet_id)
+    page.locator(".tr-forms label", has_text="手工记录表").click()
+    page.click("button[type=submit]")
+    expect(page.locator(".tr-row")).to_have_text("第 1 行")
+    page.fill("input[name=called_at]", "2026-11-23T11:40")
+    page.fill("input[name=caller_name]", "离线客户")
+    page.fill("input[name=phone]", "13700000000")
+    page.locator("[data-field=category] label", has_text="其他").click()
+    page.locator("[data-field=urgency] label", has_text="一般").click()
+    page.fill("textarea[name=details]", "停电时记在纸上")
+    page.locator("[data-field=callback_promised] label", has_text="否").click()
+    page.click("#save-row")
+    expect(page.locator(".tr-row")).to_have_text("第 2 行")
+    page.screenshot(path=artifacts / "transcribe-offline.png")
+    assert api(live_server, team, "lead", "GET", f"/api/records?sheet_id={sheet_id}")["items"] == []
+    context.set_offline(False)
+    page.evaluate("window.dispatchEvent(new CustomEvent('od:online'))")
+    records = wait_until(lambda: api(live_server, team, "lead", "GET", f"/api/records?sheet_id={sheet_id}")["items"])
+    assert [(r["id"], r["source"]) for r in records] == [(str(paper_record_id(sheet_id, 1)), "paper")]
+    known = api(live_server, team, "agent", "GET", f"/api/print/sheets/{sheet_id}")
+    assert known["known"] is True and known["origin"] == "device" and known["form"] == "call-record"
 
 
 def test_callbacks_offline_then_synced_and_assigned(live_server, team, new_context, artifacts):
