@@ -8,7 +8,7 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 log = logging.getLogger("outage_desk")
 PROBLEM = "application/problem+json"
@@ -55,10 +55,31 @@ def _integrity(request: Request, exc: IntegrityError) -> Response[dict[str, Any]
     return problem(409, "This conflicts with data already stored (a duplicate or a missing reference).")
 
 
+def _bad_value(exc: BaseException) -> bool:
+    """Did the driver refuse a value (too big for the column, text it cannot store: SQLSTATE class 22)?"""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OverflowError) or str(getattr(seen, "sqlstate", "") or "").startswith("22") \
+                or type(seen).__name__ == "DataError":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _dbapi(request: Request, exc: DBAPIError) -> Response[dict[str, Any]]:
     if exc.connection_invalidated:
         return _database_error(request, exc)
+    if _bad_value(exc):
+        return _out_of_range(request, exc)
     return _unexpected(request, exc)
+
+
+def _out_of_range(request: Request, exc: Exception) -> Response[dict[str, Any]]:
+    # A number too big for the database's integer columns (an id of 10**25 in the path or body): SQLite
+    # raises OverflowError while binding it, PostgreSQL a DataError. Bad input, not a server fault.
+    log.info("value out of range on %s %s: %s", request.method, request.url.path, exc)
+    return problem(400, "A value in the request is out of range (a number too large, or text the database cannot "
+                        "store).", type_="urn:outage-desk:out-of-range")
 
 
 def _unexpected(request: Request, exc: Exception) -> Response[dict[str, Any]]:
@@ -71,6 +92,8 @@ exception_handlers: dict[Any, Any] = {
     OperationalError: _database_error,
     InterfaceError: _database_error,
     IntegrityError: _integrity,
+    DataError: _out_of_range,
+    OverflowError: _out_of_range,
     DBAPIError: _dbapi,
     Exception: _unexpected,
 }
