@@ -75,16 +75,16 @@ def test_no_5xx_for_generated_input(fuzz_server):
             def run(case) -> None:
                 nonlocal tried
                 bearer = token
-                if operation.path == "/api/auth/logout":  # would end the token the rest of the run uses
+                if case.operation.path == "/api/auth/logout":  # would end the token the rest of the run uses
                     bearer = server.login(server.users["agent"])
                 response = case.call(base_url=server.base, session=session, timeout=30,
                                      headers={"Authorization": f"Bearer {bearer}"})
                 tried += 1
                 if response.status_code >= 500:
-                    failures.append(f"{case.method} {case.formatted_path} ({mode}) -> {response.status_code}: "
+                    failures.append(f"{case.method} {case.formatted_path} ({mode}) -> {response.status_code}: "  # noqa: B023
                                     f"{response.text[:300]}\n  {case.as_curl_command()[:600]}")
 
-            run()
+            run()  # right here, inside the loop: the loop variables it reads are the current ones
     log = server.log.read_text(errors="replace")
     assert tried > 500, f"only {tried} requests were generated"
     assert not failures, f"{len(failures)} server errors:\n" + "\n".join(failures[:20])
