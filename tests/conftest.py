@@ -27,7 +27,7 @@ from backend.config import load_settings
 from backend.db import make_engine, sessionmaker
 from backend.migrate import upgrade
 
-from .servers import ServerProcess, fresh_postgres_database, drop_postgres_database
+from .servers import ServerProcess, drop_postgres_database, fresh_postgres_database, off_loop
 
 REQUIRE_ALL = os.environ.get("OUTAGE_TEST_REQUIRE_ALL") == "1"
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
@@ -55,18 +55,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     """A migrated database with the default playbooks and forms, once per test session per backend."""
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
-        upgrade(url)
-        asyncio.run(_load_defaults(url))
+        off_loop(_prepare, url)
         yield url
         return
     require(bool(POSTGRES_URL), "PostgreSQL (TEST_POSTGRES_URL)")
     url = fresh_postgres_database(POSTGRES_URL)
     try:
-        upgrade(url)
-        asyncio.run(_load_defaults(url))
+        off_loop(_prepare, url)
         yield url
     finally:
         drop_postgres_database(POSTGRES_URL, url)
+
+
+def _prepare(url: str) -> None:
+    upgrade(url)
+    asyncio.run(_load_defaults(url))
 
 
 async def _load_defaults(url: str) -> None:
@@ -156,8 +159,10 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Per module, not per session: Playwright's sync API keeps an event loop running in this thread while it is
+    # started, and the async fixtures and tests of later modules need the thread free of it.
     require(Path(CHROMIUM).exists() or bool(shutil.which("chromium")), "Chromium (/usr/bin/chromium)")
     from playwright.sync_api import sync_playwright
 

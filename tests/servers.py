@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import socket
@@ -15,6 +16,13 @@ import httpx
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def off_loop(fn, *args):
+    """Run fn(*args) in a thread of its own and return its result: asyncio.run() (also inside Alembic's env)
+    refuses to start in a thread where an event loop runs, as Playwright's sync API keeps one running."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def fresh_postgres_database(admin_url: str) -> str:
@@ -46,7 +54,7 @@ def _admin(admin_url: str, sql: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    off_loop(asyncio.run, run())
 
 
 def free_port() -> int:

@@ -11,6 +11,8 @@ from sqlalchemy import inspect
 from backend.app import capability_modules
 from backend.db import Base, make_engine
 
+from .servers import off_loop
+
 
 def _diff(url: str) -> tuple[list, set[str]]:
     capability_modules()
@@ -25,7 +27,7 @@ def _diff(url: str) -> tuple[list, set[str]]:
         await engine.dispose()
         return result
 
-    return asyncio.run(run())
+    return off_loop(asyncio.run, run())
 
 
 def test_upgrade_head_on_empty_database_and_models_match(database_url):
@@ -39,5 +41,5 @@ def test_upgrade_head_on_empty_database_and_models_match(database_url):
 def test_upgrade_is_repeatable(database_url):
     from backend.migrate import upgrade
 
-    upgrade(database_url)  # already at head: a second start changes nothing
+    off_loop(upgrade, database_url)  # already at head: a second start changes nothing
     assert _diff(database_url)[0] == []
