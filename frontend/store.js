@@ -116,7 +116,7 @@ export async function saveDraft(record, data) {
   const next = { ...editable(current), status: "draft" };
   Object.assign(next, { data, updatedAt: now() });
   await putAll([next]);
-  await askPersistence();
+  askPersistence().catch(() => {}); // not awaited: a slow permission answer must not hold up saving
   return next;
 }
 
@@ -125,7 +125,7 @@ export async function queue(record, data = record.data) {
   const next = editable(current);
   Object.assign(next, { data, status: "queued", reason: null, errors: null, server: null, updatedAt: now() });
   await putAll([next]);
-  await askPersistence();
+  askPersistence().catch(() => {}); // not awaited: a slow permission answer must not hold up saving
   registerBackgroundSync();
   return next;
 }

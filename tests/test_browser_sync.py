@@ -355,7 +355,7 @@ def test_draft_autosaves_and_reopens_and_reentry_status_comes_back(live_server, 
     record_id = page.locator("form.rec-form").get_attribute("data-record")
     page.fill("input[name=caller_name]", "周女士")
     page.fill("input[name=phone]", "137 1234 5678")
-    expect(page.locator(".rec-status")).to_contain_text("草稿已自动保存")
+    expect(page.locator(".rec-status")).to_contain_text("草稿已自动保存", timeout=15000)
     page.close()  # the tab dies mid-call
 
     page = context.new_page()
