@@ -50,8 +50,8 @@ MAX_ATTEMPTS = 8
 BACKOFF_BASE = 10  # seconds; doubled per attempt, with jitter
 BACKOFF_CAP = 15 * 60
 RETRY_AFTER_CAP = 3600
-BATCH = 50  # deliveries claimed per round
-PARALLEL = 10  # requests in flight per sender
+BATCH = 200  # deliveries claimed per round
+PARALLEL = 50  # requests in flight per sender (push services are far away: overlap the waits)
 # A 'sending' row older than this belongs to a sender that died. Longer than a whole claimed batch can take
 # (every request timing out, PARALLEL at a time), so a slow but live sender is never doubled up.
 SEND_LEASE = timedelta(seconds=SEND_TIMEOUT * (BATCH // PARALLEL + 1) + 30)
@@ -290,9 +290,10 @@ async def deliver_due(app: Any) -> int:
         due = due.limit(BATCH)
         if session.bind is not None and session.bind.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True)
+        deadline = at + SEND_LEASE  # also marks this claim: only its holder may record the outcome
         claimed = list((await session.execute(
             update(PushDelivery).where(PushDelivery.id.in_(due.scalar_subquery()), _claimable(at))
-            .values(state="sending", deadline_at=at + SEND_LEASE, attempts=PushDelivery.attempts + 1)
+            .values(state="sending", deadline_at=deadline, attempts=PushDelivery.attempts + 1)
             .returning(PushDelivery.id))).scalars())
         if not claimed:
             await session.rollback()
@@ -316,46 +317,62 @@ async def deliver_due(app: Any) -> int:
     outcomes = await asyncio.gather(*(one(d, n, s) for d, n, s, _ in rows))
     async with state.sessionmaker() as session:
         at = await escalation.now(state, session)
-        for (delivery, _note, sub, name), outcome in zip(rows, outcomes, strict=True):
-            await _record(session, delivery, sub, name, outcome, at)
+        await _record(session, [(d, s, name, o) for (d, _n, s, name), o in zip(rows, outcomes, strict=True)],
+                      deadline, at)
         await session.commit()
     return len(rows)
 
 
-async def _record(session: AsyncSession, delivery: PushDelivery, sub: PushSubscription | None, user_name: str,
-                  outcome: dict[str, Any], at: datetime) -> None:
-    status = outcome.get("status")
-    values: dict[str, Any] = {"last_status": status, "last_error": outcome.get("error"), "deadline_at": None}
-    event: tuple[str, dict[str, Any]] | None = None
-    info = {"delivery": delivery.id, "user_id": delivery.user_id, "user": user_name, "status": status,
-            "attempt": delivery.attempts}
-    if status is not None and 200 <= status < 300:
-        values.update(state="sent", sent_at=at, next_attempt_at=None, last_error=None)
-        event = ("notification_sent", info)
-    elif outcome.get("gone") or status in (404, 410):
-        values.update(state="gone", next_attempt_at=None)
-        event = ("notification_gone", info)
-        if sub is not None:  # that exact subscription is dead: remove it and what was queued for it
-            await session.execute(update(PushDelivery).where(
-                PushDelivery.subscription_id == sub.id, PushDelivery.id != delivery.id,
-                PushDelivery.state.in_(("pending", "failed"))).values(state="gone", next_attempt_at=None))
-            await session.execute(PushSubscription.__table__.delete().where(PushSubscription.id == sub.id))
-    else:
-        retryable = status is None or status == 429 or status >= 500
-        if retryable and delivery.attempts < MAX_ATTEMPTS:
-            wait = _retry_after(outcome.get("retry_after"), at) if status == 429 else _backoff(delivery.attempts)
-            retry_at = at + timedelta(seconds=wait)
+async def _record(session: AsyncSession, results: list[tuple[PushDelivery, PushSubscription | None, str, dict]],
+                  deadline: datetime, at: datetime) -> None:
+    """Write each outcome, but only where our claim still holds (same deadline, still 'sending'): a sender
+    whose lease ran out changes nothing. Accepted deliveries (the common case) go in one statement."""
+    table = PushDelivery.__table__
+    ours = and_(table.c.state == "sending", table.c.deadline_at == deadline)
+    events: list[tuple[PushDelivery, str, dict[str, Any]]] = []
+
+    def info(delivery: PushDelivery, name: str, status: int | None) -> dict[str, Any]:
+        return {"delivery": delivery.id, "user_id": delivery.user_id, "user": name, "status": status,
+                "attempt": delivery.attempts}
+
+    accepted = [(d, name, o["status"]) for d, _s, name, o in results if o.get("status") and 200 <= o["status"] < 300]
+    for status in {s for _d, _n, s in accepted}:
+        group = {d.id: (d, name) for d, name, s in accepted if s == status}
+        done = (await session.execute(table.update().where(table.c.id.in_(list(group)), ours).values(
+            state="sent", sent_at=at, next_attempt_at=None, last_status=status, last_error=None, deadline_at=None)
+            .returning(table.c.id))).scalars()
+        events += [(group[i][0], "notification_sent", info(group[i][0], group[i][1], status)) for i in done]
+
+    for delivery, sub, name, outcome in results:
+        status = outcome.get("status")
+        if status and 200 <= status < 300:
+            continue
+        values: dict[str, Any] = {"last_status": status, "last_error": outcome.get("error"), "deadline_at": None}
+        if outcome.get("gone") or status in (404, 410):
+            values.update(state="gone", next_attempt_at=None)
+            kind, data = "notification_gone", info(delivery, name, status)
         else:
-            retry_at = None  # 400/401/403/413 or out of attempts: give up, the inbox still has it
-        values.update(state="failed", next_attempt_at=retry_at)
-        event = ("notification_failed", {**info, "error": outcome.get("error"),
-                                         "retry_at": retry_at.isoformat() if retry_at else None})
-    # Only the sender holding the claim may record (a late sender whose lease expired changes nothing).
-    result = await session.execute(update(PushDelivery).where(
-        PushDelivery.id == delivery.id, PushDelivery.state == "sending", PushDelivery.attempts == delivery.attempts)
-        .values(**values))
-    if result.rowcount and delivery.incident_id is not None and event is not None:
-        await incidents.add_event(session, delivery.incident_id, event[0], None, event[1], at=at)
+            retryable = status is None or status == 429 or status >= 500
+            if retryable and delivery.attempts < MAX_ATTEMPTS:
+                wait = _retry_after(outcome.get("retry_after"), at) if status == 429 else _backoff(delivery.attempts)
+                retry_at = at + timedelta(seconds=wait)
+            else:
+                retry_at = None  # 400/401/403/413 or out of attempts: give up, the inbox still has it
+            values.update(state="failed", next_attempt_at=retry_at)
+            kind, data = "notification_failed", {**info(delivery, name, status), "error": outcome.get("error"),
+                                                 "retry_at": retry_at.isoformat() if retry_at else None}
+        if not (await session.execute(table.update().where(table.c.id == delivery.id, ours).values(**values))).rowcount:
+            continue
+        if kind == "notification_gone" and sub is not None:
+            # That exact subscription is dead: remove it and whatever else was queued for it.
+            await session.execute(table.update().where(
+                table.c.subscription_id == sub.id, table.c.state.in_(("pending", "failed")))
+                .values(state="gone", next_attempt_at=None))
+            await session.execute(PushSubscription.__table__.delete().where(PushSubscription.id == sub.id))
+        events.append((delivery, kind, data))
+
+    session.add_all([incidents.IncidentEvent(incident_id=d.incident_id, kind=kind, actor_id=None, data=data, at=at)
+                     for d, kind, data in sorted(events, key=lambda e: e[0].id) if d.incident_id is not None])
 
 
 async def worker(app: Any) -> None:
