@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 log = logging.getLogger("outage_desk")
 PROBLEM = "application/problem+json"
@@ -48,6 +49,14 @@ def _database_error(request: Request, exc: DBAPIError) -> Response[dict[str, Any
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
     return problem(503, "The database is unavailable right now; nothing was lost on your device, it will retry.",
                    headers={"Retry-After": "10"}, type_="urn:outage-desk:database-unavailable")
+
+
+def _busy(request: Request, exc: PoolTimeout) -> Response[dict[str, Any]]:
+    # Every database connection stayed busy past the pool timeout (hundreds of phones syncing at once after
+    # an outage): an overload, not a fault. The device keeps its queue and comes back after Retry-After.
+    log.warning("no database connection free on %s %s: %s", request.method, request.url.path, exc)
+    return problem(503, "The server is busy with many devices at once; nothing was lost on your device, it will "
+                        "retry.", headers={"Retry-After": "5"}, type_="urn:outage-desk:busy")
 
 
 def _integrity(request: Request, exc: IntegrityError) -> Response[dict[str, Any]]:
@@ -93,6 +102,7 @@ exception_handlers: dict[Any, Any] = {
     InterfaceError: _database_error,
     IntegrityError: _integrity,
     DataError: _out_of_range,
+    PoolTimeout: _busy,
     OverflowError: _out_of_range,
     DBAPIError: _dbapi,
     Exception: _unexpected,

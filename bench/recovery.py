@@ -184,6 +184,10 @@ def run_burst(backend: str, devices: int, records: int, *, postgres_admin: str |
         server = ServerProcess(Path(tmp), database_url=url)
         try:
             return asyncio.run(_burst(server, backend, devices, records, log, concurrent_p99, p99_rounds))
+        except Exception:
+            if server.log.exists():  # the temporary directory goes away: show why the server failed
+                log(f"server log ({backend}), last lines:\n" + server.log.read_text(errors="replace")[-6000:])
+            raise
         finally:
             server.stop()
             if url:
