@@ -176,3 +176,54 @@ async def test_sqlite_read_only_database_gives_503_and_the_phone_keeps_its_queue
     finally:
         read_only.stop()
         server.stop()
+
+
+@pytest.mark.browser
+def test_browser_queue_survives_a_read_only_database(tmp_path, new_context, artifacts):
+    """The PWA, not a simulated phone: calls recorded while the database refuses writes stay queued in the
+    outbox (the server answers 503), and upload once the database takes writes again."""
+    from playwright.sync_api import expect
+
+    from .test_browser_sync import log_in, outbox_count, record_call
+
+    server = ServerProcess(tmp_path / "pwa")
+    users = server.add_users("pwa503", ("agent",))
+    server.start()
+    path = server.var_dir / "outage_desk.db"
+    read_only = ServerProcess(server.var_dir, database_url=f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true",
+                              port=server.port, OUTAGE_RUN_WORKERS="0")
+    try:
+        context = new_context(locale="zh-CN")
+        page = context.new_page()
+        log_in(page, server.base, users["agent"])
+        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30000)
+        page.goto(server.base + "/#/forms/call-record")
+        expect(page.locator("form.rec-form")).to_be_visible()
+        server.stop()
+        read_only.start()
+        refused = []
+        page.on("response", lambda r: refused.append(r.status) if r.url.endswith("/api/sync") else None)
+        ids = [record_call(page, f"孙先生{n}", f"只读数据库期间来电 {n}") for n in range(3)]
+        page.goto(server.base + "/#/outbox")
+        deadline = time.monotonic() + 30
+        while 503 not in refused and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+        assert 503 in refused and 200 not in refused, refused
+        # Still on the device, marked "not sent, will retry" with the server's reason; nothing lost.
+        expect(page.locator(".outbox-counts [data-status=failed]")).to_have_attribute("data-count", "3")
+        assert outbox_count(page, "synced") == 0 and outbox_count(page, "rejected") == 0
+        expect(page.locator(f".outbox-item[data-id='{ids[0]}']")).to_contain_text("503")
+        page.screenshot(path=artifacts / "faults-outbox-database-read-only.png", full_page=True)
+
+        read_only.stop()
+        server.start()  # writable again
+        page.click("button.outbox-syncnow")  # the agent taps "upload now" rather than wait out the backoff
+        expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "3",
+                                                                                      timeout=90000)
+        token = server.login(users["agent"])
+        stored = httpx.get(f"{server.base}/api/records", headers={"Authorization": f"Bearer {token}"},
+                           timeout=20).json()["items"]
+        assert sorted(r["id"] for r in stored) == sorted(ids)
+    finally:
+        read_only.stop()
+        server.stop()
