@@ -24,6 +24,7 @@ import hashlib
 import re
 import secrets
 import uuid
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -37,7 +38,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from . import documents, forms
 from .auth import CurrentUser
-from .db import Base, UTCDateTime, db_now, insert_for
+from .db import Base, UTCDateTime, db_now, insert_for, utcnow
 from .errors import Problem
 
 # Paper rows get deterministic ids (issue 6): uuid5(PAPER_NAMESPACE, f"{sheet_id}:{row}").
@@ -90,20 +91,32 @@ class Change(Base):
 
 # ---------------------------------------------------------------- change feed and ordering
 
+_locked: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()  # transaction -> sites locked
+
+
+def _postgresql(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
 async def lock_site(session: AsyncSession, site_id: int) -> None:
     """Serialise cursor allocation per site until commit, so ids commit in order (PostgreSQL; SQLite has
-    one writer at a time anyway)."""
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(4004, :site)"), {"site": site_id})
+    one writer at a time anyway). Taken once per transaction: a sync storing 100 records asks once."""
+    if not _postgresql(session):
+        return
+    transaction = session.sync_session.get_transaction()
+    if transaction is not None and site_id in _locked.get(transaction, ()):
+        return
+    await session.execute(text("SELECT pg_advisory_xact_lock(4004, :site)"), {"site": site_id})
+    _locked.setdefault(session.sync_session.get_transaction(), set()).add(site_id)
 
 
 async def add_change(session: AsyncSession, site_id: int, kind: str, ref: str | None, payload: dict[str, Any],
                      user_id: int | None = None) -> Change:
+    """Not flushed here (the ORM batches the INSERTs at the next flush or commit); flush if you need .id."""
     await lock_site(session, site_id)
     change = Change(site_id=site_id, user_id=user_id, kind=kind, ref=None if ref is None else str(ref),
-                    payload=payload, created_at=await db_now(session))
+                    payload=payload, created_at=func.now() if _postgresql(session) else utcnow())
     session.add(change)
-    await session.flush()
     return change
 
 

@@ -1,10 +1,12 @@
 """Sync throughput against a real server process: records/s for first uploads and for replays.
 
-    .venv/bin/python -m bench.sync_throughput [--records 5000] [--devices 4] [--batch 100]
+    .venv/bin/python -m bench.sync_throughput [--records 5000] [--devices 4] [--batch 100] [--no-callback]
                                               [--database-url postgresql+asyncpg://…]
 
 Starts `python -m backend serve` in a temporary directory (SQLite unless --database-url), makes one agent per
 device, and has every device upload its share of call records in batches, as the page does.
+Records promise a callback (as most outage calls do), so the recovery module's hook makes one per record;
+--no-callback measures the sync path alone.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ import httpx
 from tests.servers import ServerProcess
 
 
-def call_record(n: int) -> dict:
+def call_record(n: int, callback: bool = True) -> dict:
     return {"id": str(uuid.uuid4()), "form": "call-record", "form_version": 1, "rev": 1,
             "captured_at": "2026-11-23T10:00:00+08:00",
             "data": {"called_at": "2026-11-23T10:00:00+08:00", "caller_name": f"客户{n}",
                      "phone": f"138{n:08d}", "category": "order_billing", "urgency": "normal",
-                     "details": f"系统故障期间来电，查询订单 {n}，承诺两小时内回电。", "callback_promised": True,
+                     "details": f"系统故障期间来电，查询订单 {n}，承诺两小时内回电。", "callback_promised": callback,
                      "callback_due": "2026-11-23T12:00:00+08:00"}}
 
 
@@ -63,6 +65,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=4)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--no-callback", action="store_true", help="records that promise no callback")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="od-bench-") as tmp:
@@ -72,10 +75,11 @@ def main() -> None:
         server.start()
         try:
             tokens = [server.login(name) for name in names]
-            records = [call_record(n) for n in range(args.records)]
+            records = [call_record(n, callback=not args.no_callback) for n in range(args.records)]
             shares = [records[i::args.devices] for i in range(args.devices)]
             database = httpx.get(f"{server.base}/api/health").json()["database"]
-            print(f"{args.records} records, {args.devices} devices, batches of {args.batch}, {database}")
+            promise = "no callback" if args.no_callback else "each promising a callback"
+            print(f"{args.records} records ({promise}), {args.devices} devices, batches of {args.batch}, {database}")
             for label in ("first upload", "replay (all duplicates)"):
                 elapsed, outcomes = asyncio.run(run_round(server.base, tokens, shares, args.batch))
                 print(f"  {label:24s} {args.records / elapsed:8.0f} records/s  ({elapsed:.2f} s, {outcomes})")
