@@ -34,7 +34,8 @@ from .errors import Problem
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 DIGITS = ALPHABET[:10]
 LETTERS = ALPHABET[10:]
-# The same namespace as records.PAPER_NAMESPACE and frontend/sheets.js (device and server must agree).
+# Paper rows get deterministic ids: uuid5(PAPER_NAMESPACE, f"{sheet_id}:{row}"). The same namespace is in
+# frontend/sheets.js: device and server must agree.
 PAPER_NAMESPACE = uuid.UUID("6f1d2b6e-4c3a-5e59-9a57-0d3b1c9e7a41")
 MAX_SHEETS = 50
 

@@ -41,8 +41,6 @@ from .auth import CurrentUser
 from .db import Base, UTCDateTime, db_now, insert_for, utcnow
 from .errors import Problem
 
-# Paper rows get deterministic ids (issue 6): uuid5(PAPER_NAMESPACE, f"{sheet_id}:{row}").
-PAPER_NAMESPACE = uuid.UUID("6f1d2b6e-4c3a-5e59-9a57-0d3b1c9e7a41")
 REENTRY = ("pending", "reentered", "closed")
 CHANGES_PER_ANSWER = 500
 
@@ -274,6 +272,26 @@ def _parse(index: int, raw: Any) -> RecordIn | SyncResult:
                           message="A paper record needs sheet_id and sheet_row, a device record neither.",
                           errors={"source": {"code": "paper", "message": "source 'paper' goes with sheet_id and "
                                                                         "sheet_row"}})
+    if item.source == "paper":
+        return _check_paper(index, item)
+    return item
+
+
+def _check_paper(index: int, item: RecordIn) -> RecordIn | SyncResult:
+    """A paper row's id must be the one derived from its sheet ID and row: only then is typing the same row
+    twice, on any device, the same record (a made-up id would let one paper row become two records)."""
+    from .printing import normalize_sheet_id, paper_record_id
+
+    sheet_id = normalize_sheet_id(item.sheet_id or "")
+    if sheet_id is None:
+        return SyncResult(index, str(item.id), "rejected", rev=item.rev,
+                          message="This is not a valid sheet ID (see the top right corner of the paper sheet).",
+                          errors={"sheet_id": {"code": "sheet_id", "message": "not a valid sheet ID"}})
+    if item.id != paper_record_id(sheet_id, item.sheet_row or 0):
+        return SyncResult(index, str(item.id), "rejected", rev=item.rev,
+                          message="A paper record's id must be derived from its sheet ID and row number.",
+                          errors={"id": {"code": "paper_id", "message": "id does not match sheet_id and sheet_row"}})
+    item.sheet_id = sheet_id  # stored in canonical form, so lists by sheet find every row
     return item
 
 

@@ -55,12 +55,6 @@ def test_paper_record_id_is_uuid5_of_sheet_and_row():
     assert paper_record_id(sheet_id, 3) != paper_record_id(sheet_id, 4)
 
 
-def test_same_namespace_as_the_records_module():
-    from backend import records
-
-    assert records.PAPER_NAMESPACE == printing.PAPER_NAMESPACE
-
-
 # ---------------------------------------------------------------- API
 
 async def test_allocate_sheet_ids_with_qr_codes(client, site, other_site):

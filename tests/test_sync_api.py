@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 
 from backend import records as records_module
 from backend.auth import CurrentUser, Site, User
-from backend.records import PAPER_NAMESPACE, Change, Record, add_change, store_batch
+from backend.printing import make_sheet_id, paper_record_id
+from backend.records import Change, Record, add_change, store_batch
 
 
 def call(n: int = 0, **data) -> dict:
@@ -156,15 +157,21 @@ async def test_same_id_twice_in_one_batch(client, db, site):
 
 
 async def test_paper_rows_are_idempotent_by_their_deterministic_id(client, db, site):
-    rid = str(uuid.uuid5(PAPER_NAMESPACE, "sheet-7:3"))
-    paper = {**record(3, rid=rid), "source": "paper", "sheet_id": "sheet-7", "sheet_row": 3}
+    sheet = make_sheet_id("261123")
+    rid = str(paper_record_id(sheet, 3))
+    paper = {**record(3, rid=rid), "source": "paper", "sheet_id": sheet.lower(), "sheet_row": 3}
     assert (await sync(client, site, [paper], role="lead"))["results"][0]["status"] == "created"
     assert (await sync(client, site, [paper], role="lead"))["results"][0]["status"] == "duplicate"
     typo = {**paper, "data": call(3, caller_name="张三丰")}
     assert (await sync(client, site, [typo], role="lead"))["results"][0]["status"] == "conflict"
     half = {**record(4), "source": "paper"}  # paper without its sheet reference
     assert (await sync(client, site, [half], role="lead"))["results"][0]["status"] == "rejected"
-    listed = (await client.get("/api/records", params={"source": "paper", "sheet_id": "sheet-7"},
+    made_up = {**paper, "id": str(uuid.uuid4())}  # an id not derived from the sheet and row
+    answer = (await sync(client, site, [made_up], role="lead"))["results"][0]
+    assert answer["status"] == "rejected" and answer["errors"]["id"]["code"] == "paper_id"
+    bad_sheet = {**paper, "sheet_id": "261123-XXXXXX-X"}
+    assert (await sync(client, site, [bad_sheet], role="lead"))["results"][0]["errors"]["sheet_id"]["code"] == "sheet_id"
+    listed = (await client.get("/api/records", params={"source": "paper", "sheet_id": sheet},
                                headers=site.headers("lead"))).json()
     assert listed["total"] == 1 and listed["items"][0]["sheet_row"] == 3
 
