@@ -67,6 +67,8 @@ def setup_site(server: ServerProcess) -> dict:
         incident = ok(api.post("/api/incidents", headers=h["lead"],
                                json={"playbook": "power-outage", "note": f"备注 {ALL}"}))
         ok(api.post(f"/api/incidents/{incident['id']}/notes", headers=h["lead"], json={"text": f"现场 {ALL}"}))
+        # The manager acknowledges: the lead's inbox gets a notification with the (poisoned) title and name.
+        ok(api.post(f"/api/incidents/{incident['id']}/ack", headers=h["manager"]))
         ok(api.post("/api/callbacks/attempts", headers=h["agent"], json={"attempts": [{
             "id": str(uuid.uuid4()), "callback_id": record_id, "outcome": "no_answer",
             "attempted_at": "2026-11-23T11:00:00+08:00", "note": f"未接 {ALL}"}]}))
@@ -108,8 +110,13 @@ def test_payloads_stay_text_on_every_screen_and_print_view(tmp_path, new_context
         for role in ("lead", "agent"):
             context = new_context(locale="zh-CN")
             page = context.new_page()
-            dialogs = []
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            dialogs: list[str] = []
+
+            def on_dialog(dialog, seen=dialogs):  # an alert() would mean a payload ran
+                seen.append(dialog.message)
+                dialog.dismiss()
+
+            page.on("dialog", on_dialog)
             page.goto(server.base + "/#/login")
             page.fill("input[name=username]", data["users"][role])
             page.fill("input[name=password]", server.PASSWORD)
