@@ -97,16 +97,19 @@ def qr_svg(sheet_id: str) -> str:
     return segno.make(sheet_id, error="m").svg_data_uri(border=2, scale=1)
 
 
-async def on_record_stored(session: AsyncSession, record: Any, outcome: str) -> None:
+async def on_records_stored(session: AsyncSession, stored: list[tuple[Any, str]]) -> None:
     """Records hook: a transcribed paper row makes its sheet known (sheets printed offline become known
     this way), so a later transcription of the same sheet finds its form."""
-    sheet_id = normalize_sheet_id(record.sheet_id or "") if record.source == "paper" else None
-    if sheet_id is None:
-        return
-    await session.execute(insert_for(session, PrintedSheet.__table__).values(
-        sheet_id=sheet_id, site_id=record.site_id, form=record.form, form_version=record.form_version,
-        origin=sheet_origin(sheet_id), created_by=record.agent_id, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["sheet_id"]))
+    sheets: dict[str, dict[str, Any]] = {}
+    for record, _ in stored:
+        sheet_id = normalize_sheet_id(record.sheet_id or "") if record.source == "paper" else None
+        if sheet_id is not None:
+            sheets.setdefault(sheet_id, {"sheet_id": sheet_id, "site_id": record.site_id, "form": record.form,
+                                         "form_version": record.form_version, "origin": sheet_origin(sheet_id),
+                                         "created_by": record.agent_id, "created_at": utcnow()})
+    if sheets:
+        await session.execute(insert_for(session, PrintedSheet.__table__)
+                              .on_conflict_do_nothing(index_elements=["sheet_id"]), list(sheets.values()))
 
 
 # ---------------------------------------------------------------- API

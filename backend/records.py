@@ -7,8 +7,9 @@ Everything is committed before the answer is sent, so nothing the device was tol
 
 Hooks and the change feed, for other capability modules:
 
-- `async def on_record_stored(session, record, outcome)` in any capability module is called for every
-  record created or updated by a sync (outcome "created" | "updated"), inside the same transaction.
+- `async def on_records_stored(session, stored)` in any capability module is called once per sync batch with
+  `stored` = [(record, outcome), …] for every record created or updated (outcome "created" | "updated"),
+  inside the same transaction. One call per batch, so a hook can read and write in bulk.
 - `await add_change(session, site_id, kind, ref, payload, user_id=None)` puts an entry on the site's change
   feed ("callback.assigned", "record.status", …); `user_id=None` means everyone at the site. Devices get
   the entries with an id above their cursor in the next sync answer as
@@ -387,10 +388,10 @@ async def store_batch(session: AsyncSession, user: CurrentUser, device_id: str, 
         )).scalars()}
         from .app import capability_modules  # here, not at import time: app imports this module
 
-        hooks = [m.on_record_stored for m in capability_modules() if hasattr(m, "on_record_stored")]
-        for rid, outcome in stored.items():
-            for hook in hooks:
-                await hook(session, records[rid], outcome)
+        batch = [(records[rid], outcome) for rid, outcome in sorted(stored.items())]
+        for module in capability_modules():
+            if hasattr(module, "on_records_stored"):
+                await module.on_records_stored(session, batch)
         for i, r in good:
             result = results[i]
             if result is None or (result.status in ("created", "updated") and r.id in records):

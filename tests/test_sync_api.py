@@ -277,8 +277,8 @@ async def test_change_feed_and_hook(client, db, site, monkeypatch):
 
     class Hooked:
         @staticmethod
-        async def on_record_stored(session, stored, outcome):
-            seen.append((str(stored.id), stored.rev, outcome, stored.receipt))
+        async def on_records_stored(session, stored):
+            seen.extend((str(record.id), record.rev, outcome, record.receipt) for record, outcome in stored)
 
     import backend.app
 
@@ -293,7 +293,7 @@ async def test_change_feed_and_hook(client, db, site, monkeypatch):
 async def test_failing_hook_rolls_back_the_whole_batch(client, db, site, monkeypatch):
     class Broken:
         @staticmethod
-        async def on_record_stored(session, stored, outcome):
+        async def on_records_stored(session, stored):
             raise RuntimeError("boom")
 
     import backend.app
