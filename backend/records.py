@@ -9,7 +9,7 @@ Hooks and the change feed, for other capability modules:
 
 - `async def on_records_stored(session, stored)` in any capability module is called once per sync batch with
   `stored` = [(record, outcome), …] for every record created or updated (outcome "created" | "updated"),
-  inside the same transaction. One call per batch, so a hook can read and write in bulk.
+  inside the same transaction. A record is a `Record` or a read-only namespace with the same attributes. One call per batch, so a hook can read and write in bulk.
 - `await add_change(session, site_id, kind, ref, payload, user_id=None)` puts an entry on the site's change
   feed ("callback.assigned", "record.status", …); `user_id=None` means everyone at the site. Devices get
   the entries with an id above their cursor in the next sync answer as
@@ -26,6 +26,7 @@ import re
 import secrets
 import uuid
 import weakref
+from types import SimpleNamespace
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -296,6 +297,23 @@ def _check_paper(index: int, item: RecordIn) -> RecordIn | SyncResult:
     return item
 
 
+_form_cache: dict[tuple[int, str, int], dict[str, Any]] = {}
+
+
+async def form_definition(session: AsyncSession, site_id: int, form: str, version: int) -> dict[str, Any] | None:
+    """A form version's definition. Versions are never changed once written, so a found one is kept in
+    memory (an unknown one is not: it may be created later)."""
+    key = (site_id, form, version)
+    if key not in _form_cache:
+        document = await documents.get_document(session, site_id, "form", form, version)
+        if document is None:
+            return None
+        if len(_form_cache) > 1000:
+            _form_cache.clear()
+        _form_cache[key] = document.definition
+    return _form_cache[key]
+
+
 async def _validate(session: AsyncSession, site_id: int, items: Sequence[RecordIn | SyncResult]
                     ) -> list[RecordIn | SyncResult]:
     """Check each record against its own form version (old versions stay valid for old records)."""
@@ -307,8 +325,7 @@ async def _validate(session: AsyncSession, site_id: int, items: Sequence[RecordI
             continue
         key = (item.form, item.form_version)
         if key not in definitions:
-            document = await documents.get_document(session, site_id, "form", item.form, item.form_version)
-            definitions[key] = document.definition if document else None
+            definitions[key] = await form_definition(session, site_id, item.form, item.form_version)
         definition = definitions[key]
         if definition is None:
             out.append(SyncResult(index, str(item.id), "rejected", rev=item.rev,
@@ -380,12 +397,21 @@ async def store_batch(session: AsyncSession, user: CurrentUser, device_id: str, 
         await lock_site(session, user.site_id)
         top = (await session.execute(select(func.coalesce(func.max(Record.seq), 0))
                                      .where(Record.site_id == user.site_id))).scalar_one()
+        seqs = {rid: top + n for n, rid in enumerate(sorted(stored), 1)}
         await session.execute(update(table).where(table.c.id == bindparam("rid")).values(seq=bindparam("nseq"))
                               .execution_options(synchronize_session=False),
-                              [{"rid": rid, "nseq": top + n} for n, rid in enumerate(sorted(stored), 1)])
-        records = {rec.id: rec for rec in (await session.execute(
-            select(Record).where(Record.id.in_(list(stored))).execution_options(populate_existing=True)
-        )).scalars()}
+                              [{"rid": rid, "nseq": seq} for rid, seq in seqs.items()])
+        # A row this batch only inserted is exactly what was sent: build it instead of reading it back.
+        # Rows that were updated (by a later rev in this batch too) are read back.
+        changed_later = {r.id for i, r in rest if results[i].status in ("created", "updated")}
+        # (A plain namespace with the Record's attributes: hooks only read them, and building ORM objects
+        # through their instrumented __init__ costs more than the insert.)
+        records: dict[uuid.UUID, Any] = {row["id"]: SimpleNamespace(**{**row, "seq": seqs[row["id"]]})
+                                         for row in rows if row["id"] in inserted and row["id"] not in changed_later}
+        if reread := [rid for rid in stored if rid not in records]:
+            records.update({rec.id: rec for rec in (await session.execute(
+                select(Record).where(Record.id.in_(reread)).execution_options(populate_existing=True)
+            )).scalars()})
         from .app import capability_modules  # here, not at import time: app imports this module
 
         batch = [(records[rid], outcome) for rid, outcome in sorted(stored.items())]
