@@ -85,7 +85,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
         lifespan=[lifespan],
         state=State({"settings": settings}),
         dependencies={"db": Provide(provide_db)},
-        middleware=[auth.auth_middleware],
+        # Capability middleware (e.g. sync admission) runs outside authentication: it may answer before it.
+        middleware=[*(mw for m in modules for mw in getattr(m, "middleware", [])), auth.auth_middleware],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -21,6 +21,8 @@ class Settings(msgspec.Struct, frozen=True):
     vapid_subject: str
     max_body_bytes: int
     sync_max_records: int
+    sync_concurrency: int
+    sync_wait_seconds: float
     run_workers: bool
 
 
@@ -47,6 +49,8 @@ def load_settings(**overrides: object) -> Settings:
         "vapid_subject": env.get("OUTAGE_VAPID_SUBJECT", "mailto:ops@outage-desk.invalid"),
         "max_body_bytes": int(env.get("OUTAGE_MAX_BODY_BYTES", str(4 * 1024 * 1024))),
         "sync_max_records": int(env.get("OUTAGE_SYNC_MAX_RECORDS", "500")),
+        "sync_concurrency": int(env.get("OUTAGE_SYNC_CONCURRENCY", "8")),
+        "sync_wait_seconds": float(env.get("OUTAGE_SYNC_WAIT_SECONDS", "10")),
         "run_workers": env.get("OUTAGE_RUN_WORKERS", "1") != "0",
     }
     values.update(overrides)
