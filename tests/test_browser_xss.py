@@ -10,6 +10,7 @@ import uuid
 
 import httpx
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from .servers import ServerProcess
 
@@ -126,6 +127,12 @@ def test_payloads_stay_text_on_every_screen_and_print_view(tmp_path, new_context
             for route, shown in screens(data):
                 page.goto(f"{server.base}/{route}")
                 page.wait_for_load_state("networkidle")
+                if shown and role == "lead":  # a big view (the whole outage kit) may still be rendering
+                    try:
+                        page.wait_for_function("text => document.body.innerText.includes(text)", arg=SHOWN,
+                                               timeout=15000)
+                    except PlaywrightTimeout:
+                        pass  # reported below as "not shown as text"
                 page.wait_for_timeout(300)  # late renders (cached first, then fresh) get their chance too
                 state = page.evaluate(INERT)
                 if state["xss"] is not None or state["made"] or state["scripts"] or dialogs:
