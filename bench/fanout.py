@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -65,6 +65,11 @@ def _receiver_process(pipe, count: int, delay: float) -> None:
     # rest of the SYNs and they are retried after 1 s, so the bench measured TCP retransmits instead of
     # pushes. A push service accepts many pending connections; so does the stand-in here (own process).
     ThreadingHTTPServer.request_queue_size = 1024
+    # And it keeps connections open (HTTP/1.1 keep-alive; FCM and autopush even speak HTTP/2), where
+    # http.server's default HTTP/1.0 closes each one. The app's shared aiohttp session reuses them; the
+    # baseline's pywebpush.webpush() posts through a throwaway requests session, one connection per message,
+    # as it would against a real push service.
+    BaseHTTPRequestHandler.protocol_version = "HTTP/1.1"
     receiver = PushReceiver()
     if delay:
         handle = receiver._handle
