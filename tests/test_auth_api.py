@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from backend.auth import LoginFailure, issue_token
 from sqlalchemy import delete
+
+from backend.auth import LoginFailure, issue_token
 
 from .conftest import PASSWORD, SECRET
 

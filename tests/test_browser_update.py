@@ -14,7 +14,13 @@ import pytest
 from playwright.sync_api import expect
 
 from .servers import ROOT, ServerProcess
-from .test_browser_playbooks import cached_api_paths, go, log_in, wait_until_content_saved, wait_until_controlled
+from .test_browser_playbooks import (
+    cached_api_paths,
+    go,
+    log_in,
+    wait_until_content_saved,
+    wait_until_controlled,
+)
 
 pytestmark = pytest.mark.browser
 

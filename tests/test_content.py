@@ -124,14 +124,14 @@ def test_playbook_structure(slug):
         assert len(e["notify"]) == len(set(e["notify"]))
         check_text(e["message"], f"{slug}.escalation[{i}].message")
     mins = [e["after_minutes"] for e in esc]
-    assert all(a < b for a, b in zip(mins, mins[1:])), f"{slug}: escalation not increasing {mins}"
+    assert all(a < b for a, b in zip(mins, mins[1:], strict=False)), f"{slug}: escalation not increasing {mins}"
 
     script = pb["script"]
     if script is not None:
         assert set(script) == set(LANGS)
         assert 4 <= len(script["zh-CN"]) <= 6
         assert len(script["zh-CN"]) == len(script["en"])
-        for zh, en in zip(script["zh-CN"], script["en"]):
+        for zh, en in zip(script["zh-CN"], script["en"], strict=True):
             assert isinstance(zh, str) and zh.strip() and CJK.search(zh)
             assert isinstance(en, str) and en.strip()
 

@@ -1,7 +1,7 @@
 """foundation
 
 Revision ID: 20261123_0001
-Revises: 
+Revises:
 Create Date: 2026-11-23 03:15:14.012604
 """
 
@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from alembic import op
 
 import backend.db
-
 
 revision: str = '20261123_0001'
 down_revision: str | Sequence[str] | None = None

@@ -12,7 +12,6 @@ from alembic import op
 
 import backend.db
 
-
 revision: str = '20261123_0002'
 down_revision: str | Sequence[str] | None = '20261123_0001'
 branch_labels: str | Sequence[str] | None = None
