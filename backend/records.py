@@ -27,9 +27,9 @@ import re
 import secrets
 import uuid
 import weakref
-from types import SimpleNamespace
 from collections.abc import Sequence
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 import msgspec
