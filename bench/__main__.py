@@ -123,9 +123,9 @@ def main(argv: list[str]) -> int:
         c = run_coldstart(args.runs)
         table.add(f"offline cold start to call-record form (median of {c.runs})", f"{c.offline_ms:.0f} ms",
                   f"{c.online_ms:.0f} ms same, online", c.offline_ms / c.online_ms, "≤ 300 ms", c.offline_ms <= 300)
-        table.add(f"app shell (precached, {c.shell_files} files)", f"{c.shell_bytes / 1024:.0f} KB",
-                  f"{c.shell_gzip / 1024:.0f} KB gzip-compressed", c.shell_bytes / c.shell_gzip, "≤ 150 KB",
-                  c.shell_bytes <= 150 * 1024)
+        table.add(f"app shell download (sw.js + precache, {c.shell_files} files)", f"{c.shell_wire / 1024:.0f} KB",
+                  f"{c.shell_bytes / 1024:.0f} KB uncompressed", c.shell_wire / c.shell_bytes, "≤ 150 KB",
+                  c.shell_wire <= 150 * 1024)
 
     print(f"\nOutage Desk benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}, "
           f"{time.monotonic() - started:.0f} s\n")

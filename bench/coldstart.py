@@ -1,13 +1,12 @@
 """Offline cold start in headless Chromium (Debian's /usr/bin/chromium): from navigation to an interactive
 call-record form, everything served by the service worker with the network off; and the app shell's
-bytes (the sum of what the service worker precaches).
+bytes (what a device downloads to install it: the service worker and everything it precaches).
 
 Baseline, same run: the same navigation online, the server answering.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import statistics
 import tempfile
@@ -37,24 +36,38 @@ READY_PROBE = """
 class ColdStartResult:
     offline_ms: float
     online_ms: float
-    shell_bytes: int
-    shell_gzip: int  # what it would be on the wire with gzip
+    shell_wire: int  # bytes on the wire, as the server sends them to a browser (compressed)
+    shell_bytes: int  # the same files uncompressed
     shell_files: int
     runs: int
 
 
+# What Chromium sends; the server picks the encoding (gzip today).
+BROWSER_ENCODINGS = "gzip, deflate, br, zstd"
+
+
 def shell_bytes(base: str) -> tuple[int, int, int]:
+    """(wire bytes, uncompressed bytes, files) of the app shell.
+
+    The figure that counts is the wire size: it is what a phone on a weak link downloads to install the
+    shell, and what the 150 KB target is about. The uncompressed total is printed beside it; it is what the
+    browser parses and what the Cache API stores (decoded bodies). /sw.js is counted too: the device
+    downloads it to learn the precache list. Response headers are not counted.
+    """
     # The precache list, as the service worker gets it (its first line: self.__BUILD__ = {...};).
     first_line = httpx.get(f"{base}/sw.js", timeout=10).text.split("\n", 1)[0]
     assets = json.loads(first_line.removeprefix("self.__BUILD__ = ").rstrip(";"))["assets"]
-    total = compressed = 0
+    wire = total = 0
     with httpx.Client(base_url=base, timeout=10) as client:
-        for asset in assets:
-            response = client.get(asset)
-            response.raise_for_status()
-            total += len(response.content)
-            compressed += len(gzip.compress(response.content, 6))
-    return total, compressed, len(assets)
+        for asset in ["/sw.js", *assets]:
+            plain = client.get(asset, headers={"Accept-Encoding": "identity"})
+            plain.raise_for_status()
+            total += len(plain.content)
+            # iter_raw: the body as it came over the wire, before httpx would decode it.
+            with client.stream("GET", asset, headers={"Accept-Encoding": BROWSER_ENCODINGS}) as response:
+                response.raise_for_status()
+                wire += sum(len(chunk) for chunk in response.iter_raw())
+    return wire, total, len(assets) + 1
 
 
 def run_coldstart(runs: int = 7) -> ColdStartResult:
@@ -65,7 +78,7 @@ def run_coldstart(runs: int = 7) -> ColdStartResult:
         users = server.add_users("cold", ("agent",))
         server.start()
         try:
-            size, packed, files = shell_bytes(server.base)
+            wire, size, files = shell_bytes(server.base)
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
                     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
@@ -91,7 +104,7 @@ def run_coldstart(runs: int = 7) -> ColdStartResult:
                     browser.close()
         finally:
             server.stop()
-    return ColdStartResult(statistics.median(offline), statistics.median(online), size, packed, files, runs)
+    return ColdStartResult(statistics.median(offline), statistics.median(online), wire, size, files, runs)
 
 
 def _open(context, url: str) -> float:
