@@ -45,7 +45,8 @@ export async function loadForm(slug, version = null) {
     try {
       const path = `/api/forms/${encodeURIComponent(slug)}${version ? `?version=${version}` : ""}`;
       const definition = await api(path, { timeout: 5000 });
-      await store.saveForm(definition);
+      // Kept for offline use, but not awaited: the form shows without waiting for a durable IndexedDB write.
+      store.saveForm(definition).catch((e) => console.warn("keeping the form offline", e));
       return definition;
     } catch { /* offline or server down: the device's copy */ }
   }
