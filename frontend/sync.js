@@ -15,17 +15,44 @@ const TICK_MS = 30 * 1000;
 addStrings({
   "zh-CN": {
     "sync.exported": "有 {n} 条未上传记录，已导出为文件（JSON 和 CSV）。记录仍保存在本机。",
-    "sync.offline": "离线", "sync.server": "服务器错误 {status}", "sync.busy": "另一个窗口正在上传",
-    "sync.login": "需要重新登录后才能上传",
+    "sync.busy": "另一个窗口正在上传",
+    "sync.why.network": "无法连接服务器", "sync.why.database": "服务器的数据库暂时不可用（{status}）",
+    "sync.why.busy": "服务器正忙，很多设备在同时上传（{status}）", "sync.why.unavailable": "服务器暂时不可用（{status}）",
+    "sync.why.tooLarge": "记录太大，服务器无法接收（{status}）", "sync.why.login": "登录已过期，需要重新登录后才能上传",
+    "sync.why.server": "服务器出错（{status}）", "sync.why.detail": "服务器说明：{detail}",
   },
   en: {
     "sync.exported": "{n} unsent records were exported to files (JSON and CSV). They stay on this device too.",
-    "sync.offline": "offline", "sync.server": "server error {status}", "sync.busy": "Another tab is uploading",
-    "sync.login": "Log in again to upload",
+    "sync.busy": "Another tab is uploading",
+    "sync.why.network": "Cannot reach the server", "sync.why.database": "The server's database is unavailable ({status})",
+    "sync.why.busy": "The server is busy with many devices uploading ({status})",
+    "sync.why.unavailable": "The server is unavailable ({status})",
+    "sync.why.tooLarge": "Too large for the server to accept ({status})", "sync.why.login": "Your login has expired: log in again to upload",
+    "sync.why.server": "Server error ({status})", "sync.why.detail": "Server says: {detail}",
   },
 });
 
-// What the outbox shows; changes are announced with an od:sync event.
+// Why an upload failed: a code the screens translate when they draw (the language may change later), the
+// HTTP status (0: no answer), and the server's own words (problem detail, English) as secondary text.
+export function failure(error) {
+  const status = error instanceof ApiError ? error.status : 0;
+  const type = (status && error.problem?.type) || "";
+  const code = !status ? "network" : status === 401 ? "login" : status === 413 ? "tooLarge"
+    : type.endsWith(":database-unavailable") ? "database"
+    : type.endsWith(":busy") || type.endsWith(":server-busy") || status === 429 ? "busy"
+    : status === 503 ? "unavailable" : "server";
+  return { code, status, detail: status ? String(error.problem?.detail || error.message || "") : "" };
+}
+
+export function failureText(why) {
+  return why ? t(`sync.why.${why.code}`, { status: why.status }) : "";
+}
+
+export function failureDetail(why) {
+  return why?.detail ? t("sync.why.detail", { detail: why.detail }) : "";
+}
+
+// What the outbox shows; changes are announced with an od:sync event. lastError: a failure() or null.
 export const state = { running: false, done: 0, total: 0, lastSync: null, lastError: null, attempt: 0,
   nextAt: null, needsLogin: false };
 let retryTimer = null;
@@ -40,8 +67,8 @@ export function backoffDelay(attempt, random = Math.random) {
   return Math.floor(random() * Math.min(CAP_MS, BASE_MS * 2 ** attempt));
 }
 
-function retryLater(reason) {
-  state.lastError = reason;
+function retryLater(why) {
+  state.lastError = why;
   const delay = backoffDelay(state.attempt);
   state.attempt += 1;
   state.nextAt = Date.now() + delay;
@@ -98,7 +125,7 @@ async function run() {
       state.needsLogin = true;
       return "login";
     }
-    if (!(await checkOnline())) return retryLater(t("sync.offline"));
+    if (!(await checkOnline())) return retryLater({ code: "network", status: 0, detail: "" });
     if (!formsFetched) await refreshForms();
     const device = await store.deviceId();
     let cursor = await store.getMeta(`cursor:${session.user.id}`);
@@ -112,22 +139,22 @@ async function run() {
         answer = await api("/api/sync", { method: "POST", timeout: 60000,
           body: { device_id: device, cursor, records: sending.map(wire) } });
       } catch (error) {
-        const status = error instanceof ApiError ? error.status : 0;
+        const why = failure(error);
+        const { status } = why;
         if (status === 413 && size > 1) { // too big for this server: smaller batches
           size = Math.max(1, Math.floor(size / 2));
           await settle(sending, { status: "queued" });
           continue;
         }
-        const reason = status === 401 ? t("sync.login") : status ? `${t("sync.server", { status })}: ${error.message}`
-          : t("error.network");
-        await settle(sending, { status: status === 401 ? "queued" : "failed", reason });
+        // reason: the text at the time (older screens and exports read it); failure: drawn in today's language.
+        await settle(sending, { status: status === 401 ? "queued" : "failed", reason: failureText(why), failure: why });
         if (status === 401) {
           state.needsLogin = true; // recording goes on; the queue waits for the next login
-          state.lastError = reason;
+          state.lastError = why;
           return "login";
         }
         if (!status) await checkOnline();
-        return retryLater(reason);
+        return retryLater(why);
       }
       await apply(sending, answer.results);
       cursor = answer.cursor;
@@ -162,7 +189,7 @@ async function apply(sent, results) {
     const mine = sent[result.index];
     const current = (await store.get(mine.id)) || mine;
     if (current.rev !== mine.rev) continue;
-    const next = { ...current, reason: null, errors: null, server: null };
+    const next = { ...current, reason: null, failure: null, errors: null, server: null };
     if (["created", "updated", "duplicate"].includes(result.status)) {
       Object.assign(next, { status: "synced", receipt: result.receipt, receivedAt: result.received_at,
         syncedAt: new Date().toISOString() });

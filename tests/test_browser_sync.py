@@ -403,3 +403,47 @@ def test_backoff_full_jitter_is_capped_and_csv_is_excel_ready(live_server, new_c
     csv = checks["csv"]
     assert csv.startswith("\ufeffid,status,form,formVersion,rev,")
     assert '"张""三"""' in csv and '"第一行\n第二行, 逗号"' in csv and csv.endswith("\r\n")
+
+
+def test_upload_failures_are_told_in_the_agents_language(live_server, new_context):
+    """A failed upload reads as a sentence in the interface language, by status and problem type; the server's
+    own (English) detail is only a second line."""
+    page = new_context(locale="zh-CN").new_page()
+    page.goto(live_server.base + "/#/login")
+    cases = page.evaluate("""async () => {
+      const { ApiError } = await import("/static/api.js");
+      const sync = await import("/static/sync.js");
+      const i18n = await import("/static/i18n.js");
+      const problem = (status, type, detail) => new ApiError(status, { type, status, detail });
+      const errors = {
+        database: problem(503, "urn:outage-desk:database-unavailable", "The database is unavailable right now"),
+        busy: problem(503, "urn:outage-desk:busy", "The server is busy"),
+        admission: problem(503, "urn:outage-desk:server-busy", "Many devices are syncing right now"),
+        other503: problem(503, "about:blank", "Service Unavailable"),
+        tooLarge: problem(413, "about:blank", "Request body is too large"),
+        expired: problem(401, "about:blank", "Token expired"),
+        crash: problem(500, "about:blank", "Something went wrong"),
+        network: new TypeError("Failed to fetch"),
+      };
+      const out = {};
+      for (const [lang, name] of [["zh-CN", "zh"], ["en", "en"]]) {
+        i18n.setLang(lang);
+        for (const [key, error] of Object.entries(errors)) {
+          const why = sync.failure(error);
+          out[`${name}.${key}`] = [why.code, sync.failureText(why), sync.failureDetail(why)];
+        }
+      }
+      i18n.setLang("zh-CN");
+      return out;
+    }""")
+    assert cases["zh.database"] == ["database", "服务器的数据库暂时不可用（503）",
+                                    "服务器说明：The database is unavailable right now"]
+    assert cases["zh.busy"][:2] == cases["zh.admission"][:2] == ["busy", "服务器正忙，很多设备在同时上传（503）"]
+    assert cases["zh.other503"][:2] == ["unavailable", "服务器暂时不可用（503）"]
+    assert cases["zh.tooLarge"][:2] == ["tooLarge", "记录太大，服务器无法接收（413）"]
+    assert cases["zh.expired"][:2] == ["login", "登录已过期，需要重新登录后才能上传"]
+    assert cases["zh.crash"][:2] == ["server", "服务器出错（500）"]
+    assert cases["zh.network"] == ["network", "无法连接服务器", ""]  # no answer: nothing from the server to show
+    assert cases["en.database"] == ["database", "The server's database is unavailable (503)",
+                                    "Server says: The database is unavailable right now"]
+    assert cases["en.network"] == ["network", "Cannot reach the server", ""]

@@ -212,7 +212,13 @@ def test_browser_queue_survives_a_read_only_database(tmp_path, new_context, arti
         # Still on the device, marked "not sent, will retry" with the server's reason; nothing lost.
         expect(page.locator(".outbox-counts [data-status=failed]")).to_have_attribute("data-count", "3")
         assert outbox_count(page, "synced") == 0 and outbox_count(page, "rejected") == 0
-        expect(page.locator(f".outbox-item[data-id='{ids[0]}']")).to_contain_text("503")
+        # In the agent's language (zh-CN), by problem type; the server's English detail only as a second line.
+        item = page.locator(f".outbox-item[data-id='{ids[0]}']")
+        expect(item.locator(".reason")).to_have_text("服务器的数据库暂时不可用（503）")
+        expect(item.locator(".reason-detail")).to_contain_text("服务器说明：The database is unavailable")
+        notice = page.locator(".outbox > .warning").first
+        expect(notice).to_contain_text("稍后自动重试：服务器的数据库暂时不可用（503）")
+        expect(notice.locator(".detail")).to_contain_text("The database is unavailable")
         page.screenshot(path=artifacts / "faults-outbox-database-read-only.png", full_page=True)
 
         read_only.stop()

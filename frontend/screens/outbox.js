@@ -6,7 +6,7 @@ import { net } from "../net.js";
 import { route, tab } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 import * as store from "../store.js";
-import { exportUnsent, listenWhile, state as syncState, syncNow } from "../sync.js";
+import { exportUnsent, failureDetail, failureText, listenWhile, state as syncState, syncNow } from "../sync.js";
 import { homeAction } from "./home.js";
 
 const SHOWN = 200; // the newest; counts cover everything
@@ -93,7 +93,10 @@ route("#/outbox", async (view) => {
     if (s.running && s.total) syncLine.textContent = t("outbox.progress", { done: s.done, total: s.total });
     login.hidden = !(s.needsLogin || !session.token);
     notice.hidden = !((s.lastError && !s.running) || net.online === false);
-    notice.textContent = net.online === false ? t("outbox.offline") : t("outbox.retry", { reason: s.lastError || "" });
+    // In the agent's language; the server's own (English) words only as a smaller second line.
+    if (net.online === false) notice.replaceChildren(t("outbox.offline"));
+    else notice.replaceChildren(t("outbox.retry", { reason: failureText(s.lastError) }),
+      ...(failureDetail(s.lastError) ? [h("small", { class: "detail" }, failureDetail(s.lastError))] : []));
     syncButton.disabled = s.running;
   }
 
@@ -131,7 +134,8 @@ route("#/outbox", async (view) => {
       r.status === "synced" ? h("p", { class: "receipt" }, t("outbox.receipt", { receipt: r.receipt })) : null,
       r.status === "synced" && r.reentryStatus && r.reentryStatus !== "pending"
         ? h("p", { class: "muted reentry" }, t(`outbox.${r.reentryStatus}`, { ref: r.crmRef || "" })) : null,
-      reasonText(r, definition) ? h("p", { class: "muted reason" }, reasonText(r, definition)) : null);
+      reasonText(r, definition) ? h("p", { class: "muted reason" }, reasonText(r, definition)) : null,
+      r.failure?.detail && r.reason ? h("p", { class: "muted reason-detail" }, failureDetail(r.failure)) : null);
     if (r.status === "conflict" && r.server) li.append(conflict(r, definition));
     if (["draft", "rejected", "failed", "queued"].includes(r.status)) {
       li.append(h("a", { class: "button", href: `#/records/${r.id}` },
@@ -148,7 +152,9 @@ route("#/outbox", async (view) => {
       return fields.length ? t("outbox.rejectedFields", { fields: fields.map((n) =>
         pick(definition.fields.find((f) => f.name === n).label)).join("、") }) : r.reason;
     }
-    return r.status === "synced" ? null : r.reason;
+    if (r.status === "synced") return null;
+    // A failed upload in today's language (the store clears reason, not failure, when a record is queued again).
+    return r.failure && r.reason ? failureText(r.failure) : r.reason;
   }
 
   // The first few answers an agent recognises a call by: name, phone, matter (choice labels, not codes).
