@@ -38,3 +38,17 @@ export function renderTabs(nav, user) {
       href: entry.href, class: current === entry.href || current.startsWith(entry.href + "/") ? "active" : "",
     }, h("span", { class: "tab-icon", "aria-hidden": "true" }, entry.icon || "•"), h("span", {}, entry.label()))));
 }
+
+// Keep a screen live while it is shown: run fn every `every` ms and on each of `events` (window events),
+// until the user navigates away from `hash`.
+export function whileOnRoute(hash, fn, { every, events = [] } = {}) {
+  const timer = every ? setInterval(fn, every) : null;
+  const stop = () => {
+    if (location.hash === hash) return;
+    if (timer) clearInterval(timer);
+    for (const type of events) window.removeEventListener(type, fn);
+    window.removeEventListener("hashchange", stop);
+  };
+  for (const type of events) window.addEventListener(type, fn);
+  window.addEventListener("hashchange", stop);
+}

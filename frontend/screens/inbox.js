@@ -3,7 +3,7 @@
 import { api, session } from "../api.js";
 import { addStrings, lang, pick, t } from "../i18n.js";
 import { disablePush, enablePush, pushPermission, pushSubscribed, refreshUnread, setUnread } from "../push.js";
-import { navigate, route, tab } from "../router.js";
+import { navigate, route, tab, whileOnRoute } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 
 addStrings({
@@ -142,15 +142,5 @@ route("#/inbox", async (view) => {
   await render(view);
   // Live while on screen: a new notification (push message or a poll) redraws the list.
   const again = () => { if (location.hash === "#/inbox" && view.isConnected) render(view).catch(() => {}); };
-  const timer = setInterval(again, 10000);
-  const stop = () => {
-    if (location.hash === "#/inbox") return;
-    clearInterval(timer);
-    window.removeEventListener("od:notification", again);
-    window.removeEventListener("od:inbox", again);
-    window.removeEventListener("hashchange", stop);
-  };
-  window.addEventListener("od:notification", again);
-  window.addEventListener("od:inbox", again);
-  window.addEventListener("hashchange", stop);
+  whileOnRoute("#/inbox", again, { every: 10000, events: ["od:notification", "od:inbox"] });
 });

@@ -6,7 +6,7 @@ import { api, session } from "../api.js";
 import { loadContent } from "../content.js";
 import { addStrings, lang, pick, t } from "../i18n.js";
 import "../push.js";
-import { navigate, route, tab } from "../router.js";
+import { navigate, route, tab, whileOnRoute } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 import { homeAction } from "./home.js";
 
@@ -413,15 +413,6 @@ route("#/incidents/:id", async (view, { id }) => {
   await load();
   window.scrollTo(0, 0);
   draw();
-  const timer = setInterval(refresh, POLL_MS); // offline it fails fast and shows the saved copy
-  const stop = () => {
-    if (location.hash === hash) return;
-    clearInterval(timer);
-    window.removeEventListener("hashchange", stop);
-    window.removeEventListener("od:notification", refresh);
-    window.removeEventListener("od:net", refresh);
-  };
-  window.addEventListener("hashchange", stop);
-  window.addEventListener("od:notification", refresh);
-  window.addEventListener("od:net", refresh);
+  // Polled while on screen; offline a poll fails fast and the saved copy stays shown.
+  whileOnRoute(hash, refresh, { every: POLL_MS, events: ["od:notification", "od:net"] });
 });
