@@ -8,6 +8,7 @@ With OUTAGE_TEST_REQUIRE_ALL=1 (set by .ci/run) a missing PostgreSQL or Chromium
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -18,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from litestar.testing import AsyncTestClient
+from litestar.testing import AsyncTestClient, TestClient
 
 from backend.app import create_app
 from backend.auth import create_user, hasher, issue_token
@@ -134,6 +135,21 @@ async def make_site(factory, roles=ROLES, prefix: str = "site") -> TestSite:
             site.users[role], site.tokens[role], site.usernames[role] = user.id, token, username
         await session.commit()
     return site
+
+
+@contextlib.contextmanager
+def sync_client_and_site(database_url: str, settings_for, prefix: str):
+    """A blocking TestClient on the app and a fresh site, for hypothesis tests (which are not async)."""
+    async def new_site() -> TestSite:
+        engine = make_engine(database_url)
+        try:
+            return await make_site(sessionmaker(engine), prefix=prefix)
+        finally:
+            await engine.dispose()
+
+    site = off_loop(asyncio.run, new_site())
+    with TestClient(app=create_app(settings_for(database_url)), raise_server_exceptions=False) as client:
+        yield client, site
 
 
 @pytest.fixture

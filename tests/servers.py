@@ -135,3 +135,17 @@ class ServerProcess:
                               json={"username": username, "password": password or self.PASSWORD}, timeout=10)
         response.raise_for_status()
         return response.json()["token"]
+
+
+def service_worker_registration(page, timeout: float = 10) -> tuple[object, str]:
+    """(CDP session, registration id) of the page's service worker, for deliverPushMessage /
+    dispatchSyncEvent. The listener goes on before ServiceWorker.enable, or the event is missed."""
+    cdp = page.context.new_cdp_session(page)
+    registrations: list[dict] = []
+    cdp.on("ServiceWorker.workerRegistrationUpdated", lambda event: registrations.extend(event["registrations"]))
+    cdp.send("ServiceWorker.enable")
+    deadline = time.monotonic() + timeout
+    while not any(not r.get("isDeleted") for r in registrations) and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    registration = next(r for r in registrations if not r.get("isDeleted"))
+    return cdp, registration["registrationId"]

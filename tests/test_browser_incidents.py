@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from .push_receiver import PushReceiver
-from .servers import ServerProcess
+from .servers import ServerProcess, service_worker_registration
 
 pytestmark = pytest.mark.browser
 
@@ -54,14 +54,7 @@ def test_push_reaches_the_real_service_worker_and_is_shown(server, new_context, 
         context = new_context(locale="zh-CN")
         context.grant_permissions(["notifications"], origin=server.base)
         page = login(context, server, "drill-manager")
-        cdp = context.new_cdp_session(page)
-        registrations = []
-        cdp.on("ServiceWorker.workerRegistrationUpdated", lambda ev: registrations.extend(ev["registrations"]))
-        cdp.send("ServiceWorker.enable")
-        deadline = time.monotonic() + 10
-        while not registrations and time.monotonic() < deadline:
-            page.wait_for_timeout(100)
-        registration = next(r for r in registrations if not r.get("isDeleted"))
+        cdp, registration_id = service_worker_registration(page)
 
         # The server encrypts for the subscription; the loopback push service decrypts it, exactly as a
         # browser's push service would hand it to the phone; then the real service worker gets it.
@@ -71,7 +64,7 @@ def test_push_reaches_the_real_service_worker_and_is_shown(server, new_context, 
         escalation = next(p.payload for p in pushes if p.payload["kind"] == "escalation")
         assert escalation["incident_id"] == incident["id"] and escalation["drill"] is True
         cdp.send("ServiceWorker.deliverPushMessage", {"origin": server.base,
-                                                      "registrationId": registration["registrationId"],
+                                                      "registrationId": registration_id,
                                                       "data": json.dumps(escalation, ensure_ascii=False)})
         titles = []
         for _ in range(50):

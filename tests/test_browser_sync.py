@@ -8,7 +8,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from .servers import ServerProcess
+from .servers import ServerProcess, service_worker_registration
 
 pytestmark = pytest.mark.browser
 
@@ -305,20 +305,14 @@ def test_background_sync_event_wakes_the_page_to_upload(live_server, new_context
     users, context, page = logged_in_page(live_server, new_context, "bgsync")
     page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30000)
     page.goto(live_server.base + "/#/outbox")
-    cdp = context.new_cdp_session(page)
-    registrations = []
-    cdp.on("ServiceWorker.workerRegistrationUpdated", lambda event: registrations.extend(event["registrations"]))
-    cdp.send("ServiceWorker.enable")
-    deadline = time.monotonic() + 10
-    while not registrations and time.monotonic() < deadline:
-        page.wait_for_timeout(100)
+    cdp, registration_id = service_worker_registration(page)
     # Queue records without any page trigger, and note when the service worker asks the page to upload.
     page.evaluate("""() => navigator.serviceWorker.addEventListener("message", (e) => {
       if (e.data?.type === "od-sync") window.__woken = (window.__woken || 0) + 1; })""")
     page.evaluate(CREATE_QUEUE, [5, 1])
     expect(page.locator(".outbox-counts [data-status=queued]")).to_have_attribute("data-count", "5")
     cdp.send("ServiceWorker.dispatchSyncEvent", {"origin": live_server.base, "tag": "od-sync", "lastChance": False,
-                                                 "registrationId": registrations[0]["registrationId"]})
+                                                 "registrationId": registration_id})
     page.wait_for_function("window.__woken >= 1", timeout=10000)
     expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "5", timeout=20000)
     assert len(server_records(live_server.base, live_server.login(users["agent"]))) == 5

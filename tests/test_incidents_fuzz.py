@@ -3,17 +3,11 @@ answer, never a 500 (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from litestar.testing import TestClient
 
-from backend.app import create_app
-from backend.db import make_engine, sessionmaker
-
-from .conftest import make_site
+from .conftest import sync_client_and_site
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False, allow_infinity=False),
                     st.text(max_size=40))
@@ -35,15 +29,7 @@ PATHS = ["/api/incidents", "/api/incidents/{id}/notes", "/api/incidents/{id}/ste
 
 @pytest.fixture(scope="module")
 def fuzz_client(database_url, settings_for):
-    async def new_site():
-        engine = make_engine(database_url)
-        try:
-            return await make_site(sessionmaker(engine), prefix="fuzz")
-        finally:
-            await engine.dispose()
-
-    site = asyncio.run(new_site())
-    with TestClient(app=create_app(settings_for(database_url)), raise_server_exceptions=False) as client:
+    with sync_client_and_site(database_url, settings_for, "fuzz") as (client, site):
         incident = client.post("/api/incidents", json={"playbook": "system-failure"}, headers=site.headers("lead"))
         assert incident.status_code == 201
         yield client, site, incident.json()["id"]

@@ -8,19 +8,13 @@ device was not told about. Runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from litestar.testing import TestClient
 
-from backend.app import create_app
-from backend.db import make_engine, sessionmaker
-
-from .conftest import make_site
+from .conftest import sync_client_and_site
 from .test_sync_api import call
 
 SLOTS = 4
@@ -35,17 +29,7 @@ step = st.tuples(batch, st.booleans())  # (batch, replay it right away)
 
 @pytest.fixture(scope="module")
 def sync_client(database_url, settings_for):
-    async def new_site():
-        engine = make_engine(database_url)
-        try:
-            return await make_site(sessionmaker(engine), prefix="prop")
-        finally:
-            await engine.dispose()
-
-    # In a thread of its own: asyncio.run() refuses to start where a loop already runs (Playwright's sync API).
-    with ThreadPoolExecutor(1) as pool:
-        site = pool.submit(asyncio.run, new_site()).result()
-    with TestClient(app=create_app(settings_for(database_url)), raise_server_exceptions=False) as client:
+    with sync_client_and_site(database_url, settings_for, "prop") as (client, site):
         yield client, site
 
 
