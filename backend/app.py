@@ -1,12 +1,10 @@
-"""create_app(): the Litestar application with every capability's routes and background workers."""
+"""create_app(): the Litestar application, wired from every capability's routes, workers and hooks."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import importlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar, get
@@ -20,33 +18,61 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import auth, shell
+from . import (
+    admission,
+    alerts,
+    auth,
+    callbacks,
+    documents,
+    escalation,
+    forms,
+    incidents,
+    notifications,
+    playbooks,
+    printing,
+    push,
+    records,
+    reentry,
+    reports,
+    shell,
+    sync,
+    workers,
+)
+from .auth import SiteSeeder
 from .config import Settings, load_settings
 from .db import make_engine, sessionmaker
 from .errors import exception_handlers
+from .sync import RecordHook
 
 log = logging.getLogger("outage_desk")
 
-# One module per capability. Each may define `router` (routes), `workers` (async callables taking
-# the app, run for the app's lifetime) and `load_defaults(session)` (shipped data, run by migrate/serve). Listed here once, imported by app and migrations.
-CAPABILITIES = ["auth", "documents", "forms", "playbooks", "records", "incidents", "escalation", "push", "recovery", "reports",
-                "printing"]
-
-
-def capability_modules() -> list[Any]:
-    modules = []
-    for name in CAPABILITIES:
-        try:
-            modules.append(importlib.import_module(f"backend.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"backend.{name}":
-                raise
-    return modules
+# The wiring, in plain lists. Each capability module owns its routes, tables and logic; this is the one place
+# that says which of them the app runs. A new capability adds itself here, nowhere else.
+ROUTERS = [shell.router, auth.router, documents.router, forms.router, playbooks.router, sync.router, records.router,
+           incidents.router, alerts.router, notifications.router, push.router, callbacks.router, reentry.router,
+           reports.router, printing.router]
+# "Do what is due" steps, each run for the app's lifetime by backend.workers.
+WORKER_STEPS = [escalation.STEP, notifications.STEP, callbacks.STEP, reports.STEP]
+# Run once per sync batch on what was stored, in the sync's transaction (backend.sync.store_batch).
+RECORD_HOOKS: list[RecordHook] = [callbacks.on_records_stored, printing.on_records_stored]
+# A new site starts with the shipped playbooks and forms.
+SITE_SEEDERS: list[SiteSeeder] = [documents.seed_site]
+# Shipped data for every existing site, loaded by `migrate` and before `serve` listens.
+DEFAULT_LOADERS = [documents.load_defaults]
+# Outermost first: sync admission may answer (503) before a request is authenticated.
+MIDDLEWARE = [admission.sync_admission, auth.auth_middleware]
 
 
 async def provide_db(state: State) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the handler returns (before the answer is sent, so an
+    acknowledged write is a committed one), rolled back when it raises."""
     async with state.sessionmaker() as session:
-        yield session
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
 
 
 @get("/api/health", tags=["app"], summary="200 once the database answers")
@@ -58,36 +84,27 @@ async def health(state: State) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
     settings = settings or load_settings(**overrides)
-    modules = capability_modules()
-    workers: list[Callable[[Litestar], Awaitable[None]]] = [w for m in modules for w in getattr(m, "workers", [])]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker(engine)
-        for module in modules:
-            if hasattr(module, "on_startup"):
-                await module.on_startup(app)
-        tasks = [asyncio.create_task(w(app), name=w.__qualname__) for w in workers] if settings.run_workers else []
+        await push.on_startup(app)
+        tasks = workers.start(app.state, WORKER_STEPS) if settings.run_workers else []
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for module in modules:
-                if hasattr(module, "on_shutdown"):
-                    await module.on_shutdown(app)
+            await workers.stop(tasks)
+            await push.on_shutdown(app)
             await engine.dispose()
 
     return Litestar(
-        route_handlers=[health, shell.router] + [m.router for m in modules if hasattr(m, "router")],
+        route_handlers=[health, *ROUTERS],
         lifespan=[lifespan],
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "record_hooks": RECORD_HOOKS, "site_seeders": SITE_SEEDERS}),
         dependencies={"db": Provide(provide_db)},
-        # Capability middleware (e.g. sync admission) runs outside authentication: it may answer before it.
-        middleware=[*(mw for m in modules for mw in getattr(m, "middleware", [])), auth.auth_middleware],
+        middleware=MIDDLEWARE,
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
         # gzip (brotli would need an extra package): the app shell a phone installs and API JSON go out

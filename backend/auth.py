@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -123,30 +124,38 @@ def user_out(user: CurrentUser | User, site: Site | None = None, phone: str | No
     return UserOut(user.id, user.username, user.display_name, user.role, site.slug, site.name, user.phone)
 
 
+async def site_names(session: AsyncSession, site_id: int) -> dict[int, str]:
+    """Display names of everyone at a site, by user id (for lists that show who did what)."""
+    return dict((await session.execute(select(User.id, User.display_name).where(User.site_id == site_id))).all())
+
+
 def token_hash(secret_key: str, token: str) -> str:
     return hmac.new(secret_key.encode(), token.encode(), hashlib.sha256).hexdigest()
 
 
-async def get_or_create_site(session: AsyncSession, slug: str, name: str | None = None) -> Site:
+SiteSeeder = Callable[[AsyncSession, Site], Awaitable[None]]
+
+
+async def get_or_create_site(session: AsyncSession, slug: str, name: str | None = None, *,
+                             seeders: Sequence[SiteSeeder] = ()) -> Site:
+    """The site with this slug; a new one is given its starting data by `seeders` (app.SITE_SEEDERS: the
+    shipped playbooks and forms)."""
     site = (await session.execute(select(Site).where(Site.slug == slug))).scalar_one_or_none()
     if site is None:
         site = Site(slug=slug, name=name or slug)
         session.add(site)
         await session.flush()
-        from .app import capability_modules  # late: capabilities import auth
-
-        for module in capability_modules():
-            if hasattr(module, "seed_site"):
-                await module.seed_site(session, site)  # a new site starts with the shipped playbooks and forms
+        for seed in seeders:
+            await seed(session, site)
     return site
 
 
 async def create_user(session: AsyncSession, username: str, role: str, site_slug: str, password: str,
                       display_name: str | None = None, phone: str | None = None,
-                      password_hash: str | None = None) -> User:
+                      password_hash: str | None = None, *, seeders: Sequence[SiteSeeder] = ()) -> User:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    site = await get_or_create_site(session, site_slug)
+    site = await get_or_create_site(session, site_slug, seeders=seeders)
     user = User(site_id=site.id, username=username, display_name=display_name or username, role=role, phone=phone,
                 password_hash=password_hash or hasher.hash(password))
     session.add(user)
@@ -242,13 +251,13 @@ async def login(data: LoginIn, request: Request, db: AsyncSession) -> LoginOut:
         hasher.hash(data.password)  # same cost either way: no user enumeration by timing
     if not ok:
         db.add(LoginFailure(username=data.username, address=address))
-        await db.commit()
+        await db.flush()
+        await db.commit()  # kept although the answer is an error: the failure must count against the throttle
         raise Problem(401, "Wrong username or password.")
     user, site = row.User, row.Site
     await db.execute(delete(LoginFailure).where(LoginFailure.username == data.username))
     await db.execute(delete(AuthToken).where(AuthToken.expires_at < utcnow()))
     token, expires_at = issue_token(db, settings.secret_key, user.id, timedelta(minutes=settings.token_ttl_minutes))
-    await db.commit()
     return LoginOut(token=token, expires_at=expires_at, user=user_out(user, site))
 
 
@@ -256,7 +265,6 @@ async def login(data: LoginIn, request: Request, db: AsyncSession) -> LoginOut:
 async def logout(request: Request[CurrentUser, str, Any], db: AsyncSession) -> None:
     await db.execute(delete(AuthToken).where(
         AuthToken.token_hash == token_hash(request.app.state.settings.secret_key, request.auth)))
-    await db.commit()
 
 
 @get("/api/me", summary="Who am I")
@@ -284,7 +292,6 @@ async def add_user(data: NewUserIn, request: Request[CurrentUser, str, Any], db:
     user = await create_user(db, data.username, data.role, request.user.site_slug, data.password,
                              data.display_name, data.phone)
     site = (await db.execute(select(Site).where(Site.id == user.site_id))).scalar_one()
-    await db.commit()
     return user_out(user, site)
 
 

@@ -30,12 +30,11 @@ def _with_session(fn: Callable[[Any], Awaitable[Any]]) -> Any:
 
 
 async def load_defaults(session: Any) -> None:
-    """Load shipped data (playbooks, forms) from every capability that has some."""
-    from .app import capability_modules
+    """Load the shipped data (playbooks, forms) into every site."""
+    from .app import DEFAULT_LOADERS
 
-    for module in capability_modules():
-        if hasattr(module, "load_defaults"):
-            await module.load_defaults(session)
+    for load in DEFAULT_LOADERS:
+        await load(session)
 
 
 def prepare() -> None:
@@ -66,6 +65,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_users_add(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
+    from .app import SITE_SEEDERS
     from .auth import ROLES, User, create_user
 
     if args.role not in ROLES:
@@ -76,7 +76,8 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     async def add(session: Any) -> str:
         if (await session.execute(select(User).where(User.username == args.name))).scalar_one_or_none():
             raise SystemExit(f"user {args.name!r} exists already")
-        await create_user(session, args.name, args.role, args.site, args.password, args.display_name, args.phone)
+        await create_user(session, args.name, args.role, args.site, args.password, args.display_name, args.phone,
+                          seeders=SITE_SEEDERS)
         return args.name
 
     _with_session(add)
@@ -90,23 +91,23 @@ DEMO_USERS = [("agent", "坐席 小王"), ("lead", "值班组长 李"), ("manage
 def cmd_demo(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from .auth import User, create_user, get_or_create_site
+    from .app import SITE_SEEDERS
+    from .auth import User, create_user, get_or_create_site, hasher
 
     prepare()
     credentials: list[tuple[str, str, str]] = []
 
     async def make(session: Any) -> None:
-        await get_or_create_site(session, args.site, "演示呼叫中心 Demo call center")
+        await get_or_create_site(session, args.site, "演示呼叫中心 Demo call center", seeders=SITE_SEEDERS)
         for role, name in DEMO_USERS:
             username = f"{args.site}-{role}"
             password = args.password or secrets.token_urlsafe(9)
             existing = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
             if existing is not None:
-                from .auth import hasher
-
                 existing.password_hash = hasher.hash(password)
             else:
-                await create_user(session, username, role, args.site, password, name, f"138-0000-000{len(credentials)}")
+                await create_user(session, username, role, args.site, password, name, f"138-0000-000{len(credentials)}",
+                                  seeders=SITE_SEEDERS)
             credentials.append((role, username, password))
 
     _with_session(make)
@@ -117,26 +118,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_vapid(args: argparse.Namespace) -> int:
-    try:
-        from . import push
-    except ModuleNotFoundError:
-        print("push is not built yet", file=sys.stderr)
-        return 1
+    from . import push
+
     print(push.vapid_public_key(load_settings()))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    try:
-        from . import records
-    except ModuleNotFoundError:
-        print("records are not built yet", file=sys.stderr)
-        return 1
+    from .export import export_site
+
+    prepare()
 
     async def export(session: Any) -> Any:
-        return await records.export_all(session, args.site)
+        return await export_site(session, args.site)
 
-    json.dump(_with_session(export), sys.stdout, ensure_ascii=False, indent=1, default=str)
+    try:
+        data = _with_session(export)
+    except LookupError:
+        print(f"no site {args.site!r}", file=sys.stderr)
+        return 2
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=1)
+    sys.stdout.write("\n")
     return 0
 
 
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("vapid", help="print the VAPID public key (made on first use)").set_defaults(fn=cmd_vapid)
 
-    export = sub.add_parser("export", help="print a site's records as JSON")
+    export = sub.add_parser("export", help="print everything a site holds as JSON (no credentials)")
     export.add_argument("--site", required=True)
     export.set_defaults(fn=cmd_export)
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import DateTime, MetaData, event, func, select
@@ -13,6 +12,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from .errors import Problem
+
+T = TypeVar("T")
+INT32 = 2_147_483_647  # the largest id an integer column holds: anything bigger is bad input, never a lookup
 
 # Stable constraint names so Alembic autogenerate and batch mode on SQLite agree.
 NAMING = {
@@ -89,20 +93,31 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def is_postgresql(session: AsyncSession) -> bool:
+    """The one dialect check: PostgreSQL has row locks (SKIP LOCKED) and advisory locks; SQLite has one writer."""
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
 def insert_for(session: AsyncSession, table: Any) -> Any:
     """A dialect-specific INSERT that supports ON CONFLICT (upserts without check-then-insert)."""
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return (postgresql.insert if is_postgresql(session) else sqlite.insert)(table)
 
 
 async def db_now(session: AsyncSession) -> datetime:
-    """The database's clock, so several app processes agree on 'now'."""
-    if session.bind is not None and session.bind.dialect.name == "sqlite":
+    """The database's clock, so several app processes agree on 'now' (read it through backend.clock)."""
+    if not is_postgresql(session):
         return utcnow()  # SQLite is in-process: its clock is ours
     value = (await session.execute(select(func.now()))).scalar_one()
     return value.astimezone(UTC)
 
 
-async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    async with factory() as session:
-        yield session
+async def get_for_site(session: AsyncSession, model: type[T], key: Any, site_id: int, what: str) -> T:
+    """The row with this primary key if it belongs to the caller's site, else a 404 problem. Another site's
+    row answers exactly like a missing one, so ids never tell what other sites hold."""
+    if isinstance(key, int) and not 0 < key <= INT32:
+        row = None  # beyond any stored id (and beyond what the driver can bind)
+    else:
+        row = await session.get(model, key)
+    if row is None or getattr(row, "site_id", None) != site_id:
+        raise Problem(404, f"No such {what} at your site.")
+    return row

@@ -298,7 +298,6 @@ def make_router(kind: str, path: str, tag: str) -> Router:
                                "to make a new version.")
         document = await add_version(db, request.user.site_id, kind, as_stored(definition), source="admin",
                                      user_id=request.user.id)
-        await db.commit()
         return document_out(document, None)
 
     @put(path + "/{slug:str}", guards=[requires("admin")], summary=f"Edit a {kind}: makes a new version (admin)",
@@ -313,7 +312,6 @@ def make_router(kind: str, path: str, tag: str) -> Router:
             raise Problem(404, f"No {kind} {slug!r} at your site.")
         document = await add_version(db, request.user.site_id, kind, as_stored(definition), source="admin",
                                      user_id=request.user.id)
-        await db.commit()
         return document_out(document, None)
 
     return Router(path="/", route_handlers=[list_documents, get_one, create, update], tags=[tag])

@@ -7,9 +7,26 @@ import re
 from datetime import datetime
 from typing import Any
 
-from .documents import make_router
+from sqlalchemy.ext.asyncio import AsyncSession
 
-router = make_router("form", "/api/forms", "forms")
+from . import documents
+
+router = documents.make_router("form", "/api/forms", "forms")
+_definitions: dict[tuple[int, str, int], dict[str, Any]] = {}
+
+
+async def definition(session: AsyncSession, site_id: int, form: str, version: int) -> dict[str, Any] | None:
+    """A form version's definition. Versions never change once written, so a found one is kept in memory
+    (an unknown one is not: it may be created later). The sync path asks for it for every batch."""
+    key = (site_id, form, version)
+    if key not in _definitions:
+        document = await documents.get_document(session, site_id, "form", form, version)
+        if document is None:
+            return None
+        if len(_definitions) > 1000:
+            _definitions.clear()
+        _definitions[key] = document.definition
+    return _definitions[key]
 
 MESSAGES = {
     "required": "This field is required.",

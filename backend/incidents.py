@@ -1,18 +1,12 @@
-"""Incidents declared from a playbook: status, notes, step ticks, the timeline, and the site's alert level.
+"""Incidents declared from a playbook: status, notes, step ticks, and what each role may do next.
 
 Status: open -> acknowledged (a manager has it) -> recovered (systems back) -> resolved (closed).
 Acknowledging may be skipped; any unresolved incident can be resolved.
 
 The playbook (steps, ladder, titles) and its version are frozen into the incident when it is declared,
-so later playbook edits never change a running incident.
-
-For other modules (plain functions, no HTTP):
-- `await add_event(session, incident_id, kind, actor_id, data, at=None)` appends to the timeline.
-- `await timeline(session, incident_id, after=0)` -> [{"id", "at", "kind", "actor": {"id", "name"} | None,
-  "data": {...}}] oldest first. Kinds are listed in EVENT_KINDS.
-- `Incident` rows: status, drill / time_scale, declared_at, acknowledged_at, recovered_at, resolved_at.
-- Escalation rungs: `backend.escalation.EscalationStep` (status pending|fired|stopped|cancelled, due_at,
-  fired_at, ended_at); notifications: `backend.push.notify(...)`.
+so later playbook edits never change a running incident. Declaring schedules the ladder (backend.ladder);
+acknowledging or recovering stops its pending rungs, resolving cancels them and any notification not sent yet.
+Everything lands on the timeline (backend.timeline).
 """
 
 from __future__ import annotations
@@ -23,33 +17,21 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Router, get, post
 from litestar.params import Parameter
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, case, func, select, update
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import documents, escalation, push
+from . import clock, documents, ladder
 from .auth import RANK, CurrentUser, User, requires
-from .db import Base, UTCDateTime, db_now, insert_for
+from .changes import add_change
+from .db import Base, UTCDateTime, get_for_site, insert_for
 from .errors import Problem
+from .ladder import EscalationStep
+from .notifications import cancel_pending, notify
+from .timeline import add_event, timeline
 
 STATUSES = ("open", "acknowledged", "recovered", "resolved")
 ACTIVE = ("open", "acknowledged", "recovered")
-# Timeline event kinds and what their `data` holds:
-EVENT_KINDS = {
-    "declared": "playbook, version, drill, time_scale, note, source ('manual' | 'metrics')",
-    "note": "text",
-    "step_ticked": "step, done (bool)",
-    "escalation_fired": "rung, after_minutes, notify (roles), message, due_at, late_seconds, recipients, deliveries",
-    "notification_sent": "delivery, user_id, user (name), status, attempt (a push service accepted it)",
-    "notification_failed": "delivery, user_id, user, status, error, attempt, retry_at (None: given up)",
-    "notification_gone": "delivery, user_id, user, status (404/410: the subscription was removed)",
-    "notification_delivered": "delivery, user_id, user (the device's service worker received it)",
-    "acknowledged": "rungs_stopped, deliveries_cancelled, seconds_to_ack",
-    "recovered": "note, rungs_stopped",
-    "resolved": "note, rungs_cancelled, deliveries_cancelled",
-    "level_changed": "from, to, answer_rate, queue_length, system_failure",
-    "reserve_called": "tier (1-3), level",
-}
 
 
 # ---------------------------------------------------------------- models
@@ -77,18 +59,6 @@ class Incident(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
-class IncidentEvent(Base):
-    """The timeline: append-only, ordered by id."""
-
-    __tablename__ = "incident_events"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime)
-    kind: Mapped[str] = mapped_column(String(32))
-    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
-    data: Mapped[dict] = mapped_column(JSON, default=dict)
-
-
 class StepTick(Base):
     """A playbook step done: who ticked it and when."""
 
@@ -99,64 +69,10 @@ class StepTick(Base):
     ticked_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class AlertState(Base):
-    """A site's current alert level (from the answer rate) and the surge incident it belongs to."""
-
-    __tablename__ = "alert_states"
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
-    level: Mapped[str] = mapped_column(String(16), default="normal")
-    answer_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
-    queue_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    system_failure: Mapped[bool] = mapped_column(Boolean, default=False)
-    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"), nullable=True)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    updated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
-
-
-class MetricSample(Base):
-    """Every answer-rate report, for the incident report's 'how long was the hotline degraded'."""
-
-    __tablename__ = "metric_samples"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime)
-    answer_rate: Mapped[float] = mapped_column(Float)
-    queue_length: Mapped[int] = mapped_column(Integer)
-    offered: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    answered: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    system_failure: Mapped[bool] = mapped_column(Boolean, default=False)
-    level: Mapped[str] = mapped_column(String(16))
-    posted_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
-
-
-# ---------------------------------------------------------------- functions for other modules
-
-async def add_event(session: AsyncSession, incident_id: int, kind: str, actor_id: int | None,
-                    data: dict[str, Any] | None = None, *, at: datetime | None = None) -> IncidentEvent:
-    """Append one event to an incident's timeline (the caller commits)."""
-    event = IncidentEvent(incident_id=incident_id, kind=kind, actor_id=actor_id, data=data or {},
-                          at=at or await db_now(session))
-    session.add(event)
-    await session.flush()
-    return event
-
-
-async def timeline(session: AsyncSession, incident_id: int, after: int = 0, limit: int = 1000) -> list[dict]:
-    rows = await session.execute(
-        select(IncidentEvent, User.display_name).outerjoin(User, User.id == IncidentEvent.actor_id)
-        .where(IncidentEvent.incident_id == incident_id, IncidentEvent.id > after)
-        .order_by(IncidentEvent.id).limit(limit))
-    return [{"id": e.id, "at": e.at, "kind": e.kind,
-             "actor": {"id": e.actor_id, "name": name} if e.actor_id else None, "data": e.data}
-            for e, name in rows.all()]
-
+# ---------------------------------------------------------------- declaring
 
 async def _feed(session: AsyncSession, incident: Incident, user_id: int | None) -> None:
-    """Tell devices through the records change feed (if that module is there) that an incident changed."""
-    try:
-        from .records import add_change  # type: ignore[attr-defined]
-    except ImportError:
-        return
+    """Tell devices through the change feed that an incident changed."""
     await add_change(session, incident.site_id, "incident", str(incident.id),
                      {"id": incident.id, "status": incident.status, "playbook": incident.playbook,
                       "title": incident.title, "drill": incident.drill}, user_id=user_id)
@@ -194,13 +110,13 @@ async def declare(session: AsyncSession, site_id: int, playbook: str, actor: Cur
                         declared_by=actor.id if actor else None, declared_at=at)
     session.add(incident)
     await session.flush()
-    escalation.schedule(session, incident)
+    ladder.schedule(session, incident)
     await add_event(session, incident.id, "declared", actor.id if actor else None, {
         "playbook": playbook, "version": document.version, "drill": incident.drill,
         "time_scale": incident.time_scale, "note": note, "source": source}, at=at)
     title, body = _texts("declared", incident, actor.display_name if actor else "ACD", note)
-    await push.notify(session, site_id, ["lead", "manager"], title, body, incident_id=incident.id, kind="declared",
-                      exclude_user_id=actor.id if actor else None, at=at)
+    await notify(session, site_id, ["lead", "manager"], title, body, incident_id=incident.id, kind="declared",
+                 exclude_user_id=actor.id if actor else None, at=at, drill=incident.drill)
     await _feed(session, incident, actor.id if actor else None)
     return incident
 
@@ -230,14 +146,6 @@ class CloseIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class TickIn(msgspec.Struct, forbid_unknown_fields=True):
     done: bool = True
-
-
-class MetricsIn(msgspec.Struct, forbid_unknown_fields=True):
-    answer_rate: Annotated[float, msgspec.Meta(ge=0, le=100)]  # percent of offered calls answered
-    queue_length: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
-    system_failure: bool = False
-    offered: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    answered: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 # ---------------------------------------------------------------- output
@@ -279,7 +187,7 @@ def may_ack(user: CurrentUser, incident: Incident, steps: list[Any]) -> bool:
 
 
 async def detail_out(session: AsyncSession, incident: Incident, user: CurrentUser) -> dict[str, Any]:
-    steps = await escalation.ladder(session, incident.id)
+    steps = await ladder.ladder(session, incident.id)
     ticks = {t.step_id: t for t in (await session.execute(
         select(StepTick).where(StepTick.incident_id == incident.id))).scalars()}
     names = await _names(session, {incident.declared_by, incident.acknowledged_by, incident.recovered_by,
@@ -290,7 +198,7 @@ async def detail_out(session: AsyncSession, incident: Incident, user: CurrentUse
         tick = ticks.get(step["id"])
         within = step.get("within_minutes")
         playbook_steps.append({
-            **step, "due_at": escalation.due_at(incident.declared_at, within, incident.time_scale)
+            **step, "due_at": ladder.due_at(incident.declared_at, within, incident.time_scale)
             if within else None,
             "done": tick is not None, "ticked_at": tick.ticked_at if tick else None,
             "ticked_by": _who(names, tick.ticked_by) if tick else None})
@@ -300,7 +208,7 @@ async def detail_out(session: AsyncSession, incident: Incident, user: CurrentUse
         **summary_out(incident, names, steps),
         "summary": definition.get("summary"), "script": definition.get("script"),
         "contacts": definition.get("contacts", []), "forms": definition.get("forms", []),
-        "steps": playbook_steps, "ladder": [escalation.ladder_out(s) for s in steps],
+        "steps": playbook_steps, "ladder": [ladder.ladder_out(s) for s in steps],
         "can": {"ack": may_ack(user, incident, steps) and incident.acknowledged_at is None,
                 "recover": lead and incident.status in ("open", "acknowledged"),
                 "resolve": lead and active, "note": lead and active, "timeline": lead,
@@ -309,10 +217,7 @@ async def detail_out(session: AsyncSession, incident: Incident, user: CurrentUse
 
 
 async def _get(session: AsyncSession, user: CurrentUser, incident_id: int) -> Incident:
-    incident = await session.get(Incident, incident_id)
-    if incident is None or incident.site_id != user.site_id:
-        raise Problem(404, f"No incident {incident_id} at your site.")
-    return incident
+    return await get_for_site(session, Incident, incident_id, user.site_id, "incident")
 
 
 # ---------------------------------------------------------------- routes
@@ -322,10 +227,9 @@ Req = Request[CurrentUser, str, Any]
 
 @post("/api/incidents", guards=[requires("lead")], summary="Declare an incident from a playbook (lead+)")
 async def declare_incident(request: Req, db: AsyncSession, data: DeclareIn) -> dict[str, Any]:
-    at = await escalation.now(request.app, db)
+    at = await clock.now(request.app, db)
     incident = await declare(db, request.user.site_id, data.playbook, request.user, at, note=data.note,
                              time_scale=data.drill.time_scale if data.drill else None)
-    await db.commit()
     return await detail_out(db, incident, request.user)
 
 
@@ -344,8 +248,8 @@ async def list_incidents(request: Req, db: AsyncSession,
         return []
     ids = [i.id for i in incidents]
     steps: dict[int, list] = {i: [] for i in ids}
-    for step in (await db.execute(select(escalation.EscalationStep).where(
-            escalation.EscalationStep.incident_id.in_(ids)).order_by(escalation.EscalationStep.rung))).scalars():
+    for step in (await db.execute(select(EscalationStep).where(
+            EscalationStep.incident_id.in_(ids)).order_by(EscalationStep.rung))).scalars():
         steps[step.incident_id].append(step)
     names = await _names(db, {u for i in incidents for u in (i.declared_by, i.acknowledged_by, i.recovered_by,
                                                              i.resolved_by)})
@@ -374,9 +278,9 @@ async def ack_incident(request: Req, db: AsyncSession, incident_id: int) -> dict
     incident = await _get(db, user, incident_id)
     if incident.status == "resolved":
         raise Problem(409, "This incident is resolved already.")
-    if not may_ack(user, incident, await escalation.ladder(db, incident.id)):
+    if not may_ack(user, incident, await ladder.ladder(db, incident.id)):
         raise Problem(403, "Only managers, or the roles this incident's escalation has reached, can acknowledge.")
-    at = await escalation.now(request.app, db)
+    at = await clock.now(request.app, db)
     # Only the first acknowledgement counts, even when two managers press at once.
     won = (await db.execute(update(Incident).where(Incident.id == incident.id, Incident.acknowledged_at.is_(None),
                                                    Incident.status != "resolved")
@@ -385,16 +289,15 @@ async def ack_incident(request: Req, db: AsyncSession, incident_id: int) -> dict
                             .execution_options(synchronize_session=False))).rowcount
     if won:
         await db.refresh(incident)
-        stopped = await escalation.end_pending(db, incident.id, "stopped", at)
-        cancelled = await push.cancel_pending(db, incident.id, at)
+        stopped = await ladder.end_pending(db, incident.id, "stopped", at)
+        cancelled = await cancel_pending(db, incident.id, at)
         await add_event(db, incident.id, "acknowledged", user.id, {
             "rungs_stopped": stopped, "deliveries_cancelled": cancelled,
             "seconds_to_ack": round((at - incident.declared_at).total_seconds(), 3)}, at=at)
         title, body = _texts("acknowledged", incident, user.display_name)
-        await push.notify(db, incident.site_id, ["lead", "manager"], title, body, incident_id=incident.id,
-                          kind="acknowledged", exclude_user_id=user.id, at=at)
+        await notify(db, incident.site_id, ["lead", "manager"], title, body, incident_id=incident.id,
+                          kind="acknowledged", exclude_user_id=user.id, at=at, drill=incident.drill)
         await _feed(db, incident, user.id)
-        await db.commit()
     return await detail_out(db, incident, user)
 
 
@@ -406,20 +309,19 @@ async def recover_incident(request: Req, db: AsyncSession, incident_id: int,
     incident = await _get(db, user, incident_id)
     if incident.status == "resolved":
         raise Problem(409, "This incident is resolved already.")
-    at = await escalation.now(request.app, db)
+    at = await clock.now(request.app, db)
     note = data.note if data else None
     won = (await db.execute(update(Incident).where(Incident.id == incident.id, Incident.status.in_(("open", "acknowledged")))
                             .values(status="recovered", recovered_at=at, recovered_by=user.id)
                             .execution_options(synchronize_session=False))).rowcount
     if won:
         await db.refresh(incident)
-        stopped = await escalation.end_pending(db, incident.id, "stopped", at)
+        stopped = await ladder.end_pending(db, incident.id, "stopped", at)
         await add_event(db, incident.id, "recovered", user.id, {"note": note, "rungs_stopped": stopped}, at=at)
         title, body = _texts("recovered", incident, user.display_name)
-        await push.notify(db, incident.site_id, ["agent", "lead", "manager"], title, body, incident_id=incident.id,
-                          kind="recovered", exclude_user_id=user.id, at=at)
+        await notify(db, incident.site_id, ["agent", "lead", "manager"], title, body, incident_id=incident.id,
+                          kind="recovered", exclude_user_id=user.id, at=at, drill=incident.drill)
         await _feed(db, incident, user.id)
-        await db.commit()
     return await detail_out(db, incident, user)
 
 
@@ -429,7 +331,7 @@ async def resolve_incident(request: Req, db: AsyncSession, incident_id: int,
                            data: CloseIn | None = None) -> dict[str, Any]:
     user = request.user
     incident = await _get(db, user, incident_id)
-    at = await escalation.now(request.app, db)
+    at = await clock.now(request.app, db)
     note = data.note if data else None
     won = (await db.execute(update(Incident).where(Incident.id == incident.id, Incident.status != "resolved")
                             .values(status="resolved", resolved_at=at, resolved_by=user.id,
@@ -438,16 +340,14 @@ async def resolve_incident(request: Req, db: AsyncSession, incident_id: int,
                             .execution_options(synchronize_session=False))).rowcount
     if won:
         await db.refresh(incident)
-        cancelled_rungs = await escalation.end_pending(db, incident.id, "cancelled", at)
-        cancelled = await push.cancel_pending(db, incident.id, at)
+        cancelled_rungs = await ladder.end_pending(db, incident.id, "cancelled", at)
+        cancelled = await cancel_pending(db, incident.id, at)
         await add_event(db, incident.id, "resolved", user.id, {
             "note": note, "rungs_cancelled": cancelled_rungs, "deliveries_cancelled": cancelled}, at=at)
         title, body = _texts("resolved", incident, user.display_name)
-        await push.notify(db, incident.site_id, ["lead", "manager"], title, body, incident_id=incident.id,
-                          kind="resolved", exclude_user_id=user.id, at=at)
-        await db.execute(update(AlertState).where(AlertState.incident_id == incident.id).values(incident_id=None))
+        await notify(db, incident.site_id, ["lead", "manager"], title, body, incident_id=incident.id,
+                          kind="resolved", exclude_user_id=user.id, at=at, drill=incident.drill)
         await _feed(db, incident, user.id)
-        await db.commit()
     return await detail_out(db, incident, user)
 
 
@@ -457,9 +357,8 @@ async def add_note(request: Req, db: AsyncSession, incident_id: int, data: NoteI
     incident = await _get(db, request.user, incident_id)
     if incident.status == "resolved":
         raise Problem(409, "This incident is resolved; notes are closed.")
-    at = await escalation.now(request.app, db)
+    at = await clock.now(request.app, db)
     event = await add_event(db, incident.id, "note", request.user.id, {"text": data.text.strip()}, at=at)
-    await db.commit()
     return (await timeline(db, incident.id, event.id - 1, limit=1))[0]
 
 
@@ -477,7 +376,7 @@ async def tick_step(request: Req, db: AsyncSession, incident_id: int, step_id: s
     if RANK[user.role] < RANK["lead"] and step["who"] != "agent":
         raise Problem(403, "Only leads and managers can tick this step.")
     done = data.done if data else True
-    at = await escalation.now(request.app, db)
+    at = await clock.now(request.app, db)
     existing = await db.get(StepTick, (incident.id, step_id))
     if done and existing is None:
         await db.execute(insert_for(db, StepTick).values(incident_id=incident.id, step_id=step_id,
@@ -487,104 +386,9 @@ async def tick_step(request: Req, db: AsyncSession, incident_id: int, step_id: s
     elif not done and existing is not None:
         await db.delete(existing)
         await add_event(db, incident.id, "step_ticked", user.id, {"step": step_id, "done": False}, at=at)
-    await db.commit()
     return await detail_out(db, incident, user)
-
-
-# ---------------------------------------------------------------- alert levels
-
-LEVELS = ("normal", "yellow", "orange", "red")
-TIER = {"yellow": 1, "orange": 2, "red": 3}
-LEVEL_NAMES = {"normal": {"zh-CN": "正常", "en": "normal"}, "yellow": {"zh-CN": "黄色", "en": "yellow"},
-               "orange": {"zh-CN": "橙色", "en": "orange"}, "red": {"zh-CN": "红色", "en": "red"}}
-TIER_TEXT = {1: {"zh-CN": "一级后备上线：所有在岗人员接呼入", "en": "tier-1 reserves online: everyone on site takes inbound"},
-             2: {"zh-CN": "二级后备上线：召回备班人员，切换备用线路",
-                 "en": "tier-2 reserves: call in standby staff, switch to backup lines"},
-             3: {"zh-CN": "三级后备和灾备场地启用，应急指挥组全员到岗",
-                 "en": "tier-3 reserves and the disaster-recovery site; the command group on duty"}}
-
-
-def level_for(answer_rate: float, system_failure: bool = False) -> str:
-    """Red below 80 % (or a system failure), orange 80-85 %, yellow 85-90 %, normal from 90 %."""
-    if system_failure or answer_rate < 80:
-        return "red"
-    if answer_rate < 85:
-        return "orange"
-    if answer_rate < 90:
-        return "yellow"
-    return "normal"
-
-
-def level_out(state: AlertState | None) -> dict[str, Any]:
-    if state is None:
-        return {"level": "normal", "answer_rate": None, "queue_length": None, "system_failure": False,
-                "incident_id": None, "updated_at": None, "tier": 0}
-    return {"level": state.level, "answer_rate": state.answer_rate, "queue_length": state.queue_length,
-            "system_failure": state.system_failure, "incident_id": state.incident_id, "updated_at": state.updated_at,
-            "tier": TIER.get(state.level, 0)}
-
-
-@post("/api/metrics", status_code=200, guards=[requires("lead")],
-      summary="Report the answer rate and queue: raises or lowers the alert level, opens a surge incident (lead+)")
-async def post_metrics(request: Req, db: AsyncSession, data: MetricsIn) -> dict[str, Any]:
-    user = request.user
-    at = await escalation.now(request.app, db)
-    level = level_for(data.answer_rate, data.system_failure)
-    db.add(MetricSample(site_id=user.site_id, at=at, answer_rate=data.answer_rate, queue_length=data.queue_length,
-                        offered=data.offered, answered=data.answered, system_failure=data.system_failure,
-                        level=level, posted_by=user.id))
-    # One row per site, locked while we decide, so two reports at once cannot both open a surge incident.
-    await db.execute(insert_for(db, AlertState).values(site_id=user.site_id, level="normal",
-                                                       system_failure=False).on_conflict_do_nothing())
-    state = (await db.execute(select(AlertState).where(AlertState.site_id == user.site_id)
-                              .with_for_update())).scalar_one()
-    previous = state.level
-    state.answer_rate, state.queue_length, state.system_failure = data.answer_rate, data.queue_length, data.system_failure
-    state.updated_at, state.updated_by, state.level = at, user.id, level
-    tiers: list[int] = []
-    incident: Incident | None = None
-    if state.incident_id:
-        incident = await db.get(Incident, state.incident_id)
-        if incident is not None and incident.status not in ("open", "acknowledged"):
-            incident = None
-    rising = LEVELS.index(level) > LEVELS.index(previous)
-    if rising:
-        if incident is None:
-            incident = (await db.execute(select(Incident).where(
-                Incident.site_id == user.site_id, Incident.playbook == "call-surge", Incident.drill.is_(False),
-                Incident.status.in_(("open", "acknowledged"))).order_by(Incident.id.desc()).limit(1))).scalar_one_or_none()
-        if incident is None:
-            incident = await declare(db, user.site_id, "call-surge", user, at, source="metrics",
-                                     note=f"接通率 {data.answer_rate:g}%，排队 {data.queue_length} "
-                                          f"(answer rate {data.answer_rate:g} %, queue {data.queue_length})")
-        tiers = list(range(TIER.get(previous, 0) + 1, TIER[level] + 1))
-    state.incident_id = incident.id if incident else None
-    if level != previous and incident is not None:
-        await add_event(db, incident.id, "level_changed", user.id, {
-            "from": previous, "to": level, "answer_rate": data.answer_rate, "queue_length": data.queue_length,
-            "system_failure": data.system_failure}, at=at)
-        for tier in tiers:
-            await add_event(db, incident.id, "reserve_called", user.id, {"tier": tier, "level": level}, at=at)
-        name = LEVEL_NAMES[level]
-        if rising:
-            title = {"zh-CN": f"预警升级：{name['zh-CN']}（接通率 {data.answer_rate:g}%）",
-                     "en": f"Alert raised to {name['en']} (answer rate {data.answer_rate:g} %)"}
-            body = {lang: sep.join(TIER_TEXT[t][lang] for t in tiers) for lang, sep in (("zh-CN", "；"), ("en", "; "))}
-        else:
-            title = {"zh-CN": f"预警下调：{name['zh-CN']}（接通率 {data.answer_rate:g}%）",
-                     "en": f"Alert lowered to {name['en']} (answer rate {data.answer_rate:g} %)"}
-            body = {"zh-CN": f"排队 {data.queue_length}。", "en": f"Queue {data.queue_length}."}
-        await push.notify(db, user.site_id, ["lead", "manager"], title, body, incident_id=incident.id,
-                          kind="alert_level", urgency="high" if rising else "normal", at=at)
-    await db.commit()
-    return {**level_out(state), "previous": previous, "changed": level != previous, "tiers_called": tiers}
-
-
-@get("/api/metrics/level", summary="My site's current alert level")
-async def get_level(request: Req, db: AsyncSession) -> dict[str, Any]:
-    return level_out(await db.get(AlertState, request.user.site_id))
 
 
 router = Router(path="/", tags=["incidents"], route_handlers=[
     declare_incident, list_incidents, get_incident, get_timeline, ack_incident, recover_incident, resolve_incident,
-    add_note, tick_step, post_metrics, get_level])
+    add_note, tick_step])

@@ -97,7 +97,7 @@ def qr_svg(sheet_id: str) -> str:
     return segno.make(sheet_id, error="m").svg_data_uri(border=2, scale=1)
 
 
-async def on_records_stored(session: AsyncSession, stored: list[tuple[Any, str]]) -> None:
+async def on_records_stored(session: AsyncSession, stored: list[tuple[Any, str]], now: datetime) -> None:
     """Records hook: a transcribed paper row makes its sheet known (sheets printed offline become known
     this way), so a later transcription of the same sheet finds its form."""
     sheets: dict[str, dict[str, Any]] = {}
@@ -106,7 +106,7 @@ async def on_records_stored(session: AsyncSession, stored: list[tuple[Any, str]]
         if sheet_id is not None:
             sheets.setdefault(sheet_id, {"sheet_id": sheet_id, "site_id": record.site_id, "form": record.form,
                                          "form_version": record.form_version, "origin": sheet_origin(sheet_id),
-                                         "created_by": record.agent_id, "created_at": utcnow()})
+                                         "created_by": record.agent_id, "created_at": now})
     if sheets:
         await session.execute(insert_for(session, PrintedSheet.__table__)
                               .on_conflict_do_nothing(index_elements=["sheet_id"]), list(sheets.values()))
@@ -160,7 +160,6 @@ async def allocate_sheets(request: Request[CurrentUser, str, Any], db: AsyncSess
         else:
             raise Problem(503, "Could not allocate a free sheet ID; try again.")
         sheets.append(sheet)
-    await db.commit()
     return [sheet_out(s) for s in sheets]
 
 

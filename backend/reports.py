@@ -23,12 +23,18 @@ from sqlalchemy import ForeignKey, Text, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import escalation, incidents, push
-from .auth import CurrentUser, User, requires
-from .db import Base, UTCDateTime, insert_for
+from . import clock, workers
+from .auth import CurrentUser, requires, site_names
+from .callbacks import OPEN_STATES, Callback
+from .clock import parse_time
+from .db import Base, UTCDateTime, get_for_site, insert_for
 from .errors import Problem
+from .incidents import Incident
+from .ladder import ladder
+from .notifications import notify
 from .records import Record
-from .recovery import INT32, OPEN_STATES, Callback, _time, poll_forever, reentry_counts
+from .reentry import reentry_counts
+from .timeline import timeline
 
 Req = Request[CurrentUser, str, Any]
 
@@ -57,21 +63,21 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return round((end - start).total_seconds(), 3) if start and end else None
 
 
-def review_due(incident: incidents.Incident) -> datetime | None:
+def review_due(incident: Incident) -> datetime | None:
     if incident.resolved_at is None:
         return None
     return incident.resolved_at + REVIEW_DUE / max(1, incident.time_scale)
 
 
-async def build_report(session: AsyncSession, incident: incidents.Incident, now: datetime) -> dict[str, Any]:
+async def build_report(session: AsyncSession, incident: Incident, now: datetime) -> dict[str, Any]:
     records = list((await session.execute(select(Record).where(Record.site_id == incident.site_id,
                                                               Record.incident_id == incident.id))).scalars())
-    starts = [t for r in records if r.form == "incident-log" for t in [_time((r.data or {}).get("started_at"))] if t]
+    starts = [t for r in records if r.form == "incident-log" for t in [parse_time((r.data or {}).get("started_at"))] if t]
     fault_started = min([incident.declared_at, *starts])
     first_report = _seconds(fault_started, incident.declared_at)
 
     rungs = []
-    for step in await escalation.ladder(session, incident.id):
+    for step in await ladder(session, incident.id):
         acked = incident.acknowledged_at if step.fired_at and incident.acknowledged_at and \
             incident.acknowledged_at >= step.fired_at else None
         rungs.append({"rung": step.rung, "after_minutes": step.after_minutes, "notify": step.notify,
@@ -94,9 +100,8 @@ async def build_report(session: AsyncSession, incident: incidents.Incident, now:
     report = await session.get(IncidentReport, incident.id)
     due = review_due(incident)
     written_at = report.written_at if report else None
-    names = dict((await session.execute(select(User.id, User.display_name)
-                                        .where(User.site_id == incident.site_id))).all())
-    events = await incidents.timeline(session, incident.id, limit=5000)
+    names = await site_names(session, incident.site_id)
+    events = await timeline(session, incident.id, limit=5000)
     return {
         "incident": {"id": incident.id, "title": incident.title, "playbook": incident.playbook,
                      "playbook_version": incident.playbook_version, "status": incident.status,
@@ -135,18 +140,15 @@ async def build_report(session: AsyncSession, incident: incidents.Incident, now:
     }
 
 
-async def _incident(db: AsyncSession, user: CurrentUser, incident_id: int) -> incidents.Incident:
-    incident = await db.get(incidents.Incident, incident_id) if 0 < incident_id <= INT32 else None
-    if incident is None or incident.site_id != user.site_id:
-        raise Problem(404, "No such incident at your site.")
-    return incident
+async def _incident(db: AsyncSession, user: CurrentUser, incident_id: int) -> Incident:
+    return await get_for_site(db, Incident, incident_id, user.site_id, "incident")
 
 
 @get("/api/incidents/{incident_id:int}/report", guards=[requires("lead")],
      summary="The post-incident review: figures, timeline, and the written cause and actions (lead+)")
 async def get_report(request: Req, db: AsyncSession, incident_id: int) -> dict[str, Any]:
     incident = await _incident(db, request.user, incident_id)
-    return await build_report(db, incident, await escalation.now(request.app, db))
+    return await build_report(db, incident, await clock.now(request.app, db))
 
 
 LongText = Annotated[str, msgspec.Meta(max_length=20000)]
@@ -166,7 +168,7 @@ async def put_report(request: Req, db: AsyncSession, incident_id: int, data: Rep
         raise Problem(422, "Write both the cause and the actions.",
                       errors={k: "required" for k, v in (("cause", data.cause), ("actions", data.actions))
                               if not v.strip()})
-    now = await escalation.now(request.app, db)
+    now = await clock.now(request.app, db)
     report = await db.get(IncidentReport, incident.id)
     if report is None:
         report = IncidentReport(incident_id=incident.id, site_id=incident.site_id)
@@ -174,7 +176,6 @@ async def put_report(request: Req, db: AsyncSession, incident_id: int, data: Rep
     report.cause, report.actions, report.updated_at = data.cause.strip(), data.actions.strip(), now
     report.written_by = user.id
     report.written_at = report.written_at or now
-    await db.commit()
     return await build_report(db, incident, now)
 
 
@@ -185,11 +186,11 @@ async def remind_due(app: Any) -> int:
     once. The reminder row's primary key is the claim, so two processes never both send it."""
     state = getattr(app, "state", app)
     async with state.sessionmaker() as session:
-        at = await escalation.now(state, session)
+        at = await clock.now(state, session)
         candidates = (await session.execute(
-            select(incidents.Incident).outerjoin(IncidentReport, IncidentReport.incident_id == incidents.Incident.id)
-            .where(incidents.Incident.status == "resolved", IncidentReport.incident_id.is_(None))
-            .order_by(incidents.Incident.resolved_at).limit(500))).scalars().all()
+            select(Incident).outerjoin(IncidentReport, IncidentReport.incident_id == Incident.id)
+            .where(Incident.status == "resolved", IncidentReport.incident_id.is_(None))
+            .order_by(Incident.resolved_at).limit(500))).scalars().all()
         sent = 0
         for incident in candidates:
             due = review_due(incident)
@@ -204,16 +205,17 @@ async def remind_due(app: Any) -> int:
             title = {"zh-CN": f"复盘报告未写：{incident.title['zh-CN']}", "en": f"Review not written: {incident.title['en']}"}
             body = {"zh-CN": "事件结束已满24小时，请填写原因和改进措施。",
                     "en": "24 hours since the incident was resolved: write down the cause and the actions."}
-            await push.notify(session, incident.site_id, ["lead", "manager"], title, body, incident_id=incident.id,
-                              kind="review_due", at=at)
+            await notify(session, incident.site_id, ["lead", "manager"], title, body, incident_id=incident.id,
+                              kind="review_due", at=at, drill=incident.drill)
             sent += 1
         await session.commit()
         return sent
 
 
-async def reminder_worker(app: Any) -> None:
-    await poll_forever(app, remind_due, POLL_SECONDS, "review reminders")
+async def reminder_round(state: Any) -> int:
+    await remind_due(state)
+    return 0  # polled on its interval
 
 
-workers = [reminder_worker]
+STEP = workers.Step("review reminders", reminder_round, every=POLL_SECONDS)
 router = Router(path="/", route_handlers=[get_report, put_report], tags=["reports"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from backend.escalation import POLL_SECONDS
+from backend.workers import POLL_SECONDS
 from tests.servers import ServerProcess
 
 from .devices import percentile

@@ -1,4 +1,4 @@
-"""Push fan-out: one notification to 1,000 subscriptions, delivered by the app's push sender (`push.deliver_due`,
+"""Push fan-out: one notification to 1,000 subscriptions, delivered by the app's push sender (`notifications.deliver_due`,
 the loop its worker runs) to the decrypting Web Push stand-in from tests/ on 127.0.0.1.
 
 Baseline, same run, same receiver and keys: a plain sequential loop of `pywebpush.webpush()` calls.
@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import aiohttp
 from pywebpush import webpush
 
-from backend import push
+from backend import notifications, push
 from backend.auth import create_user
 from backend.cli import load_defaults
 from backend.config import load_settings
@@ -118,12 +118,13 @@ async def _fanout(settings, receiver, subs: list[dict], baseline_count: int) -> 
     state.push_http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=push.SEND_TIMEOUT))
     try:
         async with state.sessionmaker() as session:
-            queued = await push.notify(session, user.site_id, ["lead"], {"zh-CN": "升级：停电", "en": "Escalation"},
-                                       {"zh-CN": "请确认", "en": "Please acknowledge"}, urgency="high")
+            queued = await notifications.notify(session, user.site_id, ["lead"], {"zh-CN": "升级：停电", "en": "Escalation"},
+                                                     {"zh-CN": "请确认", "en": "Please acknowledge"}, urgency="high",
+                                                     at=datetime.now(UTC))
             await session.commit()
         assert queued["deliveries"] == count
         started = time.perf_counter()
-        while await push.deliver_due(state):
+        while await notifications.deliver_due(state):
             pass
         seconds = time.perf_counter() - started
     finally:

@@ -8,11 +8,10 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from backend.app import capability_modules
+import backend.app  # noqa: F401  (it imports every capability, so every table is on Base.metadata)
 from backend.config import load_settings
 from backend.db import Base, make_engine
 
-capability_modules()  # import every module so its tables are on Base.metadata
 target_metadata = Base.metadata
 config = context.config
 

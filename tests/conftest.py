@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from litestar.testing import AsyncTestClient, TestClient
 
-from backend.app import create_app
+from backend.app import SITE_SEEDERS, create_app
 from backend.auth import create_user, hasher, issue_token
 from backend.cli import load_defaults
 from backend.config import load_settings
@@ -130,7 +130,7 @@ async def make_site(factory, roles=ROLES, prefix: str = "site") -> TestSite:
         for role in roles:
             username = f"{site.slug}-{role}"
             user = await create_user(session, username, role, site.slug, PASSWORD, f"{role.title()} {site.slug}",
-                                     "13800000000", password_hash=PASSWORD_HASH)
+                                     "13800000000", password_hash=PASSWORD_HASH, seeders=SITE_SEEDERS)
             token, _ = issue_token(session, SECRET, user.id, timedelta(hours=1))
             site.users[role], site.tokens[role], site.usernames[role] = user.id, token, username
         await session.commit()

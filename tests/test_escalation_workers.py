@@ -11,14 +11,16 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select
 
-from backend import escalation, incidents, push
+from backend import escalation, incidents, notifications, push, workers
 from backend.auth import CurrentUser, User, create_user
+from backend.clock import ManualClock
 from backend.config import load_settings
 from backend.db import make_engine, sessionmaker
-from backend.escalation import EscalationStep, ManualClock
-from backend.incidents import IncidentEvent
+from backend.ladder import EscalationStep
 from backend.migrate import upgrade
-from backend.push import PushDelivery, PushSubscription
+from backend.notifications import PushDelivery
+from backend.push import PushSubscription
+from backend.timeline import IncidentEvent
 
 from .conftest import PASSWORD_HASH, POSTGRES_URL, _load_defaults, make_site, require
 from .push_receiver import PushReceiver
@@ -50,7 +52,7 @@ def shared_database(request, tmp_path):
 async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(shared_database, tmp_path, monkeypatch):
     # Count what each instance did (the real workers call these module functions).
     work: Counter = Counter()
-    real_fire, real_deliver = escalation.fire_due, push.deliver_due
+    real_fire, real_deliver = escalation.fire_due, notifications.deliver_due
 
     async def fire_due(app):
         n = await real_fire(app)
@@ -63,9 +65,9 @@ async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(sha
         return n
 
     monkeypatch.setattr(escalation, "fire_due", fire_due)
-    monkeypatch.setattr(push, "deliver_due", deliver_due)
+    monkeypatch.setattr(notifications, "deliver_due", deliver_due)
     monkeypatch.setattr(escalation, "BATCH", 4)  # small claims: many rounds, so the instances interleave
-    monkeypatch.setattr(push, "BATCH", 10)
+    monkeypatch.setattr(notifications, "BATCH", 10)
     receiver = PushReceiver()
     clock = ManualClock()
     settings = load_settings(database_url=shared_database, secret_key="k", vapid_key_path=tmp_path / "vapid.pem",
@@ -94,7 +96,7 @@ async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(sha
         await session.commit()
     clock.advance(minutes=61)  # every rung of every incident is due at once: maximum contention
 
-    tasks = [asyncio.create_task(w(app)) for app in instances for w in (escalation.worker, push.worker)]
+    tasks = [task for app in instances for task in workers.start(app, [escalation.STEP, notifications.STEP])]
     rungs = INCIDENTS * 3
     expected_deliveries = INCIDENTS * MANAGERS * (1 + 3)  # the declaration notice + 3 rungs each
     try:

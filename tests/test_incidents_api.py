@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from backend.incidents import level_for
+from backend.alerts import level_for
 
 from .push_receiver import PushReceiver
 

@@ -8,15 +8,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from backend.app import capability_modules
+import backend.app  # noqa: F401  (every capability's tables on Base.metadata)
 from backend.db import Base, make_engine
 
 from .servers import off_loop
 
 
 def _diff(url: str) -> tuple[list, set[str]]:
-    capability_modules()
-
     async def run():
         engine = make_engine(url)
         async with engine.connect() as conn:

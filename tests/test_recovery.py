@@ -12,14 +12,16 @@ from types import SimpleNamespace
 
 from sqlalchemy import func, select
 
-from backend import recovery, reports
+from backend import callbacks, reports
 from backend.auth import Site
-from backend.escalation import EscalationStep, ManualClock
-from backend.incidents import Incident, IncidentEvent
+from backend.callbacks import Callback
+from backend.clock import ManualClock
+from backend.incidents import Incident
+from backend.ladder import EscalationStep
+from backend.notifications import Notification
 from backend.printing import make_sheet_id, paper_record_id
-from backend.push import Notification
 from backend.records import Record
-from backend.recovery import Callback
+from backend.timeline import IncidentEvent
 
 T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)  # the scripted outage starts here
 
@@ -93,11 +95,11 @@ async def test_due_defaults_to_two_hours_after_the_call(db, site):
     rec = Record(id=uuid.uuid4(), site_id=await site_id(db, site), form="call-record", data={
         "callback_promised": True, "called_at": at(5).isoformat(), "caller_name": "王五", "phone": "1"},
         captured_at=at(6), agent_id=site.users["agent"], rev=1)
-    assert recovery.promised_due(rec) == at(125)
+    assert callbacks.promised_due(rec) == at(125)
     rec.data = {"callback_promised": True}
-    assert recovery.promised_due(rec) == at(126)  # no call time: two hours after it was captured
+    assert callbacks.promised_due(rec) == at(126)  # no call time: two hours after it was captured
     rec.data = {"callback_promised": False, "callback_due": at(9).isoformat()}
-    assert recovery.promised_due(rec) is None
+    assert callbacks.promised_due(rec) is None
 
 
 async def test_lead_assigns_and_the_device_hears_of_it(client, db, site):
@@ -172,11 +174,11 @@ async def test_overdue_callback_notifies_the_leads_once(client, db, site):
                 .order_by(Notification.id))).scalars())
 
     clock.advance(minutes=119)
-    await recovery.notify_overdue(state)
+    await callbacks.notify_overdue(state)
     assert await lead_notices() == []
     clock.advance(minutes=2)  # one minute past due
-    await recovery.notify_overdue(state)
-    await recovery.notify_overdue(state)
+    await callbacks.notify_overdue(state)
+    await callbacks.notify_overdue(state)
     notes = await lead_notices()
     assert sorted(n.title["zh-CN"] for n in notes) == ["回拨超时：张三", "回拨超时：钱九"]
     assert all(n.urgency == "high" and n.incident_id is None for n in notes)
@@ -187,7 +189,7 @@ async def test_overdue_callback_notifies_the_leads_once(client, db, site):
     # a later promise re-arms the warning
     await sync(client, site, [{**rec, "rev": 2, "data": call(due=at(240))}])
     clock.advance(minutes=200)
-    await recovery.notify_overdue(state)
+    await callbacks.notify_overdue(state)
     assert [n.title["zh-CN"] for n in await lead_notices()][-1] == "回拨超时：张三" and len(await lead_notices()) == 3
 
 

@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from backend import records as records_module
+from backend.app import RECORD_HOOKS
 from backend.auth import CurrentUser, Site, User
+from backend.changes import Change, add_change
 from backend.printing import make_sheet_id, paper_record_id
-from backend.records import Change, Record, add_change, store_batch
+from backend.records import Record
+from backend.sync import store_batch
 
 
 def call(n: int = 0, **data) -> dict:
@@ -88,7 +90,8 @@ async def test_truly_concurrent_sessions_store_one_copy(db, site, database_url):
                        site_row.name)
     async def one(records: list[dict]) -> dict[str, str]:
         async with db() as session:
-            results = await store_batch(session, user, "dev-race", records)
+            results = await store_batch(session, user, "dev-race", records, hooks=RECORD_HOOKS,
+                                        now=datetime.now(UTC))
             await asyncio.sleep(0.05)  # hold the transaction open so the other one meets the same rows
             await session.commit()
             return {r.id: r.status for r in results}
@@ -275,14 +278,10 @@ async def test_change_feed_and_hook(client, db, site, monkeypatch):
     # The hook runs for created and updated records, inside the same transaction.
     seen = []
 
-    class Hooked:
-        @staticmethod
-        async def on_records_stored(session, stored):
-            seen.extend((str(record.id), record.rev, outcome, record.receipt) for record, outcome in stored)
+    async def hooked(session, stored, now):
+        seen.extend((str(record.id), record.rev, outcome, record.receipt) for record, outcome in stored)
 
-    import backend.app
-
-    monkeypatch.setattr(backend.app, "capability_modules", lambda: [records_module, Hooked])
+    monkeypatch.setattr(client.app.state, "record_hooks", [hooked])
     item = record(1)
     await sync(client, site, [item])
     await sync(client, site, [item])
@@ -291,14 +290,10 @@ async def test_change_feed_and_hook(client, db, site, monkeypatch):
 
 
 async def test_failing_hook_rolls_back_the_whole_batch(client, db, site, monkeypatch):
-    class Broken:
-        @staticmethod
-        async def on_records_stored(session, stored):
-            raise RuntimeError("boom")
+    async def broken(session, stored, now):
+        raise RuntimeError("boom")
 
-    import backend.app
-
-    monkeypatch.setattr(backend.app, "capability_modules", lambda: [Broken])
+    monkeypatch.setattr(client.app.state, "record_hooks", [broken])
     item = record(1)
     response = await client.post("/api/sync", json={"device_id": "d", "records": [item]}, headers=site.headers())
     assert response.status_code == 500 and response.json()["detail"]  # problem details, nothing acknowledged

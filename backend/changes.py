@@ -1,0 +1,105 @@
+"""The site's change feed: what devices learn in every sync answer (callbacks assigned, record statuses,
+incidents, new playbook/form versions), after the cursor they send.
+
+- `await add_change(session, site_id, kind, ref, payload, user_id=None)` puts an entry on the feed
+  ("callback.assigned", "record.status", …); `user_id=None` means everyone at the site. Call it inside your own
+  transaction; it takes a per-site lock so change ids commit in order and a device's cursor never skips an
+  entry that commits late.
+- `await changes_since(session, user, cursor)` -> (entries, new cursor, more?): entries with an id above the
+  cursor as `{"cursor": id, "kind", "ref", "payload", "created_at"}`, plus a "content.updated" entry whenever
+  the site's playbooks/forms changed (documents.cursor) since the device last looked.
+"""
+
+from __future__ import annotations
+
+import weakref
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from . import documents
+from .auth import CurrentUser
+from .db import Base, UTCDateTime, is_postgresql, utcnow
+from .errors import Problem
+
+CHANGES_PER_ANSWER = 500
+
+
+class Change(Base):
+    """The site's change feed: id is the cursor devices keep."""
+
+    __tablename__ = "changes"
+    __table_args__ = (Index("ix_changes_site_id_id", "site_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)  # None: everyone
+    kind: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+_locked: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()  # transaction -> sites locked
+
+
+async def lock_site(session: AsyncSession, site_id: int) -> None:
+    """Serialise cursor allocation per site until commit, so ids commit in order (PostgreSQL; SQLite has
+    one writer at a time anyway). Taken once per transaction: a sync storing 100 records asks once."""
+    if not is_postgresql(session):
+        return
+    transaction = session.sync_session.get_transaction()
+    if transaction is not None and site_id in _locked.get(transaction, ()):
+        return
+    await session.execute(text("SELECT pg_advisory_xact_lock(4004, :site)"), {"site": site_id})
+    _locked.setdefault(session.sync_session.get_transaction(), set()).add(site_id)
+
+
+async def add_change(session: AsyncSession, site_id: int, kind: str, ref: str | None, payload: dict[str, Any],
+                     user_id: int | None = None) -> Change:
+    """Not flushed here (the ORM batches the INSERTs at the next flush or commit); flush if you need .id."""
+    await lock_site(session, site_id)
+    change = Change(site_id=site_id, user_id=user_id, kind=kind, ref=None if ref is None else str(ref),
+                    payload=payload, created_at=func.now() if is_postgresql(session) else utcnow())
+    session.add(change)
+    return change
+
+
+def parse_cursor(raw: str | int | None) -> tuple[int | None, int | None]:
+    """Cursor "CHANGE_ID.CONTENT_CURSOR" (opaque to devices); None/"" on a device's first sync."""
+    if raw is None or raw == "":
+        return None, None
+    try:
+        change, _, content = str(raw).partition(".")
+        return int(change), (int(content) if content else None)
+    except ValueError:
+        raise Problem(400, "The sync cursor is not one this server gave out; send null to start over.",
+                      errors={"cursor": "invalid"}) from None
+
+
+async def changes_since(session: AsyncSession, user: CurrentUser, raw_cursor: str | int | None
+                        ) -> tuple[list[dict[str, Any]], str, bool]:
+    after, seen_content = parse_cursor(raw_cursor)
+    site_id = user.site_id
+    if after is None:  # a new device starts at the end of the feed; its screens load current state
+        after = (await session.execute(select(func.coalesce(func.max(Change.id), 0))
+                                       .where(Change.site_id == site_id))).scalar_one()
+    rows = (await session.execute(
+        select(Change).where(Change.site_id == site_id, Change.id > after,
+                             (Change.user_id.is_(None)) | (Change.user_id == user.id))
+        .order_by(Change.id).limit(CHANGES_PER_ANSWER + 1))).scalars().all()
+    more = len(rows) > CHANGES_PER_ANSWER
+    rows = rows[:CHANGES_PER_ANSWER]
+    out = [{"cursor": c.id, "kind": c.kind, "ref": c.ref, "payload": c.payload,
+            "created_at": c.created_at.isoformat()} for c in rows]
+    if rows:
+        after = rows[-1].id
+    content = await documents.cursor(session, site_id)
+    if seen_content != content:
+        out.append({"cursor": after, "kind": "content.updated", "ref": None,
+                    "payload": {"content_cursor": content}, "created_at": None})
+    return out, f"{after}.{content}", more
+
+

@@ -1,0 +1,312 @@
+"""The sync protocol (see /work/shared/design.md, "The sync protocol").
+
+Devices make every record with a UUID and a `rev`; `POST /api/sync` stores each record exactly once
+(primary key + INSERT … ON CONFLICT, never check-then-insert) and answers per record:
+created | duplicate | updated | conflict (server copy returned) | rejected (field errors).
+Everything is committed before the answer is sent, so nothing the device was told is stored can be lost.
+
+Record hooks (wired in app.py, passed to `store_batch`): `async def hook(session, stored, now)`, called once per
+sync batch with `stored` = [(record, outcome), …] for every record created or updated (outcome "created" |
+"updated"), inside the same transaction. A record is a `Record` or a read-only namespace with the same
+attributes. One call per batch, so a hook can read and write in bulk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Router, post
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import clock, forms
+from .auth import CurrentUser
+from .changes import changes_since, lock_site
+from .db import insert_for
+from .errors import Problem
+from .printing import normalize_sheet_id, paper_record_id
+from .records import Record, RecordOut, record_out
+
+RecordHook = Callable[[AsyncSession, list[tuple[Any, str]], datetime], Awaitable[None]]
+
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class RecordIn(msgspec.Struct, forbid_unknown_fields=True):
+    id: uuid.UUID
+    form: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+    form_version: Annotated[int, msgspec.Meta(ge=1)]
+    captured_at: AwareTime
+    rev: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    data: dict[str, Any]
+    incident_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    source: Literal["device", "paper"] = "device"
+    sheet_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    sheet_row: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
+
+
+class SyncIn(msgspec.Struct, forbid_unknown_fields=True):
+    device_id: Id
+    records: list[Any]  # parsed one by one: a malformed record is rejected alone, never the batch
+    cursor: str | int | None = None
+
+
+Outcome = Literal["created", "duplicate", "updated", "conflict", "rejected"]
+
+
+class SyncResult(msgspec.Struct, omit_defaults=True):
+    index: int
+    id: str | None
+    status: Outcome
+    rev: int | None = None
+    receipt: str | None = None
+    received_at: datetime | None = None
+    server: RecordOut | None = None  # conflict: what the server holds
+    errors: dict[str, Any] | None = None  # rejected: per field
+    message: str | None = None
+
+
+class ChangeOut(msgspec.Struct):
+    cursor: int
+    kind: str
+    ref: str | None
+    payload: dict[str, Any]
+    created_at: str | None
+
+
+class SyncOut(msgspec.Struct):
+    results: list[SyncResult]
+    changes: list[ChangeOut]
+    cursor: str
+    more_changes: bool
+    server_time: datetime
+
+
+def content_hash(item: RecordIn) -> str:
+    """What makes two copies of one rev "the same": the form, its version, the links and the data."""
+    canonical = msgspec.json.encode({"form": item.form, "form_version": item.form_version, "data": item.data,
+                                     "incident_id": item.incident_id, "source": item.source,
+                                     "sheet_id": item.sheet_id, "sheet_row": item.sheet_row}, order="sorted")
+    return hashlib.sha256(canonical).hexdigest()
+
+
+RECEIPT_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U to misread over the phone
+
+
+def new_receipt() -> str:
+    bits = int.from_bytes(secrets.token_bytes(5))  # 40 random bits = 8 characters of 5 bits
+    chars = "".join(RECEIPT_ALPHABET[(bits >> shift) & 31] for shift in range(35, -1, -5))
+    return f"R-{chars[:4]}-{chars[4:]}"
+
+
+# ---------------------------------------------------------------- storing
+
+def _parse(index: int, raw: Any) -> RecordIn | SyncResult:
+    raw_id = raw.get("id") if isinstance(raw, dict) else None
+    shown_id = str(raw_id)[:100] if raw_id is not None else None
+    try:
+        item = msgspec.convert(raw, RecordIn, str_keys=True)
+    except msgspec.ValidationError as exc:
+        where = re.search(r"at `\$\.(\w+)", str(exc))
+        path = where.group(1) if where else "_"
+        return SyncResult(index, shown_id, "rejected", message=f"This record is malformed: {exc}",
+                          errors={path: {"code": "malformed", "message": str(exc)}})
+    if (item.source == "paper") != (item.sheet_id is not None and item.sheet_row is not None):
+        return SyncResult(index, str(item.id), "rejected", rev=item.rev,
+                          message="A paper record needs sheet_id and sheet_row, a device record neither.",
+                          errors={"source": {"code": "paper", "message": "source 'paper' goes with sheet_id and "
+                                                                        "sheet_row"}})
+    if item.source == "paper":
+        return _check_paper(index, item)
+    return item
+
+
+def _check_paper(index: int, item: RecordIn) -> RecordIn | SyncResult:
+    """A paper row's id must be the one derived from its sheet ID and row: only then is typing the same row
+    twice, on any device, the same record (a made-up id would let one paper row become two records)."""
+    sheet_id = normalize_sheet_id(item.sheet_id or "")
+    if sheet_id is None:
+        return SyncResult(index, str(item.id), "rejected", rev=item.rev,
+                          message="This is not a valid sheet ID (see the top right corner of the paper sheet).",
+                          errors={"sheet_id": {"code": "sheet_id", "message": "not a valid sheet ID"}})
+    if item.id != paper_record_id(sheet_id, item.sheet_row or 0):
+        return SyncResult(index, str(item.id), "rejected", rev=item.rev,
+                          message="A paper record's id must be derived from its sheet ID and row number.",
+                          errors={"id": {"code": "paper_id", "message": "id does not match sheet_id and sheet_row"}})
+    item.sheet_id = sheet_id  # stored in canonical form, so lists by sheet find every row
+    return item
+
+
+async def _validate(session: AsyncSession, site_id: int, items: Sequence[RecordIn | SyncResult]
+                    ) -> list[RecordIn | SyncResult]:
+    """Check each record against its own form version (old versions stay valid for old records)."""
+    definitions: dict[tuple[str, int], dict[str, Any] | None] = {}
+    out: list[RecordIn | SyncResult] = []
+    for index, item in enumerate(items):
+        if isinstance(item, SyncResult):
+            out.append(item)
+            continue
+        key = (item.form, item.form_version)
+        if key not in definitions:
+            definitions[key] = await forms.definition(session, site_id, item.form, item.form_version)
+        definition = definitions[key]
+        if definition is None:
+            out.append(SyncResult(index, str(item.id), "rejected", rev=item.rev,
+                                  message=f"Unknown form {item.form!r} version {item.form_version} at this site.",
+                                  errors={"form": {"code": "unknown_form",
+                                                   "message": f"no form {item.form!r} v{item.form_version}"}}))
+            continue
+        if errors := forms.validate_data(definition, item.data):
+            out.append(SyncResult(index, str(item.id), "rejected", rev=item.rev, errors=errors,
+                                  message="Some fields are not valid."))
+            continue
+        out.append(item)
+    return out
+
+
+def _new_row(user: CurrentUser, device_id: str, item: RecordIn, digest: str, now: datetime) -> dict[str, Any]:
+    return {"id": item.id, "site_id": user.site_id, "device_id": device_id, "form": item.form,
+            "form_version": item.form_version, "incident_id": item.incident_id, "agent_id": user.id,
+            "rev": item.rev, "data": item.data, "content_hash": digest, "captured_at": item.captured_at,
+            "received_at": now, "updated_at": now, "receipt": new_receipt(), "seq": 0,  # seq: numbered at the end
+            "source": item.source, "sheet_id": item.sheet_id, "sheet_row": item.sheet_row,
+            "reentry_status": "pending"}
+
+
+async def store_batch(session: AsyncSession, user: CurrentUser, device_id: str, raw_records: list[Any], *,
+                      hooks: Sequence[RecordHook], now: datetime) -> list[SyncResult]:
+    """Store a batch idempotently and return one result per record, in order; run `hooks` once on what was
+    created or updated, in the same transaction. Does not commit."""
+    items = await _validate(session, user.site_id, [_parse(i, raw) for i, raw in enumerate(raw_records)])
+    results: dict[int, SyncResult] = {i: r for i, r in enumerate(items) if isinstance(r, SyncResult)}
+    good = [(i, r) for i, r in enumerate(items) if isinstance(r, RecordIn)]
+    if not good:
+        return [results[i] for i in range(len(items))]
+    hashes = {i: content_hash(r) for i, r in good}
+
+    # 1. One INSERT … ON CONFLICT DO NOTHING for every first occurrence of an id: racing copies of the same
+    #    record meet on the primary key, and exactly one of them inserts.
+    first: dict[uuid.UUID, int] = {}
+    for i, r in good:
+        first.setdefault(r.id, i)
+    # Rows in id order: two batches holding the same records in another order lock them in the same order,
+    # so PostgreSQL never has to break a deadlock between them.
+    rows = [_new_row(user, device_id, items[i], hashes[i], now)  # type: ignore[arg-type]
+            for _, i in sorted(first.items())]
+    table = Record.__table__
+    # executemany form: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues") from one cached
+    # compiled statement, instead of compiling a new 100-row VALUES clause per request.
+    inserted = set((await session.execute(
+        insert_for(session, table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id), rows
+    )).scalars())
+    stored: dict[uuid.UUID, str] = {}  # id -> "created" | "updated" (latest outcome wins)
+    for rid in inserted:
+        stored[rid] = "created"
+        results[first[rid]] = None  # type: ignore[assignment]  # filled in once seq/receipt are final
+
+    # 2. Everything else meets a row that exists: same rev and content = duplicate, newer rev = updated
+    #    (a conditional UPDATE, so two racing newer revs cannot both win), otherwise a conflict.
+    rest = sorted(((i, r) for i, r in good if not (r.id in inserted and first[r.id] == i)),
+                  key=lambda pair: (pair[1].id, pair[0]))  # id order again; one id's copies keep batch order
+    known = {rec.id: rec for rec in (await session.execute(
+        select(Record).where(Record.id.in_({r.id for _, r in rest})).execution_options(populate_existing=True)
+    )).scalars()} if rest else {}
+    for i, r in rest:
+        results[i] = await _against_existing(session, user, device_id, i, r, hashes[i], now, stored,
+                                             known.pop(r.id, None))
+
+    # 3. Cursor order: number what this batch stored under the per-site lock, then run the hooks.
+    if stored:
+        await lock_site(session, user.site_id)
+        top = (await session.execute(select(func.coalesce(func.max(Record.seq), 0))
+                                     .where(Record.site_id == user.site_id))).scalar_one()
+        seqs = {rid: top + n for n, rid in enumerate(sorted(stored), 1)}
+        await session.execute(update(table).where(table.c.id == bindparam("rid")).values(seq=bindparam("nseq"))
+                              .execution_options(synchronize_session=False),
+                              [{"rid": rid, "nseq": seq} for rid, seq in seqs.items()])
+        # A row this batch only inserted is exactly what was sent: build it instead of reading it back.
+        # Rows that were updated (by a later rev in this batch too) are read back.
+        changed_later = {r.id for i, r in rest if results[i].status in ("created", "updated")}
+        # (A plain namespace with the Record's attributes: hooks only read them, and building ORM objects
+        # through their instrumented __init__ costs more than the insert.)
+        records: dict[uuid.UUID, Any] = {row["id"]: SimpleNamespace(**{**row, "seq": seqs[row["id"]]})
+                                         for row in rows if row["id"] in inserted and row["id"] not in changed_later}
+        if reread := [rid for rid in stored if rid not in records]:
+            records.update({rec.id: rec for rec in (await session.execute(
+                select(Record).where(Record.id.in_(reread)).execution_options(populate_existing=True)
+            )).scalars()})
+        batch = [(records[rid], outcome) for rid, outcome in sorted(stored.items())]
+        for hook in hooks:
+            await hook(session, batch, now)
+        for i, r in good:
+            result = results[i]
+            if result is None or (result.status in ("created", "updated") and r.id in records):
+                rec = records[r.id]
+                status = "created" if result is None else result.status
+                results[i] = SyncResult(i, str(rec.id), status, rev=r.rev, receipt=rec.receipt,
+                                        received_at=rec.received_at)
+    return [results[i] for i in range(len(items))]
+
+
+async def _against_existing(session: AsyncSession, user: CurrentUser, device_id: str, index: int, item: RecordIn,
+                            digest: str, now: datetime, stored: dict[uuid.UUID, str], existing: Record | None
+                            ) -> SyncResult:
+    for attempt in range(3):  # a concurrent newer rev can slip in between the read and the conditional update
+        if attempt or existing is None:
+            existing = (await session.execute(select(Record).where(Record.id == item.id)
+                                              .execution_options(populate_existing=True))).scalar_one_or_none()
+        if existing is None:  # the row was inserted by a transaction that then rolled back: insert again
+            done = await session.execute(insert_for(session, Record.__table__)
+                                         .values(_new_row(user, device_id, item, digest, now))
+                                         .on_conflict_do_nothing(index_elements=["id"]).returning(Record.id))
+            if done.scalar_one_or_none() is not None:
+                stored[item.id] = "created"
+                return SyncResult(index, str(item.id), "created", rev=item.rev)
+            continue
+        if existing.site_id != user.site_id:  # a UUID clash with another site: never show their data
+            return SyncResult(index, str(item.id), "rejected", rev=item.rev, message="This record id is taken.",
+                              errors={"id": {"code": "taken", "message": "make a new id for this record"}})
+        if item.rev == existing.rev and digest == existing.content_hash:
+            return SyncResult(index, str(item.id), "duplicate", rev=existing.rev, receipt=existing.receipt,
+                              received_at=existing.received_at)
+        if item.rev <= existing.rev:
+            return SyncResult(index, str(item.id), "conflict", rev=existing.rev, server=record_out(existing),
+                              message="The server holds another version of this record.")
+        done = await session.execute(
+            update(Record).where(Record.id == item.id, Record.rev < item.rev).values(
+                rev=item.rev, data=item.data, content_hash=digest, form=item.form, form_version=item.form_version,
+                incident_id=item.incident_id, captured_at=item.captured_at, updated_at=now, device_id=device_id,
+                receipt=new_receipt(), source=item.source, sheet_id=item.sheet_id, sheet_row=item.sheet_row)
+            .returning(Record.id).execution_options(synchronize_session=False))
+        if done.scalar_one_or_none() is not None:
+            stored.setdefault(item.id, "updated")
+            return SyncResult(index, str(item.id), "updated", rev=item.rev)
+    raise Problem(503, "This record changed too often while storing; please retry.", headers={"Retry-After": "2"})
+
+
+@post("/api/sync", summary="Upload queued records; get per-record outcomes and changes since the cursor",
+      status_code=200)
+async def sync(request: Request[CurrentUser, str, Any], db: AsyncSession, data: SyncIn) -> SyncOut:
+    settings = request.app.state.settings
+    if len(data.records) > settings.sync_max_records:
+        raise Problem(413, f"Too many records in one batch: {len(data.records)}; send at most "
+                           f"{settings.sync_max_records} per request.", max_records=settings.sync_max_records)
+    now = await clock.now(request.app, db)
+    results = await store_batch(db, request.user, data.device_id, data.records,
+                                hooks=request.app.state.record_hooks, now=now)
+    changes, cursor, more = await changes_since(db, request.user, data.cursor)
+    # Committed by the request's transaction before the answer is sent: an acknowledged record is a committed one.
+    return SyncOut(results, [ChangeOut(**c) for c in changes], cursor, more, now)
+
+
+router = Router(path="/", route_handlers=[sync], tags=["sync"])
