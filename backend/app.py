@@ -59,8 +59,9 @@ RECORD_HOOKS: list[RecordHook] = [callbacks.on_records_stored, printing.on_recor
 SITE_SEEDERS: list[SiteSeeder] = [documents.seed_site]
 # Shipped data for every existing site, loaded by `migrate` and before `serve` listens.
 DEFAULT_LOADERS = [documents.load_defaults]
-# Outermost first: sync admission may answer (503) before a request is authenticated.
-MIDDLEWARE = [admission.sync_admission, auth.auth_middleware]
+# Outermost first. Admission runs inside authentication: it counts syncs per account, and a request with an
+# unknown token gets its 401 without waiting for a turn.
+MIDDLEWARE = [auth.auth_middleware, admission.sync_admission]
 
 
 async def provide_db(state: State) -> AsyncIterator[AsyncSession]:

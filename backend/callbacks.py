@@ -24,9 +24,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from . import clock, workers
 from .auth import CurrentUser, User, requires, site_names
-from .changes import add_change
-from .clock import parse_time
-from .db import INT32, Base, UTCDateTime, get_for_site, insert_for
+from .changes import add_personal_change
+from .clock import in_window, parse_time
+from .db import INT32, Base, UTCDateTime, get_for_site, has_nul, insert_for
 from .errors import Problem
 from .incidents import Incident
 from .notifications import notify
@@ -133,13 +133,17 @@ async def on_records_stored(session: AsyncSession, stored: list[tuple[Record, st
         announce.append((callback, "callback.updated"))
     await session.flush()
     for callback, kind in announce:
-        await add_change(session, callback.site_id, kind, str(callback.record_id), callback_out(callback))
+        await _announce(session, callback, kind, flush=False)
 
 
-async def _announce(session: AsyncSession, callback: Callback, kind: str) -> None:
-    """Devices learn of callback changes through the sync change feed; the owner's list refreshes."""
-    await session.flush()
-    await add_change(session, callback.site_id, kind, str(callback.record_id), callback_out(callback))
+async def _announce(session: AsyncSession, callback: Callback, kind: str, *, also: int | None = None,
+                    flush: bool = True) -> None:
+    """Devices learn of callback changes through the sync change feed: the owner's (and `also`, e.g. the previous
+    owner's) and the leads', never other agents' (a callback holds the caller's name and phone)."""
+    if flush:
+        await session.flush()
+    await add_personal_change(session, callback.site_id, kind, str(callback.record_id), callback_out(callback),
+                              {callback.owner_id} | ({also} if also else set()))
 
 
 # ---------------------------------------------------------------- overdue: notify the leads once
@@ -256,7 +260,7 @@ async def assign(request: Req, db: AsyncSession, callback_id: uuid.UUID, data: A
     previous = callback.owner_id
     now = await clock.now(request.app, db)
     callback.owner_id, callback.assigned_by, callback.assigned_at, callback.updated_at = owner.id, user.id, now, now
-    await _announce(db, callback, "callback.assigned")
+    await _announce(db, callback, "callback.assigned", also=previous)
     if previous != owner.id:
         known = await _known_incidents(db, {callback.incident_id} if callback.incident_id else set())
         incident_id, drill = _link(known, callback)
@@ -296,6 +300,11 @@ async def record_attempts(request: Req, db: AsyncSession, data: AttemptsIn) -> d
         except msgspec.ValidationError as exc:
             results.append({"index": index, "id": raw.get("id") if isinstance(raw, dict) else None,
                             "status": "rejected", "message": str(exc)})
+            continue
+        if not in_window(item.attempted_at) or has_nul(item.note):
+            # stored values only: a broken device clock or a NUL is this attempt's problem, not the batch's
+            results.append({"index": index, "id": str(item.id), "status": "rejected",
+                            "message": "attempted_at must be between 2000 and 2100 and the note plain text."})
             continue
         callback = await db.get(Callback, item.callback_id)
         if callback is None or callback.site_id != user.site_id or (

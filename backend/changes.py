@@ -16,12 +16,12 @@ import weakref
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, func, select, text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import documents
-from .auth import CurrentUser
+from .auth import RANK, ROLES, CurrentUser
 from .db import Base, UTCDateTime, is_postgresql, utcnow
 from .errors import Problem
 
@@ -36,6 +36,8 @@ class Change(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)  # None: everyone
+    # With user_id None: only this role and those above see it (callbacks carry callers' names and phones).
+    min_role: Mapped[str | None] = mapped_column(String(16), nullable=True)
     kind: Mapped[str] = mapped_column(String(64))
     ref: Mapped[str | None] = mapped_column(String(100), nullable=True)
     payload: Mapped[dict] = mapped_column(JSON)
@@ -58,13 +60,23 @@ async def lock_site(session: AsyncSession, site_id: int) -> None:
 
 
 async def add_change(session: AsyncSession, site_id: int, kind: str, ref: str | None, payload: dict[str, Any],
-                     user_id: int | None = None) -> Change:
-    """Not flushed here (the ORM batches the INSERTs at the next flush or commit); flush if you need .id."""
+                     user_id: int | None = None, *, min_role: str | None = None) -> Change:
+    """For one user (`user_id`), for a role and up (`min_role`), or for everyone at the site (neither).
+    Not flushed here (the ORM batches the INSERTs at the next flush or commit); flush if you need .id."""
     await lock_site(session, site_id)
-    change = Change(site_id=site_id, user_id=user_id, kind=kind, ref=None if ref is None else str(ref),
-                    payload=payload, created_at=func.now() if is_postgresql(session) else utcnow())
+    change = Change(site_id=site_id, user_id=user_id, min_role=min_role, kind=kind,
+                    ref=None if ref is None else str(ref), payload=payload,
+                    created_at=func.now() if is_postgresql(session) else utcnow())
     session.add(change)
     return change
+
+
+async def add_personal_change(session: AsyncSession, site_id: int, kind: str, ref: str, payload: dict[str, Any],
+                              user_ids: set[int]) -> None:
+    """A change about personal data (a caller's name and phone): for these users and for leads and up only."""
+    for user_id in sorted(user_ids):
+        await add_change(session, site_id, kind, ref, payload, user_id=user_id)
+    await add_change(session, site_id, kind, ref, payload, min_role="lead")
 
 
 def parse_cursor(raw: str | int | None) -> tuple[int | None, int | None]:
@@ -88,7 +100,9 @@ async def changes_since(session: AsyncSession, user: CurrentUser, raw_cursor: st
                                        .where(Change.site_id == site_id))).scalar_one()
     rows = (await session.execute(
         select(Change).where(Change.site_id == site_id, Change.id > after,
-                             (Change.user_id.is_(None)) | (Change.user_id == user.id))
+                             or_(Change.user_id == user.id,
+                                 and_(Change.user_id.is_(None),
+                                      or_(Change.min_role.is_(None), Change.min_role.in_(ROLES[:RANK[user.role] + 1])))))
         .order_by(Change.id).limit(CHANGES_PER_ANSWER + 1))).scalars().all()
     more = len(rows) > CHANGES_PER_ANSWER
     rows = rows[:CHANGES_PER_ANSWER]

@@ -8,7 +8,7 @@ database or the wall clock directly, so the manual clock reaches all of them.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,6 +45,18 @@ async def now(state: Any, session: AsyncSession | None) -> datetime:
     return await clock.now(session)
 
 
+# The dates a record, a callback attempt or a query may carry. Anything outside is a typo or a broken device
+# clock, and year 1 or 9999 with an offset cannot even be converted to UTC (OverflowError).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def in_window(value: datetime) -> bool:
+    """Is this aware date-time one the app stores (2000 to 2100)? Compared without converting, so the
+    extremes of the type answer False instead of raising."""
+    return EARLIEST <= value < LATEST
+
+
 def parse_time(value: Any) -> datetime | None:
     """An aware ISO 8601 date-time from a record's data ("…Z" too), else None."""
     if not isinstance(value, str):
@@ -53,4 +65,4 @@ def parse_time(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else None
+    return parsed if parsed.tzinfo and in_window(parsed) else None

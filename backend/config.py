@@ -23,6 +23,8 @@ class Settings(msgspec.Struct, frozen=True):
     sync_max_records: int
     sync_concurrency: int
     sync_wait_seconds: float
+    sync_body_seconds: float
+    sync_per_user: int
     run_workers: bool
 
 
@@ -51,6 +53,8 @@ def load_settings(**overrides: object) -> Settings:
         "sync_max_records": int(env.get("OUTAGE_SYNC_MAX_RECORDS", "500")),
         "sync_concurrency": int(env.get("OUTAGE_SYNC_CONCURRENCY", "8")),
         "sync_wait_seconds": float(env.get("OUTAGE_SYNC_WAIT_SECONDS", "10")),
+        "sync_body_seconds": float(env.get("OUTAGE_SYNC_BODY_SECONDS", "15")),
+        "sync_per_user": int(env.get("OUTAGE_SYNC_PER_USER", "2")),
         "run_workers": env.get("OUTAGE_RUN_WORKERS", "1") != "0",
     }
     values.update(overrides)

@@ -17,6 +17,18 @@ from .errors import Problem
 
 T = TypeVar("T")
 INT32 = 2_147_483_647  # the largest id an integer column holds: anything bigger is bad input, never a lookup
+JSON_INT = 2**53 - 1  # the largest integer a JSON value keeps exactly everywhere (JavaScript numbers included)
+
+
+def has_nul(value: Any) -> bool:
+    """Does any text in this JSON-like value hold a NUL? PostgreSQL cannot store one in text or JSON."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
 
 # Stable constraint names so Alembic autogenerate and batch mode on SQLite agree.
 NAMING = {
@@ -81,6 +93,13 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
+        @event.listens_for(engine.sync_engine, "handle_error")
+        def _read_only_is_a_dead_connection(context: Any) -> None:
+            # A connection opened while the file was read-only stays read-only for its whole life, even after
+            # the disk is writable again: treat it as broken, so the pool opens a fresh one on the next try.
+            if "readonly" in str(context.original_exception).replace(" ", "").lower():
+                context.is_disconnect = True
 
         return engine
     kwargs.setdefault("pool_size", 10)

@@ -3,15 +3,19 @@ against and the print view lays out."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import documents
+from .clock import in_window
+from .db import JSON_INT
 
 router = documents.make_router("form", "/api/forms", "forms")
+MAX_TEXT = 20_000  # characters in any one text value, whatever the form says: bounds the work per field
+
+
 _definitions: dict[tuple[int, str, int], dict[str, Any]] = {}
 
 
@@ -37,7 +41,8 @@ MESSAGES = {
     "choice": "Not one of the choices: {choices}.",
     "min": "Must be at least {min}.",
     "max": "Must be at most {max}.",
-    "datetime": "Must be a date and time with a timezone, e.g. 2026-11-23T14:05:00+08:00.",
+    "datetime": "Must be a date and time with a timezone between 2000 and 2100, e.g. 2026-11-23T14:05:00+08:00.",
+    "text": "Must be text without control characters.",
 }
 
 
@@ -54,17 +59,22 @@ def _check(field: dict[str, Any], value: Any) -> dict[str, Any] | None:
     if kind in ("text", "textarea", "tel"):
         if not isinstance(value, str):
             return _error("type", expected="string")
-        if field.get("max_length") and len(value) > field["max_length"]:
-            return _error("max_length", max_length=field["max_length"])
-        if field.get("pattern") and not re.fullmatch(field["pattern"], value):
+        if "\x00" in value:
+            return {**_error("type", expected="string"), "message": MESSAGES["text"]}
+        limit = min(field.get("max_length") or MAX_TEXT, MAX_TEXT)
+        if len(value) > limit:
+            return _error("max_length", max_length=limit)
+        if field.get("pattern") and not documents.compile_pattern(field["pattern"]).fullmatch(value):
             return _error("pattern")
     elif kind == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
             return _error("type", expected="integer")
-        if field.get("min") is not None and value < field["min"]:
-            return _error("min", min=field["min"])
-        if field.get("max") is not None and value > field["max"]:
-            return _error("max", max=field["max"])
+        low = field["min"] if field.get("min") is not None else -JSON_INT
+        high = field["max"] if field.get("max") is not None else JSON_INT
+        if value < low:
+            return _error("min", min=low)
+        if value > high:
+            return _error("max", max=high)
     elif kind == "boolean":
         if not isinstance(value, bool):
             return _error("type", expected="boolean")
@@ -79,7 +89,7 @@ def _check(field: dict[str, Any], value: Any) -> dict[str, Any] | None:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return _error("datetime")
-        if parsed.tzinfo is None:
+        if parsed.tzinfo is None or not in_window(parsed):
             return _error("datetime")
     return None
 

@@ -87,9 +87,10 @@ def sheet_origin(sheet_id: str) -> str:
     return "server" if sheet_id[7] in DIGITS else "device"
 
 
-def paper_record_id(sheet_id: str, row: int) -> uuid.UUID:
-    """The record id of row ``row`` of a paper sheet: typing the same row twice gives the same record."""
-    return uuid.uuid5(PAPER_NAMESPACE, f"{sheet_id}:{row}")
+def paper_record_id(site_slug: str, sheet_id: str, row: int) -> uuid.UUID:
+    """The record id of row ``row`` of a paper sheet of a site: typing the same row twice gives the same record.
+    The site is part of it, so another site typing (or guessing) our sheet's ID never takes our row's id."""
+    return uuid.uuid5(PAPER_NAMESPACE, f"{site_slug}:{sheet_id}:{row}")
 
 
 def qr_svg(sheet_id: str) -> str:

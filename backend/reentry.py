@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import clock, documents
 from .auth import CurrentUser, requires, site_names
 from .callbacks import CALLBACK_FORM, IncidentRef
-from .changes import add_change
+from .changes import add_personal_change
 from .errors import Problem
 from .records import Record
 
@@ -63,8 +63,9 @@ async def mark_reentry(request: Req, db: AsyncSession, data: ReentryIn) -> dict[
         record.crm_ref = None if data.status == "pending" else crm_ref
         record.reentered_by = None if data.status == "pending" else user.id
         record.reentered_at = None if data.status == "pending" else now
-        await add_change(db, user.site_id, "record.status", str(record.id),
-                         {"id": str(record.id), "reentry_status": record.reentry_status, "crm_ref": record.crm_ref})
+        await add_personal_change(db, user.site_id, "record.status", str(record.id),
+                                  {"id": str(record.id), "reentry_status": record.reentry_status,
+                                   "crm_ref": record.crm_ref}, {record.agent_id})
         updated.append(str(record.id))
     body = {"updated": updated, "errors": errors, "counts": await reentry_counts(db, user.site_id)}
     if errors and not updated:
@@ -120,6 +121,16 @@ META = [("id", "记录编号", "Record ID"), ("receipt", "回执", "Receipt"), (
 STATUS_TEXT = {"pending": "待录入 pending", "reentered": "已录入 re-entered", "closed": "已关闭 closed"}
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what Excel and WPS would run as a formula (CSV injection)
+
+
+def csv_safe(text: Any) -> str:
+    """A cell as text that a spreadsheet shows and never evaluates: one leading apostrophe (which Excel and
+    WPS hide) before anything that would start a formula; phone numbers like "+86 137…" stay as typed."""
+    text = "" if text is None else str(text)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def _cell(field: dict[str, Any], value: Any) -> str:
     """What a person re-typing into the CRM wants to see: labels, not codes."""
     if value is None:
@@ -156,7 +167,8 @@ async def export_csv(request: Req, db: AsyncSession, form: str = CALLBACK_FORM,
     names = await site_names(db, user.site_id)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([f"{f['label']['zh-CN']} {f['label']['en']}" for f in fields] + [f"{zh} {en}" for _, zh, en in META])
+    writer.writerow([csv_safe(f"{f['label']['zh-CN']} {f['label']['en']}") for f in fields]
+                    + [f"{zh} {en}" for _, zh, en in META])
     for r in records:
         meta = {"id": str(r.id), "receipt": r.receipt, "source": r.source, "sheet_id": r.sheet_id or "",
                 "sheet_row": r.sheet_row or "", "agent": names.get(r.agent_id, r.agent_id),
@@ -164,7 +176,8 @@ async def export_csv(request: Req, db: AsyncSession, form: str = CALLBACK_FORM,
                 "incident_id": r.incident_id or "", "reentry_status": STATUS_TEXT.get(r.reentry_status, r.reentry_status),
                 "crm_ref": r.crm_ref or "", "reentered_by": names.get(r.reentered_by, "") if r.reentered_by else "",
                 "reentered_at": r.reentered_at.isoformat() if r.reentered_at else ""}
-        writer.writerow([_cell(f, (r.data or {}).get(f["name"])) for f in fields] + [meta[k] for k, _, _ in META])
+        writer.writerow([csv_safe(_cell(f, (r.data or {}).get(f["name"]))) for f in fields]
+                        + [csv_safe(meta[k]) for k, _, _ in META])
     filename = f"{form}-records.csv"
     return Response(b"\xef\xbb\xbf" + out.getvalue().encode("utf-8"), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})

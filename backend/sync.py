@@ -30,7 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import clock, forms
 from .auth import CurrentUser
 from .changes import changes_since, lock_site
-from .db import insert_for
+from .clock import in_window
+from .db import INT32, insert_for
 from .errors import Problem
 from .printing import normalize_sheet_id, paper_record_id
 from .records import Record, RecordOut, record_out
@@ -38,18 +39,19 @@ from .records import Record, RecordOut, record_out
 RecordHook = Callable[[AsyncSession, list[tuple[Any, str]], datetime], Awaitable[None]]
 
 
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
+Int32 = Annotated[int, msgspec.Meta(ge=1, le=INT32)]
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class RecordIn(msgspec.Struct, forbid_unknown_fields=True):
     id: uuid.UUID
     form: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-    form_version: Annotated[int, msgspec.Meta(ge=1)]
+    form_version: Int32
     captured_at: AwareTime
     rev: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
     data: dict[str, Any]
-    incident_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    incident_id: Int32 | None = None
     source: Literal["device", "paper"] = "device"
     sheet_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     sheet_row: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
@@ -111,7 +113,7 @@ def new_receipt() -> str:
 
 # ---------------------------------------------------------------- storing
 
-def _parse(index: int, raw: Any) -> RecordIn | SyncResult:
+def _parse(index: int, raw: Any, site_slug: str) -> RecordIn | SyncResult:
     raw_id = raw.get("id") if isinstance(raw, dict) else None
     shown_id = str(raw_id)[:100] if raw_id is not None else None
     try:
@@ -121,25 +123,30 @@ def _parse(index: int, raw: Any) -> RecordIn | SyncResult:
         path = where.group(1) if where else "_"
         return SyncResult(index, shown_id, "rejected", message=f"This record is malformed: {exc}",
                           errors={path: {"code": "malformed", "message": str(exc)}})
+    if not in_window(item.captured_at):
+        return SyncResult(index, str(item.id), "rejected", rev=item.rev,
+                          message="captured_at is not a plausible time (the device's clock?).",
+                          errors={"captured_at": {"code": "datetime", "message": "must be between 2000 and 2100"}})
     if (item.source == "paper") != (item.sheet_id is not None and item.sheet_row is not None):
         return SyncResult(index, str(item.id), "rejected", rev=item.rev,
                           message="A paper record needs sheet_id and sheet_row, a device record neither.",
                           errors={"source": {"code": "paper", "message": "source 'paper' goes with sheet_id and "
                                                                         "sheet_row"}})
     if item.source == "paper":
-        return _check_paper(index, item)
+        return _check_paper(index, item, site_slug)
     return item
 
 
-def _check_paper(index: int, item: RecordIn) -> RecordIn | SyncResult:
-    """A paper row's id must be the one derived from its sheet ID and row: only then is typing the same row
-    twice, on any device, the same record (a made-up id would let one paper row become two records)."""
+def _check_paper(index: int, item: RecordIn, site_slug: str) -> RecordIn | SyncResult:
+    """A paper row's id must be the one derived from the site, its sheet ID and row: only then is typing the
+    same row twice, on any device of the site, the same record (a made-up id would let one paper row become two
+    records), and another site can never take the id of one of ours."""
     sheet_id = normalize_sheet_id(item.sheet_id or "")
     if sheet_id is None:
         return SyncResult(index, str(item.id), "rejected", rev=item.rev,
                           message="This is not a valid sheet ID (see the top right corner of the paper sheet).",
                           errors={"sheet_id": {"code": "sheet_id", "message": "not a valid sheet ID"}})
-    if item.id != paper_record_id(sheet_id, item.sheet_row or 0):
+    if item.id != paper_record_id(site_slug, sheet_id, item.sheet_row or 0):
         return SyncResult(index, str(item.id), "rejected", rev=item.rev,
                           message="A paper record's id must be derived from its sheet ID and row number.",
                           errors={"id": {"code": "paper_id", "message": "id does not match sheet_id and sheet_row"}})
@@ -187,7 +194,7 @@ async def store_batch(session: AsyncSession, user: CurrentUser, device_id: str, 
                       hooks: Sequence[RecordHook], now: datetime) -> list[SyncResult]:
     """Store a batch idempotently and return one result per record, in order; run `hooks` once on what was
     created or updated, in the same transaction. Does not commit."""
-    items = await _validate(session, user.site_id, [_parse(i, raw) for i, raw in enumerate(raw_records)])
+    items = await _validate(session, user.site_id, [_parse(i, raw, user.site_slug) for i, raw in enumerate(raw_records)])
     results: dict[int, SyncResult] = {i: r for i, r in enumerate(items) if isinstance(r, SyncResult)}
     good = [(i, r) for i, r in enumerate(items) if isinstance(r, RecordIn)]
     if not good:
@@ -273,7 +280,9 @@ async def _against_existing(session: AsyncSession, user: CurrentUser, device_id:
                 stored[item.id] = "created"
                 return SyncResult(index, str(item.id), "created", rev=item.rev)
             continue
-        if existing.site_id != user.site_id:  # a UUID clash with another site: never show their data
+        if existing.site_id != user.site_id or (user.role == "agent" and existing.agent_id != user.id):
+            # Another site's record (a UUID clash), or another agent's: sync applies the rules of
+            # GET /api/records/{id}, so nothing about it is shown or changed, not even that it differs.
             return SyncResult(index, str(item.id), "rejected", rev=item.rev, message="This record id is taken.",
                               errors={"id": {"code": "taken", "message": "make a new id for this record"}})
         if item.rev == existing.rev and digest == existing.content_hash:

@@ -108,7 +108,7 @@ def test_transcribe_a_paper_sheet_row_twice_makes_one_record(live_server, team, 
     page.screenshot(path=artifacts / "transcribe-conflict.png", full_page=True)
     page.click(".tr-conflict button:text('保留原来的')")
 
-    rid = str(paper_record_id(sheet_id, 1))
+    rid = str(paper_record_id(team["site"], sheet_id, 1))
     records = wait_until(lambda: api(live_server, team, "lead", "GET", f"/api/records?sheet_id={sheet_id}")["items"])
     assert [(r["id"], r["sheet_row"], r["source"], r["data"]["caller_name"], r["incident_id"]) for r in records] == \
         [(rid, 1, "paper", "孙七", incident["id"])]
@@ -140,7 +140,7 @@ def test_transcribe_offline_a_sheet_printed_offline(live_server, team, new_conte
     context.set_offline(False)
     page.evaluate("window.dispatchEvent(new CustomEvent('od:online'))")
     records = wait_until(lambda: api(live_server, team, "lead", "GET", f"/api/records?sheet_id={sheet_id}")["items"])
-    assert [(r["id"], r["source"]) for r in records] == [(str(paper_record_id(sheet_id, 1)), "paper")]
+    assert [(r["id"], r["source"]) for r in records] == [(str(paper_record_id(team["site"], sheet_id, 1)), "paper")]
     known = api(live_server, team, "agent", "GET", f"/api/print/sheets/{sheet_id}")
     assert known["known"] is True and known["origin"] == "device" and known["form"] == "call-record"
 

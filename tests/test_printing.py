@@ -51,8 +51,9 @@ def test_server_and_device_sheet_ids_never_share_a_space():
 
 def test_paper_record_id_is_uuid5_of_sheet_and_row():
     sheet_id = "261123-0K7Q2M-" + check_char("2611230K7Q2M")
-    assert paper_record_id(sheet_id, 3) == uuid.uuid5(printing.PAPER_NAMESPACE, f"{sheet_id}:3")
-    assert paper_record_id(sheet_id, 3) != paper_record_id(sheet_id, 4)
+    assert paper_record_id("bj-01", sheet_id, 3) == uuid.uuid5(printing.PAPER_NAMESPACE, f"bj-01:{sheet_id}:3")
+    assert paper_record_id("bj-01", sheet_id, 3) != paper_record_id("bj-01", sheet_id, 4)
+    assert paper_record_id("bj-01", sheet_id, 3) != paper_record_id("sh-02", sheet_id, 3)  # one site's rows only
 
 
 # ---------------------------------------------------------------- API
@@ -237,12 +238,12 @@ def test_paper_row_id_matches_python_uuid5(live_server, new_context):
     got = page.evaluate("""async (sheetId) => {
         const m = await import('/static/sheets.js');
         const ids = [];
-        for (const row of [1, 2, 17, 100]) ids.push(await m.paperRecordId(sheetId, row));
+        for (const row of [1, 2, 17, 100]) ids.push(await m.paperRecordId('bj-01', sheetId, row));
         const device = m.deviceSheetId(new Date(2026, 10, 23));
         return {ids, normalized: m.normalizeSheetId(sheetId.toLowerCase().replaceAll('-', ' ')), device,
                 deviceOk: m.normalizeSheetId(device), bad: m.normalizeSheetId(sheetId.slice(0, -1) + (sheetId.endsWith('0') ? '1' : '0'))};
     }""", sheet_id)
-    assert got["ids"] == [str(paper_record_id(sheet_id, row)) for row in (1, 2, 17, 100)]
+    assert got["ids"] == [str(paper_record_id("bj-01", sheet_id, row)) for row in (1, 2, 17, 100)]
     assert got["normalized"] == sheet_id
     assert got["deviceOk"] == got["device"] and normalize_sheet_id(got["device"]) == got["device"]
     assert printing.sheet_origin(got["device"]) == "device" and got["device"].startswith("261123-")

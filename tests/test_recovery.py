@@ -271,7 +271,7 @@ async def test_csv_export_is_utf8_with_bom_and_chinese_survives(client, site):
 
 async def test_the_same_paper_row_transcribed_twice_is_one_record(client, db, site):
     sheet = make_sheet_id("261120")
-    rid = paper_record_id(sheet, 3)
+    rid = paper_record_id(site.slug, sheet, 3)
     row = record(call(name="赵六"), rid=rid, source="paper", sheet_id=sheet, sheet_row=3)
     first = await sync(client, site, [row])
     # typed again on another phone by another agent: same id, same content
@@ -331,7 +331,7 @@ async def test_report_figures_of_a_scripted_incident(client, db, site):
     c = record(call(name="丙", due=at(130)), incident_id=incident_id)  # only a no-answer: open, overdue
     d = record(call(name="丁", promised=False), incident_id=incident_id)
     sheet = make_sheet_id("261120")
-    e = record(call(name="戊", due=at(125)), rid=paper_record_id(sheet, 1), incident_id=incident_id,
+    e = record(call(name="戊", due=at(125)), rid=paper_record_id(site.slug, sheet, 1), incident_id=incident_id,
                source="paper", sheet_id=sheet, sheet_row=1)  # paper; reached at 100 but wrong number: made, on time
     other = record(call(name="别的事件"))  # not this incident
     assert {r["status"] for r in await sync(client, site, [log, a, b, c, d, e, other])} == {"created"}

@@ -161,7 +161,7 @@ async def test_same_id_twice_in_one_batch(client, db, site):
 
 async def test_paper_rows_are_idempotent_by_their_deterministic_id(client, db, site):
     sheet = make_sheet_id("261123")
-    rid = str(paper_record_id(sheet, 3))
+    rid = str(paper_record_id(site.slug, sheet, 3))
     paper = {**record(3, rid=rid), "source": "paper", "sheet_id": sheet.lower(), "sheet_row": 3}
     assert (await sync(client, site, [paper], role="lead"))["results"][0]["status"] == "created"
     assert (await sync(client, site, [paper], role="lead"))["results"][0]["status"] == "duplicate"
