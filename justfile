@@ -3,6 +3,7 @@ set dotenv-load := false
 
 venv := ".venv"
 py := venv / "bin/python"
+py_dirs := "backend tests bench migrations"
 
 # Show the recipes
 default:
@@ -52,9 +53,19 @@ migrate: install
 migration NAME: install
     {{py}} -m alembic revision --autogenerate -m "{{NAME}}" --rev-id "$(date +%Y%m%d)_$(date +%H%M%S)"
 
-# Lint the Python code
+# Lint: ruff check, ruff format --check and mypy backend (runs all three, fails if any fails)
 lint: install
-    {{py}} -m ruff check backend tests bench migrations
+    #!/usr/bin/env bash
+    status=0
+    {{py}} -m ruff check {{py_dirs}} || status=1
+    {{py}} -m ruff format --check --output-format concise {{py_dirs}} || status=1
+    {{py}} -m mypy backend || status=1
+    exit $status
+
+# Format the Python code: sort imports (ruff's I rules) and ruff format
+fmt: install
+    {{py}} -m ruff check --select I --fix {{py_dirs}}
+    {{py}} -m ruff format {{py_dirs}}
 
 # Run the benchmarks and print their table
 bench *args: install
