@@ -24,6 +24,7 @@ install:
     {{py}} -m pip install --quiet --upgrade pip
     {{py}} -m pip install --quiet --require-hashes -r {{lock_file}}
     {{py}} -m pip install --quiet --no-deps --no-build-isolation -e .
+    if ! broken="$({{py}} -m pip check)"; then printf '%s\nrequirements.lock does not satisfy pyproject.toml: run just lock\n' "$broken" >&2; exit 1; fi
     printf '%s\n' "$want" > {{stamp}}
 
 # Re-pin every Python dependency (runtime, test extra, build backend) with hashes in requirements.lock: just lock [--upgrade]
