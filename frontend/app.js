@@ -1,6 +1,6 @@
 // Boot: service worker, language, online indicator, routes. Each screen module registers itself.
 import { session } from "./api.js";
-import { addStrings, lang, setLang, t } from "./i18n.js";
+import { lang, setLang, t } from "./i18n.js";
 import { checkOnline, net as netState, setOnline } from "./net.js";
 import { match, navigate, renderTabs } from "./router.js";
 import { h, mount } from "./ui.js";
@@ -20,8 +20,6 @@ import "./screens/transcribe.js";
 const view = document.getElementById("view");
 const net = document.getElementById("net");
 const langButton = document.getElementById("lang");
-
-addStrings({ "zh-CN": { "notfound": "找不到这个页面" }, en: { "notfound": "Page not found" } });
 
 function applyLanguage() {
   document.documentElement.lang = lang();

@@ -1,15 +1,8 @@
 // App updates: when a new service worker (a new build) is waiting, offer "reload". Nothing reloads by itself:
 // the agent may be mid-call with a half-filled form. On tap, unsent work is flushed first
 // (window.odBeforeReload, set by the outbox; returning false cancels), then the new worker takes over.
-import { addStrings, t } from "./i18n.js";
+import { t } from "./i18n.js";
 import { h } from "./ui.js";
-
-addStrings({
-  "zh-CN": { "update.available": "应用有新版本。", "update.reload": "重新加载", "update.later": "稍后",
-    "update.safe": "未发送的记录会先保存，不会丢失。" },
-  en: { "update.available": "A new version of the app is ready.", "update.reload": "Reload", "update.later": "Later",
-    "update.safe": "Unsent records are kept; nothing is lost." },
-});
 
 const CHECK_EVERY_MS = 30 * 60 * 1000;
 let userAskedReload = false;

@@ -2,7 +2,7 @@
 // (Web Locks), retrying with capped exponential backoff and full jitter so hundreds of devices coming
 // back at once don't stampede. The page does the uploads; the service worker only wakes it (sw/sync.js).
 import { api, ApiError, session } from "./api.js";
-import { addStrings, t } from "./i18n.js";
+import { t } from "./i18n.js";
 import { checkOnline, net } from "./net.js";
 import * as store from "./store.js";
 import { toast } from "./ui.js";
@@ -11,26 +11,6 @@ export const BATCH = 100;
 const BASE_MS = 2000;
 const CAP_MS = 5 * 60 * 1000;
 const TICK_MS = 30 * 1000;
-
-addStrings({
-  "zh-CN": {
-    "sync.exported": "有 {n} 条未上传记录，已导出为文件（JSON 和 CSV）。记录仍保存在本机。",
-    "sync.busy": "另一个窗口正在上传",
-    "sync.why.network": "无法连接服务器", "sync.why.database": "服务器的数据库暂时不可用（{status}）",
-    "sync.why.busy": "服务器正忙，很多设备在同时上传（{status}）", "sync.why.unavailable": "服务器暂时不可用（{status}）",
-    "sync.why.tooLarge": "记录太大，服务器无法接收（{status}）", "sync.why.login": "登录已过期，需要重新登录后才能上传",
-    "sync.why.server": "服务器出错（{status}）", "sync.why.detail": "服务器说明：{detail}",
-  },
-  en: {
-    "sync.exported": "{n} unsent records were exported to files (JSON and CSV). They stay on this device too.",
-    "sync.busy": "Another tab is uploading",
-    "sync.why.network": "Cannot reach the server", "sync.why.database": "The server's database is unavailable ({status})",
-    "sync.why.busy": "The server is busy with many devices uploading ({status})",
-    "sync.why.unavailable": "The server is unavailable ({status})",
-    "sync.why.tooLarge": "Too large for the server to accept ({status})", "sync.why.login": "Your login has expired: log in again to upload",
-    "sync.why.server": "Server error ({status})", "sync.why.detail": "Server says: {detail}",
-  },
-});
 
 // Why an upload failed: a code the screens translate when they draw (the language may change later), the
 // HTTP status (0: no answer), and the server's own words (problem detail, English) as secondary text.

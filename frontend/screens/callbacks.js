@@ -2,32 +2,11 @@
 // saved list) and record each try with one tap; tries made offline wait on the device and are sent with
 // their own ids, so sending one twice is harmless. Leads see everyone's and assign them.
 import { api, ApiError, session } from "../api.js";
-import { addStrings, lang, t } from "../i18n.js";
+import { lang, t } from "../i18n.js";
 import { net } from "../net.js";
 import { route, tab } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 import { homeAction } from "./home.js";
-
-addStrings({
-  "zh-CN": {
-    "nav.callbacks": "回拨", "cb.title": "回拨清单", "cb.mine": "我的", "cb.all": "全部", "cb.none": "没有待回拨的电话。",
-    "cb.due": "最晚 {time}", "cb.overdue": "已超时", "cb.attempts": "已拨 {n} 次", "cb.owner": "负责人",
-    "cb.reached": "已接通", "cb.no_answer": "无人接听", "cb.wrong_number": "号码错误", "cb.resolved": "已解决",
-    "cb.status.open": "待回拨", "cb.status.trying": "回拨中", "cb.status.done": "已完成", "cb.status.failed": "号码错误",
-    "cb.status.cancelled": "已取消", "cb.saved": "已记录：{outcome}", "cb.queued": "{n} 次回拨结果等待上传",
-    "cb.offline": "离线：显示 {time} 保存的清单", "cb.assigned": "已改派给 {name}", "cb.print": "打印回拨清单",
-    "cb.showDone": "显示已完成",
-  },
-  en: {
-    "nav.callbacks": "Callbacks", "cb.title": "Callbacks", "cb.mine": "Mine", "cb.all": "Everyone's",
-    "cb.none": "No callbacks waiting.", "cb.due": "By {time}", "cb.overdue": "Overdue", "cb.attempts": "{n} tries",
-    "cb.owner": "Owner", "cb.reached": "Reached", "cb.no_answer": "No answer", "cb.wrong_number": "Wrong number",
-    "cb.resolved": "Resolved", "cb.status.open": "To call", "cb.status.trying": "Trying", "cb.status.done": "Done",
-    "cb.status.failed": "Wrong number", "cb.status.cancelled": "Cancelled", "cb.saved": "Saved: {outcome}",
-    "cb.queued": "{n} callback results waiting to upload", "cb.offline": "Offline: the list as saved at {time}",
-    "cb.assigned": "Assigned to {name}", "cb.print": "Print the callback list", "cb.showDone": "Show done ones",
-  },
-});
 
 const OUTCOMES = ["reached", "no_answer", "wrong_number", "resolved"];
 const QUEUE = "od.cb.attempts"; // attempts not yet acknowledged by the server

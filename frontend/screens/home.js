@@ -1,6 +1,6 @@
 // Home: who is logged in, and the big buttons for the first minute of an outage.
 import { api, session } from "../api.js";
-import { addStrings, t } from "../i18n.js";
+import { t } from "../i18n.js";
 import { navigate, route, tab } from "../router.js";
 import { h, mount } from "../ui.js";
 
@@ -11,7 +11,6 @@ export function homeAction(entry) {
   actions.sort((a, b) => (a.order ?? 50) - (b.order ?? 50));
 }
 
-addStrings({ "zh-CN": {}, en: {} });
 tab({ href: "#/", label: () => t("nav.home"), icon: "⌂", order: 0 });
 
 route("#/", async (view) => {
