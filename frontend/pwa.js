@@ -1,7 +1,8 @@
 // App updates: when a new service worker (a new build) is waiting, offer "reload". Nothing reloads by itself:
-// the agent may be mid-call with a half-filled form. On tap, unsent work is flushed first
-// (window.odBeforeReload, set by the outbox; returning false cancels), then the new worker takes over.
+// the agent may be mid-call with a half-filled form. On tap, unsent work is flushed first (window.odBeforeReload,
+// a hook for whoever holds unsent work; returning false cancels), then the new worker takes over.
 import { t } from "./i18n.js";
+import { on } from "./events.js";
 import { h } from "./ui.js";
 
 const CHECK_EVERY_MS = 30 * 60 * 1000;
@@ -40,11 +41,14 @@ function watch(registration) {
   track(registration.installing);
   registration.addEventListener("updatefound", () => track(registration.installing));
   const check = () => registration.update().catch(() => {});
-  window.addEventListener("od:online", check);
+  on("online", check);
   setInterval(check, CHECK_EVERY_MS);
 }
 
-if ("serviceWorker" in navigator) {
+// Register the service worker and watch for new builds.
+export function start() {
+  if (!("serviceWorker" in navigator)) return;
+  navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch((e) => console.warn("service worker", e));
   // The first install also changes the controller (clients.claim): only a tapped "reload" reloads.
   navigator.serviceWorker.addEventListener("controllerchange", () => { if (userAskedReload) location.reload(); });
   navigator.serviceWorker.ready.then(watch);

@@ -8,7 +8,8 @@ import { navigate, route } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 import { defaults, renderForm } from "../formview.js";
 import * as store from "../store.js";
-import { listenWhile, requestSync } from "../sync.js";
+import { onWhile } from "../events.js";
+import { requestSync } from "../sync.js";
 import { homeAction } from "./home.js";
 
 homeAction({ href: "#/forms/call-record", label: () => t("rec.home"), kind: "primary", order: 1 });
@@ -130,11 +131,11 @@ function showForm(view, definition, record, { fresh }) {
   refreshCounts();
   // Leaving mid-typing (another screen, tab closed): save the last keystrokes now, not after the debounce.
   const flush = () => { if (timer) { clearTimeout(timer); timer = null; autosave(); } };
-  // Not listenWhile: the next screen is already mounted when these fire. A flush with no pending save is a no-op.
+  // Not onWhile: the next screen is already mounted when these fire. A flush with no pending save is a no-op.
   window.addEventListener("hashchange", flush, { once: true });
   window.addEventListener("pagehide", flush, { once: true });
-  listenWhile(element, "od:store", refreshCounts);
-  listenWhile(element, "od:persist", refreshCounts);
+  onWhile(element, "store", refreshCounts);
+  onWhile(element, "persist", refreshCounts);
   if (fresh) {
     const first = definition.fields.find((f) => f.required && values[f.name] === undefined);
     if (first && session.user) element.querySelector(`[name="${first.name}"]`)?.focus({ preventScroll: true });

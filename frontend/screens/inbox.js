@@ -1,6 +1,8 @@
 // Inbox: every notification this user got (escalations, declarations, alert levels), whether or not a
 // push reached the phone, and the switch that turns Web Push on for this device (from a tap).
-import { api, session } from "../api.js";
+import { api } from "../api.js";
+import { emit } from "../events.js";
+import * as readCache from "../offline.js";
 import { lang, pick, t } from "../i18n.js";
 import { disablePush, enablePush, pushPermission, pushSubscribed, refreshUnread, setUnread } from "../push.js";
 import { navigate, route, tab, whileOnRoute } from "../router.js";
@@ -8,23 +10,12 @@ import { formatTime, h, mount, toast } from "../ui.js";
 
 tab({ href: "#/inbox", label: () => t("nav.inbox"), icon: "✉", order: 30 });
 
-const CACHE = "od.inbox";
 let pushError = null; // the last failed attempt to turn push on, shown until one succeeds
 
-function cacheKey() {
-  return `${CACHE}.${session.user?.id}`;
-}
-
+// Live, else this user's saved copy: {data, offline: iso | null}.
 async function loadInbox() {
-  try {
-    const data = await api("/api/inbox?limit=100", { cache: "no-store" });
-    localStorage.setItem(cacheKey(), JSON.stringify({ at: new Date().toISOString(), data }));
-    return { data, offline: null };
-  } catch (error) {
-    const saved = JSON.parse(localStorage.getItem(cacheKey()) || "null");
-    if (!saved) throw error;
-    return { data: saved.data, offline: saved.at };
-  }
+  const { data, savedAt } = await readCache.read("/api/inbox?limit=100");
+  return { data, offline: savedAt };
 }
 
 async function pushCard() {
@@ -65,7 +56,7 @@ async function pushCard() {
     } }, t("push.disable")));
   }
   buttons.append(h("button", { type: "button", id: "push-test", onclick: async () => {
-    try { await api("/api/push/test", { method: "POST" }); toast(t("push.tested")); window.dispatchEvent(new Event("od:inbox")); } catch (error) { toast(error.message, "error"); }
+    try { await api("/api/push/test", { method: "POST" }); toast(t("push.tested")); emit("inbox"); } catch (error) { toast(error.message, "error"); }
   } }, t("push.test")));
   card.append(status, buttons);
   return card;
@@ -116,5 +107,5 @@ route("#/inbox", async (view) => {
   await render(view);
   // Live while on screen: a new notification (push message or a poll) redraws the list.
   const again = () => { if (location.hash === "#/inbox" && view.isConnected) render(view).catch(() => {}); };
-  whileOnRoute("#/inbox", again, { every: 10000, events: ["od:notification", "od:inbox"] });
+  whileOnRoute("#/inbox", again, { every: 10000, topics: ["notification", "inbox"] });
 });

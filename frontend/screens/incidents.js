@@ -1,11 +1,12 @@
 // Incidents: the list (and declaring one from a playbook, lead+), and one incident live: status, drill
 // label, playbook steps with who ticked them, the escalation ladder, notes, the timeline, and the
-// ack / recovered / resolve buttons the server says this user may use. The last state fetched is kept on
-// the device, so the screens still show something useful offline.
+// ack / recovered / resolve buttons the server says this user may use. The last state fetched is kept in
+// this user's offline cache (offline.js), so the screens still show something useful offline.
 import { api, session } from "../api.js";
+import { emit } from "../events.js";
 import { loadContent } from "../content.js";
+import * as readCache from "../offline.js";
 import { lang, pick, t } from "../i18n.js";
-import "../push.js";
 import { navigate, route, tab, whileOnRoute } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 import { homeAction } from "./home.js";
@@ -30,27 +31,10 @@ const roleNames = (roles) => roles.map((r) => t(`role.${r}`)).join("、");
 
 // ---------------------------------------------------------------- the device's saved copy
 
-function saveCopy(key, data) {
-  try {
-    localStorage.setItem(`od.inc.${session.user?.id}.${key}`, JSON.stringify({ at: new Date().toISOString(), data }));
-  } catch { /* storage full: the live view still works */ }
-}
-
-function savedCopy(key) {
-  try { return JSON.parse(localStorage.getItem(`od.inc.${session.user?.id}.${key}`) || "null"); } catch { return null; }
-}
-
-// The server's answer, else the saved copy with the time it was saved ({data, offline: iso | null}).
-async function fetchOrSaved(path, key) {
-  try {
-    const data = await api(path, { cache: "no-store" }); // live, or the labelled copy below
-    saveCopy(key, data);
-    return { data, offline: null };
-  } catch (error) {
-    const saved = savedCopy(key);
-    if (!saved || (error.status && error.status < 500 && error.status !== 401)) throw error;
-    return { data: saved.data, offline: saved.at };
-  }
+// The server's answer, else this user's saved copy with the time it was saved ({data, offline: iso | null}).
+async function fetchOrSaved(path) {
+  const { data, savedAt } = await readCache.read(path);
+  return { data, offline: savedAt };
 }
 
 function offlineNote(at) {
@@ -129,7 +113,7 @@ function levelCard(level) {
     try {
       await api("/api/metrics", { method: "POST", body: {
         answer_rate: Number(rate.value), queue_length: Number(queue.value), system_failure: failure.checked } });
-      window.dispatchEvent(new Event("od:rerender"));
+      emit("rerender");
     } catch (e) { toast(t("inc.failed", { error: e.message }), "error"); }
   } },
   h("div", { class: "row two" }, h("label", {}, t("level.answer_rate"), rate), h("label", {}, t("level.queue"), queue)),
@@ -141,7 +125,7 @@ function levelCard(level) {
 
 route("#/incidents", async (view) => {
   const [{ data: incidents, offline }, level] = await Promise.all([
-    fetchOrSaved("/api/incidents?limit=50", "list"),
+    fetchOrSaved("/api/incidents?limit=50"),
     api("/api/metrics/level").catch(() => null)]);
   const active = incidents.filter((i) => i.status !== "resolved");
   const closed = incidents.filter((i) => i.status === "resolved").slice(0, 10);
@@ -226,7 +210,7 @@ function actionButtons(incident, offline, onChange) {
     event.currentTarget.disabled = true;
     try {
       onChange(await api(`/api/incidents/${incident.id}/${path}`, { method: "POST", body }));
-      window.dispatchEvent(new Event("od:inbox"));
+      emit("inbox");
     } catch (e) {
       toast(t("inc.failed", { error: e.message }), "error");
       event.target.disabled = false;
@@ -268,18 +252,19 @@ route("#/incidents/:id", async (view, { id }) => {
   const timelineBox = h("section", { class: "card" });
 
   const load = async () => {
-    const got = await fetchOrSaved(`/api/incidents/${id}`, `detail.${id}`);
+    const got = await fetchOrSaved(`/api/incidents/${id}`);
     incident = got.data;
     offline = got.offline;
     if (incident.can.timeline) {
-      const key = `timeline.${id}`;
+      // Fetched in steps (after=cursor), saved whole: the saved copy is the timeline so far.
+      const key = `/api/incidents/${id}/timeline`;
       try {
-        const fresh = await api(`/api/incidents/${id}/timeline?after=${cursor}`, { cache: "no-store" });
+        const fresh = await api(`${key}?after=${cursor}`);
         events = events.concat(fresh.events);
         cursor = fresh.cursor;
-        saveCopy(key, { events, cursor });
+        await readCache.save(key, { events, cursor });
       } catch {
-        const saved = savedCopy(key);
+        const saved = await readCache.saved(key);
         if (saved && !events.length) ({ events, cursor } = saved.data);
       }
     }
@@ -347,5 +332,5 @@ route("#/incidents/:id", async (view, { id }) => {
   window.scrollTo(0, 0);
   draw();
   // Polled while on screen; offline a poll fails fast and the saved copy stays shown.
-  whileOnRoute(hash, refresh, { every: POLL_MS, events: ["od:notification", "od:net"] });
+  whileOnRoute(hash, refresh, { every: POLL_MS, topics: ["notification", "net"] });
 });

@@ -6,7 +6,8 @@ import { net } from "../net.js";
 import { route, tab } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 import * as store from "../store.js";
-import { exportUnsent, failureDetail, failureText, listenWhile, state as syncState, syncNow } from "../sync.js";
+import { onWhile } from "../events.js";
+import { exportBeforeLeaving, exportUnsent, failureDetail, failureText, state as syncState, syncNow } from "../sync.js";
 import { homeAction } from "./home.js";
 
 const SHOWN = 200; // the newest; counts cover everything
@@ -33,8 +34,7 @@ route("#/outbox", async (view) => {
     toast(t("outbox.exported", { n: await exportUnsent() }));
   } }, t("outbox.export"));
   const clearButton = h("button", { type: "button", class: "secondary outbox-clear", onclick: async () => {
-    const before = window.odBeforeClearData; // export unsent work first, like logout
-    if (before && !(await before())) return;
+    await exportBeforeLeaving(); // unsent work goes to a file first, like logout
     toast(t("outbox.cleared", { n: await store.clearSynced() }));
   } }, t("outbox.clear"));
 
@@ -159,11 +159,11 @@ route("#/outbox", async (view) => {
           t("outbox.takeServer"))));
   }
 
-  listenWhile(root, "od:sync", (e) => showSync(e.detail));
-  listenWhile(root, "od:net", () => showSync());
-  listenWhile(root, "od:auth-expired", () => showSync());
-  listenWhile(root, "od:store", draw);
-  listenWhile(root, "od:persist", draw);
+  onWhile(root, "sync", (detail) => showSync(detail));
+  onWhile(root, "net", () => showSync());
+  onWhile(root, "auth-expired", () => showSync());
+  onWhile(root, "store", draw);
+  onWhile(root, "persist", draw);
   showSync();
   await draw();
 });

@@ -3,6 +3,7 @@
 // saved copies (content.js); ticks are kept on this device.
 import { session } from "../api.js";
 import { loadContent, savedAt } from "../content.js";
+import { emit, on } from "../events.js";
 import { net } from "../net.js";
 import { lang, pick, t } from "../i18n.js";
 import { route, tab } from "../router.js";
@@ -21,7 +22,6 @@ function startScreen() {
   if (shownHash !== location.hash) window.scrollTo(0, 0);
   shownHash = location.hash;
 }
-window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#/playbooks")) shownHash = null; });
 
 // Offline, say that what is shown is the device's saved copy, and from when.
 function fillOfflineNote(note) {
@@ -36,7 +36,6 @@ function offlineNote() {
   return note;
 }
 
-window.addEventListener("od:net", () => document.querySelectorAll(".pb-offline").forEach(fillOfflineNote));
 
 function minutesText(prefix, minutes) {
   if (minutes === 0 && prefix === "when") return t("when.now");
@@ -249,7 +248,7 @@ function showFailure(view, error) {
     h("p", { class: "error", role: "alert" },
       error?.status === 404 ? t("pb.notfound") : offline ? t("pb.offline.empty") : error.message),
     h("div", { class: "row" },
-      h("button", { type: "button", onclick: () => window.dispatchEvent(new CustomEvent("od:rerender")) }, t("pb.retry")),
+      h("button", { type: "button", onclick: () => emit("rerender") }, t("pb.retry")),
       h("a", { class: "button", href: "#/playbooks" }, t("pb.back")))));
 }
 
@@ -279,9 +278,11 @@ route("#/playbooks/:slug", async (view, { slug }) => {
   view.append(h("a", { class: "button print-this", href: `#/print/playbook/${encodeURIComponent(slug)}` }, t("print.button")));
 });
 
-// New versions arrived (content.js): show them, unless the agent is typing a search.
-window.addEventListener("od:content", () => {
-  if (/^#\/playbooks/.test(location.hash) && document.activeElement?.type !== "search") {
-    window.dispatchEvent(new CustomEvent("od:rerender"));
-  }
-});
+export function start() {
+  window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#/playbooks")) shownHash = null; });
+  on("net", () => document.querySelectorAll(".pb-offline").forEach(fillOfflineNote));
+  // New versions arrived (content.js): show them, unless the agent is typing a search.
+  on("content", () => {
+    if (/^#\/playbooks/.test(location.hash) && document.activeElement?.type !== "search") emit("rerender");
+  });
+}

@@ -2,6 +2,8 @@
 // reference) or close them, export them, and write the post-incident review; its print views.
 import { api, session } from "../api.js";
 import { loadContent } from "../content.js";
+import { emit } from "../events.js";
+import * as readCache from "../offline.js";
 import { lang, pick, t } from "../i18n.js";
 import { route } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
@@ -40,7 +42,7 @@ route("#/recovery", async (view) => {
   const incidentList = Array.isArray(incidents) ? incidents : incidents.items || [];
   const go = (changes) => {
     sessionStorage.setItem(FILTERS, JSON.stringify({ ...filters, ...changes }));
-    window.dispatchEvent(new CustomEvent("od:rerender"));
+    emit("rerender");
   };
   const bulkRef = h("input", { id: "bulk-ref", placeholder: t("re.bulkRef"), maxlength: 100 });
   const rows = page.items.map((r) => {
@@ -62,7 +64,7 @@ route("#/recovery", async (view) => {
       const answer = await api("/api/recovery/reentry", { method: "POST", body });
       toast(t("re.done", { n: answer.updated.length }));
       if (Object.keys(answer.errors).length) toast(Object.values(answer.errors)[0], "error");
-      window.dispatchEvent(new CustomEvent("od:rerender"));
+      emit("rerender");
     } catch (error) {
       toast(error.problem?.errors ? t("re.needRef") : error.message, "error");
     }
@@ -149,7 +151,7 @@ function timelineTable(events) {
 }
 
 route("#/incidents/:id/review", async (view, { id }) => {
-  const report = await api(`/api/incidents/${encodeURIComponent(id)}/report`);
+  const report = await readCache.load(`/api/incidents/${encodeURIComponent(id)}/report`); // offline: the saved copy
   const review = report.review;
   const cause = h("textarea", { id: "rv-cause", rows: 4, maxlength: 20000 }, review.cause || "");
   const actions = h("textarea", { id: "rv-actions", rows: 4, maxlength: 20000 }, review.actions || "");
@@ -165,7 +167,7 @@ route("#/incidents/:id/review", async (view, { id }) => {
       try {
         await api(`/api/incidents/${id}/report`, { method: "PUT", body: { cause: cause.value, actions: actions.value } });
         toast(t("rv.saved"));
-        window.dispatchEvent(new CustomEvent("od:rerender"));
+        emit("rerender");
       } catch (error) { toast(error.message, "error"); }
     } },
     h("label", { for: "rv-cause" }, t("rv.cause")), cause,
@@ -193,7 +195,7 @@ function printHead(zh, en, report) {
 }
 
 route("#/print/incident/:id/report", async (view, { id }) => {
-  const report = await api(`/api/incidents/${encodeURIComponent(id)}/report`);
+  const report = await readCache.load(`/api/incidents/${encodeURIComponent(id)}/report`); // offline: the saved copy
   const fr = report.first_report;
   const cb = report.callbacks;
   const re = report.reentry;
@@ -227,7 +229,7 @@ route("#/print/incident/:id/report", async (view, { id }) => {
 }, { roles: ["lead", "manager", "admin"] });
 
 route("#/print/incident/:id/log", async (view, { id }) => {
-  const report = await api(`/api/incidents/${encodeURIComponent(id)}/report`);
+  const report = await readCache.load(`/api/incidents/${encodeURIComponent(id)}/report`); // offline: the saved copy
   const [logs, form] = await Promise.all([
     api(`/api/records?incident_id=${encodeURIComponent(id)}&form=incident-log&limit=200`).catch(() => ({ items: [] })),
     loadContent("/api/forms/incident-log").catch(() => ({ fields: [] }))]);
