@@ -1,4 +1,5 @@
 // The API client: bearer token, problem-details errors, and a real server probe for "online".
+import { emit } from "./events.js";
 
 const TOKEN = "od.token";
 const USER = "od.user";
@@ -21,7 +22,7 @@ export const session = {
   get expired() { return localStorage.getItem("od.expired") === "1"; },
 };
 
-// cache: "no-store" makes the service worker pass a GET through (live data, never its saved copy).
+// Always live: the service worker never answers /api (saved copies are offline.js's, per user).
 export async function api(path, { method = "GET", body, timeout = 15000, headers = {}, cache } = {}) {
   const init = { method, headers: { Accept: "application/json", ...headers }, signal: AbortSignal.timeout(timeout) };
   if (cache) init.cache = cache;
@@ -36,7 +37,7 @@ export async function api(path, { method = "GET", body, timeout = 15000, headers
   if (!response.ok) {
     if (response.status === 401 && path !== "/api/auth/login") {
       session.expire();
-      window.dispatchEvent(new CustomEvent("od:auth-expired"));
+      emit("auth-expired");
     }
     throw new ApiError(response.status, typeof data === "object" ? data : { detail: String(data) });
   }

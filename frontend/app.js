@@ -1,27 +1,34 @@
-// Boot: service worker, language, online indicator, routes. Each screen module registers itself.
+// Boot: every module registers its routes at import, and nothing else; what listens or runs on a timer
+// starts here, in this order, so the whole start-up can be read top to bottom.
 import { session } from "./api.js";
-import { addStrings, lang, setLang, t } from "./i18n.js";
+import * as attempts from "./attempts.js";
+import * as content from "./content.js";
+import { emit, on } from "./events.js";
+import { lang, setLang, t } from "./i18n.js";
 import { checkOnline, net as netState, setOnline } from "./net.js";
+import * as offline from "./offline.js";
+import * as push from "./push.js";
+import * as pwa from "./pwa.js";
 import { match, navigate, renderTabs } from "./router.js";
+import * as store from "./store.js";
+import * as sync from "./sync.js";
 import { h, mount } from "./ui.js";
-import "./pwa.js";
 import "./screens/login.js";
 import "./screens/home.js";
-import "./screens/playbooks.js";
+import * as playbooks from "./screens/playbooks.js";
 import "./screens/form.js";
 import "./screens/outbox.js";
 import "./screens/incidents.js";
 import "./screens/inbox.js";
-import "./screens/callbacks.js";
+import * as callbacks from "./screens/callbacks.js";
 import "./screens/recovery.js";
 import "./screens/print.js";
 import "./screens/transcribe.js";
 
+const ONLINE_CHECK_MS = 15000;
 const view = document.getElementById("view");
 const net = document.getElementById("net");
 const langButton = document.getElementById("lang");
-
-addStrings({ "zh-CN": { "notfound": "找不到这个页面" }, en: { "notfound": "Page not found" } });
 
 function applyLanguage() {
   document.documentElement.lang = lang();
@@ -36,7 +43,19 @@ function showNet() {
   net.textContent = t(online === null ? "net.checking" : online ? "net.online" : "net.offline");
 }
 
+function showExpired() {
+  const banner = document.getElementById("banner");
+  banner.textContent = t("login.expired");
+  banner.hidden = false;
+}
+
+// Renders overlap (a redraw still waiting for the network while the agent moves on): an older one that
+// finishes after a newer one has drawn the wrong screen, so the current one is drawn again.
+let started = 0;
+let finished = 0;
+
 async function render() {
+  const mine = ++started;
   const hash = location.hash || "#/";
   const found = match(hash);
   const user = session.user;
@@ -51,33 +70,40 @@ async function render() {
     console.error(error);
     mount(view, h("p", { class: "error", role: "alert" }, error.message || String(error)));
   }
+  if (mine < finished) return render();
+  finished = mine;
   view.focus({ preventScroll: true });
 }
 
-langButton.addEventListener("click", () => {
-  setLang(lang() === "en" ? "zh-CN" : "en");
-  applyLanguage();
-  showNet();
-  render();
-});
-window.addEventListener("hashchange", render);
-window.addEventListener("od:net", showNet);
-window.addEventListener("online", checkOnline);
-window.addEventListener("offline", () => setOnline(false));
-window.addEventListener("od:auth-expired", () => {
-  const banner = document.getElementById("banner");
-  banner.textContent = t("login.expired");
-  banner.hidden = false;
-});
-window.addEventListener("od:rerender", render);
-
-if ("serviceWorker" in navigator) {
-  navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch((e) => console.warn("service worker", e));
+function startFrame() {
+  langButton.addEventListener("click", () => {
+    setLang(lang() === "en" ? "zh-CN" : "en");
+    applyLanguage();
+    showNet();
+    render();
+  });
+  window.addEventListener("hashchange", render);
+  window.addEventListener("online", checkOnline);
+  window.addEventListener("offline", () => setOnline(false));
+  on("net", showNet);
+  on("auth-expired", showExpired);
+  on("rerender", render);
 }
 
+// Start-up, in order: the page frame, storage, the service worker, then the engines that talk to the server.
+startFrame();
+store.start(); // other tabs' writes
+attempts.start().catch((e) => console.warn("attempts", e)); // the old localStorage queue moves into IndexedDB
+offline.keepOnly().catch((e) => console.warn("offline cache", e)); // nobody else's saved reads stay
+pwa.start(); // service worker registration and the "new version" prompt
+playbooks.start();
+callbacks.start();
 applyLanguage();
 showNet();
 render();
 checkOnline();
-setInterval(checkOnline, 15000);
-if (session.expired) window.dispatchEvent(new CustomEvent("od:auth-expired"));
+setInterval(checkOnline, ONLINE_CHECK_MS);
+sync.start(); // uploads (records and callback attempts)
+content.start(); // playbooks and forms kept for offline
+push.start(); // push subscription and the inbox badge
+if (session.expired) emit("auth-expired");

@@ -1,24 +1,7 @@
 // Render a form definition (from /api/forms/{slug}, with or without ?lang=) as big-target inputs,
 // read the values back, and check them the same way the server does (backend/forms.py).
-import { addStrings, pick, t } from "./i18n.js";
+import { pick, t } from "./i18n.js";
 import { h } from "./ui.js";
-
-addStrings({
-  "zh-CN": {
-    "field.required": "必填", "field.yes": "是", "field.no": "否", "field.choose": "请选择",
-    "err.required": "此项必填", "err.unknown": "表单没有这一项", "err.type": "格式不对",
-    "err.max_length": "太长了：最多 {max_length} 个字", "err.pattern": "格式不对（电话只能有数字、+、-、空格）",
-    "err.choice": "请从选项中选择", "err.min": "不能小于 {min}", "err.max": "不能大于 {max}",
-    "err.datetime": "请填写日期和时间",
-  },
-  en: {
-    "field.required": "required", "field.yes": "Yes", "field.no": "No", "field.choose": "Choose…",
-    "err.required": "Required", "err.unknown": "Not a field of this form", "err.type": "Wrong kind of value",
-    "err.max_length": "Too long: at most {max_length} characters", "err.pattern": "Not valid (digits, +, -, spaces)",
-    "err.choice": "Pick one of the choices", "err.min": "At least {min}", "err.max": "At most {max}",
-    "err.datetime": "Enter a date and time",
-  },
-});
 
 const pad = (n) => String(n).padStart(2, "0");
 

@@ -1,11 +1,10 @@
-// Strings per language; zh-CN first. Screens add their own with addStrings().
+// Strings per language; zh-CN first. Every text lives in one table per language (i18n/zh-CN.js, i18n/en.js),
+// so a translator edits two files and no screen has to be imported for its words to exist.
+import en from "./i18n/en.js";
+import zhCN from "./i18n/zh-CN.js";
 
-const strings = { "zh-CN": {}, en: {} };
+const strings = { "zh-CN": zhCN, en };
 const KEY = "od.lang";
-
-export function addStrings(table) {
-  for (const lang of Object.keys(strings)) Object.assign(strings[lang], table[lang] || {});
-}
 
 export function lang() {
   const saved = localStorage.getItem(KEY);
@@ -32,22 +31,3 @@ export function pick(texts) {
   return texts[lang()] ?? texts["zh-CN"] ?? Object.values(texts)[0] ?? "";
 }
 
-addStrings({
-  "zh-CN": {
-    "app.title": "应急工作台", "net.online": "在线", "net.offline": "离线", "net.checking": "检测中",
-    "nav.home": "首页", "nav.login": "登录", "login.title": "登录", "login.username": "用户名",
-    "login.password": "密码", "login.submit": "登录", "login.failed": "登录失败", "login.expired":
-      "登录已过期：联网后请重新登录。离线期间记录照常保存。", "home.hello": "你好，{name}",
-    "home.site": "站点：{site}", "logout": "退出登录", "role.agent": "坐席", "role.lead": "值班组长",
-    "role.manager": "主管/经理", "role.admin": "管理员", "error.network": "无法连接服务器",
-  },
-  en: {
-    "app.title": "Outage Desk", "net.online": "Online", "net.offline": "Offline", "net.checking": "Checking",
-    "nav.home": "Home", "nav.login": "Log in", "login.title": "Log in", "login.username": "Username",
-    "login.password": "Password", "login.submit": "Log in", "login.failed": "Login failed", "login.expired":
-      "Your login has expired: log in again when online. Records you take offline are still kept.",
-    "home.hello": "Hello, {name}", "home.site": "Site: {site}", "logout": "Log out", "role.agent": "Agent",
-    "role.lead": "Team lead", "role.manager": "Manager", "role.admin": "Admin",
-    "error.network": "Cannot reach the server",
-  },
-});

@@ -1,5 +1,6 @@
-// Online state from a real server probe (not navigator.onLine). Fires od:online / od:offline on change.
+// Online state from a real server probe (not navigator.onLine). Announces "online" / "offline" and "net" on change.
 import { probe } from "./api.js";
+import { emit } from "./events.js";
 
 export const net = { online: null };
 
@@ -12,6 +13,6 @@ export async function checkOnline() {
 export function setOnline(online) {
   if (online === net.online) return;
   net.online = online;
-  window.dispatchEvent(new CustomEvent(online ? "od:online" : "od:offline"));
-  window.dispatchEvent(new CustomEvent("od:net"));
+  emit(online ? "online" : "offline");
+  emit("net");
 }

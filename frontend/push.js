@@ -2,6 +2,7 @@
 // Permission is only ever asked from a button (a user gesture); once granted, the subscription is
 // re-synced with the server on every load, so a server that lost it (or a new VAPID key) heals itself.
 import { api, session } from "./api.js";
+import { emit, on } from "./events.js";
 
 export function pushSupported() {
   return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
@@ -105,36 +106,38 @@ export async function refreshUnread() {
   } catch { /* offline: keep the last count */ }
 }
 
-// The tab bar is redrawn on every navigation: put the badge back each time.
-const tabs = document.getElementById("tabs");
-if (tabs) new MutationObserver(paintBadge).observe(tabs, { childList: true });
-
-// A push arrived while the app is open (the service worker tells us): refresh what is on screen.
-navigator.serviceWorker?.addEventListener("message", (event) => {
-  if (event.data?.type === "od:open") {
-    const target = new URL(event.data.url);
-    if (target.origin === location.origin) location.hash = target.hash;
-  }
-  if (event.data?.type !== "od:push") return;
-  refreshUnread();
-  window.dispatchEvent(new CustomEvent("od:notification", { detail: event.data.payload }));
-});
-
-// Logging out of a shared phone: stop this user's escalations from popping up on it. (The browser keeps
-// its subscription; whoever logs in next re-registers it under their own name.)
-const beforeLogout = window.odBeforeLogout;
-window.odBeforeLogout = async () => {
-  if (beforeLogout && !(await beforeLogout())) return false;
+// Logout on a shared phone: stop this user's escalations from popping up on it. (The browser keeps its
+// subscription; whoever logs in next re-registers it under their own name.)
+export async function forgetDevice() {
   try {
     const reg = pushSupported() && await navigator.serviceWorker.getRegistration();
     const sub = reg && await reg.pushManager.getSubscription();
     if (sub) await api(`/api/push/subscriptions?endpoint=${encodeURIComponent(sub.endpoint)}`, { method: "DELETE", timeout: 3000 });
   } catch { /* offline or already gone: the next login takes the subscription over */ }
+  synced = null;
   setUnread(0);
-  return true;
-};
+}
 
-window.addEventListener("od:login", () => { synced = null; syncPush(); refreshUnread(); });
-window.addEventListener("od:online", () => { syncPush(); refreshUnread(); });
-setInterval(refreshUnread, 30000);
-setTimeout(() => { syncPush(); refreshUnread(); }, 0);
+let poll = null;
+
+export function start() {
+  if (poll) return;
+  // The tab bar is redrawn on every navigation: put the badge back each time.
+  const tabs = document.getElementById("tabs");
+  if (tabs) new MutationObserver(paintBadge).observe(tabs, { childList: true });
+  // A push arrived while the app is open (the service worker tells us): refresh what is on screen.
+  navigator.serviceWorker?.addEventListener("message", (event) => {
+    if (event.data?.type === "od:open") {
+      const target = new URL(event.data.url);
+      if (target.origin === location.origin) location.hash = target.hash;
+    }
+    if (event.data?.type !== "od:push") return;
+    refreshUnread();
+    emit("notification", event.data.payload);
+  });
+  on("login", () => { synced = null; syncPush(); refreshUnread(); });
+  on("online", () => { syncPush(); refreshUnread(); });
+  poll = setInterval(refreshUnread, 30000);
+  syncPush();
+  refreshUnread();
+}

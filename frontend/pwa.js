@@ -1,15 +1,9 @@
 // App updates: when a new service worker (a new build) is waiting, offer "reload". Nothing reloads by itself:
-// the agent may be mid-call with a half-filled form. On tap, unsent work is flushed first
-// (window.odBeforeReload, set by the outbox; returning false cancels), then the new worker takes over.
-import { addStrings, t } from "./i18n.js";
+// the agent may be mid-call with a half-filled form. On tap, unsent work is flushed first (window.odBeforeReload,
+// a hook for whoever holds unsent work; returning false cancels), then the new worker takes over.
+import { t } from "./i18n.js";
+import { on } from "./events.js";
 import { h } from "./ui.js";
-
-addStrings({
-  "zh-CN": { "update.available": "应用有新版本。", "update.reload": "重新加载", "update.later": "稍后",
-    "update.safe": "未发送的记录会先保存，不会丢失。" },
-  en: { "update.available": "A new version of the app is ready.", "update.reload": "Reload", "update.later": "Later",
-    "update.safe": "Unsent records are kept; nothing is lost." },
-});
 
 const CHECK_EVERY_MS = 30 * 60 * 1000;
 let userAskedReload = false;
@@ -47,11 +41,14 @@ function watch(registration) {
   track(registration.installing);
   registration.addEventListener("updatefound", () => track(registration.installing));
   const check = () => registration.update().catch(() => {});
-  window.addEventListener("od:online", check);
+  on("online", check);
   setInterval(check, CHECK_EVERY_MS);
 }
 
-if ("serviceWorker" in navigator) {
+// Register the service worker and watch for new builds.
+export function start() {
+  if (!("serviceWorker" in navigator)) return;
+  navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch((e) => console.warn("service worker", e));
   // The first install also changes the controller (clients.claim): only a tapped "reload" reloads.
   navigator.serviceWorker.addEventListener("controllerchange", () => { if (userAskedReload) location.reload(); });
   navigator.serviceWorker.ready.then(watch);

@@ -1,4 +1,5 @@
 // Hash routes (they work offline: the service worker only ever serves "/").
+import { on } from "./events.js";
 import { h } from "./ui.js";
 
 const routes = [];
@@ -39,16 +40,16 @@ export function renderTabs(nav, user) {
     }, h("span", { class: "tab-icon", "aria-hidden": "true" }, entry.icon || "•"), h("span", {}, entry.label()))));
 }
 
-// Keep a screen live while it is shown: run fn every `every` ms and on each of `events` (window events),
+// Keep a screen live while it is shown: run fn every `every` ms and on each of `topics` (events.js),
 // until the user navigates away from `hash`.
-export function whileOnRoute(hash, fn, { every, events = [] } = {}) {
+export function whileOnRoute(hash, fn, { every, topics = [] } = {}) {
   const timer = every ? setInterval(fn, every) : null;
+  const offs = topics.map((topic) => on(topic, fn));
   const stop = () => {
     if (location.hash === hash) return;
     if (timer) clearInterval(timer);
-    for (const type of events) window.removeEventListener(type, fn);
+    offs.forEach((off) => off());
     window.removeEventListener("hashchange", stop);
   };
-  for (const type of events) window.addEventListener(type, fn);
   window.addEventListener("hashchange", stop);
 }

@@ -5,28 +5,33 @@
 //   capturedAt, createdAt, updatedAt, status, reason, receipt, receivedAt, syncedAt, errors, server}
 // status: draft | queued | sending | failed (reason) | synced (receipt) | conflict (server) | rejected (errors)
 import { session } from "./api.js";
+import { emit } from "./events.js";
 import { toIso } from "./formview.js";
 
 const DB_NAME = "outage-desk";
-const VERSION = 1;
+const VERSION = 2; // 2: callback attempts joined the records in the one outbox
 export const STATUSES = ["draft", "queued", "sending", "failed", "synced", "conflict", "rejected"];
 export const UNSENT = ["draft", "queued", "sending", "failed", "conflict", "rejected"];
 export const PENDING = ["queued", "sending", "failed"]; // what an upload run sends
 
 let opening = null;
-const channel = "BroadcastChannel" in window ? new BroadcastChannel("od-store") : null;
+let channel = null; // other tabs' writes, from start()
 
 function open() {
   if (!opening) {
     opening = new Promise((resolve, reject) => {
       const request = indexedDB.open(DB_NAME, VERSION);
-      request.onupgradeneeded = () => {
+      request.onupgradeneeded = (event) => {
         const db = request.result;
-        const records = db.createObjectStore("records", { keyPath: "id" });
-        records.createIndex("status", "status");
-        records.createIndex("user_status", ["userId", "status"]);
-        db.createObjectStore("meta", { keyPath: "key" });
-        db.createObjectStore("forms", { keyPath: "key" }); // form definitions by "slug@version"
+        if (event.oldVersion < 1) {
+          const records = db.createObjectStore("records", { keyPath: "id" });
+          records.createIndex("status", "status");
+          records.createIndex("user_status", ["userId", "status"]);
+          db.createObjectStore("meta", { keyPath: "key" });
+          db.createObjectStore("forms", { keyPath: "key" }); // form definitions by "slug@version"
+        }
+        // Callback attempts waiting for the server: {id, callback_id, outcome, attempted_at, userId}.
+        if (event.oldVersion < 2) db.createObjectStore("attempts", { keyPath: "id" });
       };
       request.onsuccess = () => {
         const db = request.result;
@@ -60,10 +65,16 @@ async function tx(names, mode, fn) {
 }
 
 function changed(ids) {
-  window.dispatchEvent(new CustomEvent("od:store", { detail: { ids } }));
+  emit("store", { ids });
   channel?.postMessage({ ids });
 }
-channel?.addEventListener("message", (e) => window.dispatchEvent(new CustomEvent("od:store", { detail: e.data })));
+
+// Hear other tabs' writes as if they were ours (the outbox and form counters follow them).
+export function start() {
+  if (channel || !("BroadcastChannel" in window)) return;
+  channel = new BroadcastChannel("od-store");
+  channel.addEventListener("message", (event) => emit("store", event.data));
+}
 
 const now = () => new Date().toISOString();
 
@@ -162,6 +173,28 @@ export async function clearSynced() {
   return synced.length;
 }
 
+// ---------------------------------------------------------------- callback attempts
+
+// Kept until the server has answered for them, like records; each has its own id, so resending is harmless.
+export async function addAttempts(attempts) {
+  if (!attempts.length) return;
+  await tx("attempts", "readwrite", (s) => { for (const a of attempts) s.attempts.put(a); });
+  changed([]);
+}
+
+// The logged-in user's waiting attempts (all users' when user is null), oldest first.
+export async function attempts({ user = session.user?.id ?? null } = {}) {
+  const all = await tx("attempts", "readonly", (s) => done(s.attempts.getAll()));
+  return all.filter((a) => user === null || a.userId === user)
+    .sort((a, b) => (a.attempted_at < b.attempted_at ? -1 : 1));
+}
+
+export async function removeAttempts(ids) {
+  if (!ids.length) return;
+  await tx("attempts", "readwrite", (s) => { for (const id of ids) s.attempts.delete(id); });
+  changed([]);
+}
+
 // ---------------------------------------------------------------- meta and form definitions
 
 export async function getMeta(key, fallback = null) {
@@ -204,7 +237,7 @@ export async function askPersistence() {
     granted = navigator.storage?.persist ? await navigator.storage.persist() : false;
   } catch { granted = false; }
   await setMeta("persist", granted);
-  window.dispatchEvent(new CustomEvent("od:persist", { detail: { granted } }));
+  emit("persist", { granted });
 }
 
 export async function persistence() {

@@ -2,7 +2,9 @@
 // (Web Locks), retrying with capped exponential backoff and full jitter so hundreds of devices coming
 // back at once don't stampede. The page does the uploads; the service worker only wakes it (sw/sync.js).
 import { api, ApiError, session } from "./api.js";
-import { addStrings, t } from "./i18n.js";
+import { sendAttempts } from "./attempts.js";
+import { emit as announce, on } from "./events.js";
+import { t } from "./i18n.js";
 import { checkOnline, net } from "./net.js";
 import * as store from "./store.js";
 import { toast } from "./ui.js";
@@ -11,26 +13,6 @@ export const BATCH = 100;
 const BASE_MS = 2000;
 const CAP_MS = 5 * 60 * 1000;
 const TICK_MS = 30 * 1000;
-
-addStrings({
-  "zh-CN": {
-    "sync.exported": "有 {n} 条未上传记录，已导出为文件（JSON 和 CSV）。记录仍保存在本机。",
-    "sync.busy": "另一个窗口正在上传",
-    "sync.why.network": "无法连接服务器", "sync.why.database": "服务器的数据库暂时不可用（{status}）",
-    "sync.why.busy": "服务器正忙，很多设备在同时上传（{status}）", "sync.why.unavailable": "服务器暂时不可用（{status}）",
-    "sync.why.tooLarge": "记录太大，服务器无法接收（{status}）", "sync.why.login": "登录已过期，需要重新登录后才能上传",
-    "sync.why.server": "服务器出错（{status}）", "sync.why.detail": "服务器说明：{detail}",
-  },
-  en: {
-    "sync.exported": "{n} unsent records were exported to files (JSON and CSV). They stay on this device too.",
-    "sync.busy": "Another tab is uploading",
-    "sync.why.network": "Cannot reach the server", "sync.why.database": "The server's database is unavailable ({status})",
-    "sync.why.busy": "The server is busy with many devices uploading ({status})",
-    "sync.why.unavailable": "The server is unavailable ({status})",
-    "sync.why.tooLarge": "Too large for the server to accept ({status})", "sync.why.login": "Your login has expired: log in again to upload",
-    "sync.why.server": "Server error ({status})", "sync.why.detail": "Server says: {detail}",
-  },
-});
 
 // Why an upload failed: a code the screens translate when they draw (the language may change later), the
 // HTTP status (0: no answer), and the server's own words (problem detail, English) as secondary text.
@@ -52,14 +34,14 @@ export function failureDetail(why) {
   return why?.detail ? t("sync.why.detail", { detail: why.detail }) : "";
 }
 
-// What the outbox shows; changes are announced with an od:sync event. lastError: a failure() or null.
+// What the outbox shows; changes are announced on the "sync" topic. lastError: a failure() or null.
 export const state = { running: false, done: 0, total: 0, lastSync: null, lastError: null, attempt: 0,
   nextAt: null, needsLogin: false };
 let retryTimer = null;
 let formsFetched = false;
 
 function emit() {
-  window.dispatchEvent(new CustomEvent("od:sync", { detail: { ...state } }));
+  announce("sync", { ...state });
 }
 
 // Full jitter: a random wait between 0 and the capped exponential step.
@@ -113,14 +95,18 @@ function wire(r) {
 
 async function run() {
   if (!session.user) return "nouser";
+  // Only the logged-in author's records go up, under their token; if the user changes mid-run (logout,
+  // another login on a shared phone), the run stops and the next user's engine starts afresh.
+  const user = session.user.id;
+  const stillMine = () => session.user?.id === user;
   state.running = true;
   state.done = 0;
   emit();
   try {
     // A page closed mid-upload leaves "sending": the server may or may not have it; resending is safe.
-    const stuck = await store.list({ statuses: ["sending"] });
+    const stuck = await store.list({ statuses: ["sending"], user });
     await store.putAll(stuck.map((r) => ({ ...r, status: "queued", sentRev: Math.max(r.sentRev, r.rev) })));
-    state.total = (await store.counts()).pending;
+    state.total = (await store.counts({ user })).pending;
     if (!session.token) {
       state.needsLogin = true;
       return "login";
@@ -128,10 +114,11 @@ async function run() {
     if (!(await checkOnline())) return retryLater({ code: "network", status: 0, detail: "" });
     if (!formsFetched) await refreshForms();
     const device = await store.deviceId();
-    let cursor = await store.getMeta(`cursor:${session.user.id}`);
+    let cursor = await store.getMeta(`cursor:${user}`);
     let size = BATCH;
     for (let round = 0; round < 100000; round += 1) {
-      const batch = (await store.list({ statuses: store.PENDING })).reverse().slice(0, size);
+      if (!stillMine()) return "nouser";
+      const batch = (await store.list({ statuses: store.PENDING, user })).reverse().slice(0, size);
       const sending = batch.map((r) => ({ ...r, status: "sending", sentRev: Math.max(r.sentRev, r.rev) }));
       await store.putAll(sending);
       let answer;
@@ -158,12 +145,20 @@ async function run() {
       }
       await apply(sending, answer.results);
       cursor = answer.cursor;
-      await store.setMeta(`cursor:${session.user.id}`, cursor);
+      await store.setMeta(`cursor:${user}`, cursor);
       if (answer.changes.length) await applyChanges(answer.changes);
       state.done += batch.length;
       state.total = Math.max(state.total, state.done);
       emit();
       if (!batch.length && !answer.more_changes) break;
+    }
+    // Callback attempts ride the same run: same retries, same backoff, same "login expired" handling.
+    try {
+      if (stillMine()) await sendAttempts();
+    } catch (error) {
+      const why = failure(error);
+      if (why.status === 401) { state.needsLogin = true; state.lastError = why; return "login"; }
+      return retryLater(why);
     }
     state.lastSync = new Date().toISOString();
     await store.setMeta("lastSync", state.lastSync);
@@ -217,7 +212,7 @@ async function applyChanges(changes) {
     if (change.kind === "content.updated") await refreshForms();
   }
   await store.putAll(updates);
-  window.dispatchEvent(new CustomEvent("od:changes", { detail: { changes } }));
+  announce("changes", { changes });
 }
 
 // Keep every form definition (both languages) on the device, so forms open offline.
@@ -265,8 +260,9 @@ export async function exportUnsent() {
   return records.length;
 }
 
-// Logout and any "clear data" action: export unsent work first. The records stay on the device.
-async function beforeLeaving() {
+// Logout and the outbox's "clear data": export unsent work first (a file the agent keeps). The records stay
+// on the device, queued under their author, and upload when that author next logs in.
+export async function exportBeforeLeaving() {
   const unsent = (await store.counts({ user: null })).unsent;
   if (unsent) {
     await exportUnsent();
@@ -274,34 +270,38 @@ async function beforeLeaving() {
   }
   return true;
 }
-window.odBeforeLogout = beforeLeaving;
-window.odBeforeClearData = beforeLeaving;
 
 // ---------------------------------------------------------------- triggers
 
+let tick = null;
+
+async function somethingWaiting() {
+  return (await store.counts()).pending > 0 || (await store.attempts()).length > 0;
+}
+
 export function start() {
+  if (tick) return;
   store.getMeta("lastSync").then((v) => { state.lastSync = v; emit(); }).catch(() => {});
   // Back online: go within a few seconds, at a random moment, so a whole floor doesn't hit the server at once.
-  window.addEventListener("od:online", () => setTimeout(() => syncNow(), Math.random() * 3000));
-  window.addEventListener("od:login", () => { state.needsLogin = false; formsFetched = false; syncNow({ manual: true }); });
-  window.addEventListener("od:auth-expired", () => { state.needsLogin = true; emit(); });
+  on("online", () => setTimeout(() => syncNow(), Math.random() * 3000));
+  on("login", () => { state.needsLogin = false; formsFetched = false; syncNow({ manual: true }); });
+  on("auth-expired", () => { state.needsLogin = true; emit(); });
+  // Background Sync: the service worker wakes the page (sw/sync.js) when the network is back.
   navigator.serviceWorker?.addEventListener("message", (event) => {
     if (event.data?.type === "od-sync") syncNow();
   });
-  setInterval(async () => {
+  tick = setInterval(async () => {
     if (state.running || !session.user || (state.nextAt && Date.now() < state.nextAt)) return;
-    if ((await store.counts()).pending || net.online === false) syncNow();
+    if (net.online === false || await somethingWaiting()) syncNow();
   }, TICK_MS);
   if (session.user) syncNow(); // page load
 }
 
-start();
-
-// Listen on window only while a screen's element is on the page (screens re-render on every route).
-export function listenWhile(element, type, fn) {
-  const handler = (event) => {
-    if (!element.isConnected) window.removeEventListener(type, handler);
-    else fn(event);
-  };
-  window.addEventListener(type, handler);
+// Logout: no retry timer may fire for the user who left (the next login starts the engine afresh).
+export function stop() {
+  clearTimeout(retryTimer);
+  clearTimeout(soon);
+  Object.assign(state, { attempt: 0, nextAt: null, lastError: null, needsLogin: false, done: 0, total: 0 });
+  formsFetched = false;
+  emit();
 }

@@ -5,12 +5,9 @@ importScripts("/sw/sync.js", "/sw/push.js");
 
 const BUILD = self.__BUILD__ || { version: "dev", assets: ["/"] };
 const SHELL = `od-shell-${BUILD.version}`;
-// API data is NOT versioned with the shell: an app update while offline must not lose the playbooks and
-// forms the device saved. The page (frontend/content.js) uses the same name when it primes the cache itself.
-const API = "od-api-v1";
-const API_TIMEOUT_MS = 3000;
-// Never answered from a cache: the online probe, logins, and the build info the page compares against.
-const LIVE_ONLY = ["/api/health", "/api/auth/", "/api/build"];
+// API answers are never cached here: the page keeps them per user (frontend/offline.js), so one person's
+// records can never be served to the next person on a shared device. This old shared cache is dropped.
+const LEGACY_API_CACHE = "od-api-v1";
 
 self.addEventListener("install", (event) => {
   // cache: "reload" skips the HTTP cache, so the shell cache holds exactly this build's files.
@@ -22,7 +19,7 @@ self.addEventListener("install", (event) => {
 self.addEventListener("activate", (event) => {
   event.waitUntil((async () => {
     for (const name of await caches.keys()) {
-      if (name.startsWith("od-shell-") && name !== SHELL) await caches.delete(name);
+      if ((name.startsWith("od-shell-") && name !== SHELL) || name === LEGACY_API_CACHE) await caches.delete(name);
     }
     await self.clients.claim();
   })());
@@ -39,11 +36,7 @@ self.addEventListener("fetch", (event) => {
   if (request.method !== "GET") return; // never touch uploads
   const url = new URL(request.url);
   if (url.origin !== location.origin) return;
-  if (url.pathname.startsWith("/api/")) {
-    if (request.cache === "no-store" || LIVE_ONLY.some((p) => url.pathname.startsWith(p))) return;
-    event.respondWith(networkFirst(event, request));
-    return;
-  }
+  if (url.pathname.startsWith("/api/")) return; // live, always (offline copies: frontend/offline.js)
   event.respondWith(shellFirst(request, url));
 });
 
@@ -54,27 +47,4 @@ async function shellFirst(request, url) {
     : url.pathname === "/";
   const cached = await cache.match(isIndex ? "/" : request, { ignoreSearch: isIndex });
   return cached || fetch(request);
-}
-
-// API GETs: the server's answer when it comes within API_TIMEOUT_MS, else the saved copy (keyed by URL).
-// A slow answer still lands in the cache for next time; with no saved copy we wait for the network.
-async function networkFirst(event, request) {
-  const network = fetch(request);
-  // Registered now, while the event is live: the copy is saved even after a cached answer went out.
-  event.waitUntil(network.then(async (response) => {
-    if (response.status !== 200) return;
-    const copy = response.clone(); // before the page starts reading the body
-    await (await caches.open(API)).put(request.url, copy);
-  }).catch(() => {}));
-  const saved = () => caches.open(API).then((cache) => cache.match(request.url, { ignoreVary: true }));
-  const timeout = new Promise((resolve) => setTimeout(resolve, API_TIMEOUT_MS, "timeout"));
-  try {
-    const first = await Promise.race([network, timeout]);
-    if (first !== "timeout") return first;
-    return (await saved()) || await network;
-  } catch (error) {
-    const cached = await saved();
-    if (cached) return cached;
-    throw error;
-  }
 }

@@ -15,8 +15,6 @@ from .servers import ServerProcess
 
 pytestmark = pytest.mark.browser
 
-API_CACHE = "od-api-v1"
-
 
 def log_in(page: Page, base: str, username: str, password: str) -> None:
     page.goto(base + "/#/login")
@@ -30,11 +28,16 @@ def wait_until_controlled(page: Page) -> None:
     page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30000)
 
 
+def api_cache_name(page: Page) -> str:
+    """The logged-in user's offline read cache (frontend/offline.js: one Cache Storage cache per user)."""
+    return page.evaluate("import('/static/offline.js').then((m) => m.cacheName())")
+
+
 def cached_api_paths(page: Page) -> set[str]:
     return set(page.evaluate("""async (name) => {
         const cache = await caches.open(name);
         return (await cache.keys()).map((r) => new URL(r.url).pathname + new URL(r.url).search);
-    }""", API_CACHE))
+    }""", api_cache_name(page)))
 
 
 def wait_until_content_saved(page: Page, paths: set[str]) -> None:
@@ -209,7 +212,7 @@ def test_new_content_version_reaches_the_device(live_server, new_context):
     response = httpx.put(live_server.base + "/api/playbooks/power-outage", json=playbook, headers=headers, timeout=10)
     assert response.status_code == 200 and response.json()["version"] == 2
 
-    page.evaluate("window.dispatchEvent(new CustomEvent('od:online'))")  # what the page does on reconnecting
+    page.evaluate("import('/static/events.js').then((e) => e.emit('online'))")  # what the page does on reconnecting
     page.wait_for_function(f"JSON.parse(localStorage.getItem('od.content')).cursor > {before}")
     context.set_offline(True)
     page.reload()

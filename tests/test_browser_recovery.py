@@ -138,7 +138,7 @@ def test_transcribe_offline_a_sheet_printed_offline(live_server, team, new_conte
     page.screenshot(path=artifacts / "transcribe-offline.png")
     assert api(live_server, team, "lead", "GET", f"/api/records?sheet_id={sheet_id}")["items"] == []
     context.set_offline(False)
-    page.evaluate("window.dispatchEvent(new CustomEvent('od:online'))")
+    page.evaluate("import('/static/events.js').then((e) => e.emit('online'))")
     records = wait_until(lambda: api(live_server, team, "lead", "GET", f"/api/records?sheet_id={sheet_id}")["items"])
     assert [(r["id"], r["source"]) for r in records] == [(str(paper_record_id(team["site"], sheet_id, 1)), "paper")]
     known = api(live_server, team, "agent", "GET", f"/api/print/sheets/{sheet_id}")
@@ -167,7 +167,7 @@ def test_callbacks_offline_then_synced_and_assigned(live_server, team, new_conte
     expect(page.locator(".cb-waiting")).to_contain_text("1")
     page.screenshot(path=artifacts / "callbacks-offline.png", full_page=True)
     context.set_offline(False)
-    page.evaluate("window.dispatchEvent(new CustomEvent('od:online'))")
+    page.evaluate("import('/static/events.js').then((e) => e.emit('online'))")
     listed = wait_until(lambda: [c for c in api(live_server, team, "lead", "GET", "/api/callbacks")["items"]
                                  if c["id"] == late["id"] and c["attempts"] == 1])
     assert listed[0]["status"] == "trying" and listed[0]["last_outcome"] == "no_answer"

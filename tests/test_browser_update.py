@@ -15,6 +15,7 @@ from playwright.sync_api import expect
 
 from .servers import ROOT, ServerProcess
 from .test_browser_playbooks import (
+    api_cache_name,
     cached_api_paths,
     go,
     log_in,
@@ -72,7 +73,7 @@ def test_changed_file_new_version_prompt_and_safe_reload(copied_server, new_cont
     expect(banner).to_be_visible(timeout=30000)
     expect(banner).to_contain_text("应用有新版本")
     # The new build is installed in its own cache beside the running one; nothing reloaded by itself.
-    assert {f"od-shell-{old}", f"od-shell-{new}", "od-api-v1"} <= set(cache_names(page))
+    assert {f"od-shell-{old}", f"od-shell-{new}", api_cache_name(page)} <= set(cache_names(page))
     assert page.evaluate("window.sameDocument") is True
     page.screenshot(path=artifacts / "update-prompt-zh.png")
 
@@ -93,7 +94,7 @@ def test_changed_file_new_version_prompt_and_safe_reload(copied_server, new_cont
     assert page.evaluate("window.sameDocument") is None
     assert page.evaluate("import('/static/pwa.js').then((m) => m.appVersion())") == new
     names = set(cache_names(page))
-    assert f"od-shell-{new}" in names and f"od-shell-{old}" not in names and "od-api-v1" in names
+    assert f"od-shell-{new}" in names and f"od-shell-{old}" not in names and api_cache_name(page) in names
     assert "/api/playbooks/system-failure" in cached_api_paths(page)
     expect(page.locator("#update")).to_have_count(0)
     go(page, "#/playbooks/system-failure")
@@ -111,7 +112,7 @@ def test_later_hides_the_prompt_without_reloading(copied_server, new_context):
     index.write_text(index.read_text(encoding="utf-8") + "\n// changed\n", encoding="utf-8")
     page.evaluate("window.sameDocument = true")
     # Coming back online is one of the moments the page asks for a new version.
-    page.evaluate("window.dispatchEvent(new CustomEvent('od:online'))")
+    page.evaluate("import('/static/events.js').then((e) => e.emit('online'))")
     expect(page.locator("#update")).to_contain_text("A new version of the app is ready.", timeout=30000)
     page.click("#update >> text=Later")
     expect(page.locator("#update")).to_have_count(0)

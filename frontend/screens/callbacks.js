@@ -1,81 +1,29 @@
 // Callbacks: the calls promised a callback during the outage. Agents see their own (also offline, from the
-// saved list) and record each try with one tap; tries made offline wait on the device and are sent with
-// their own ids, so sending one twice is harmless. Leads see everyone's and assign them.
-import { api, ApiError, session } from "../api.js";
-import { addStrings, lang, t } from "../i18n.js";
+// saved list) and record each try with one tap; tries wait in the device's outbox (attempts.js) and are
+// sent with their own ids, so sending one twice is harmless. Leads see everyone's and assign them.
+import { api, session } from "../api.js";
+import * as attempts from "../attempts.js";
+import { emit, on } from "../events.js";
+import { lang, t } from "../i18n.js";
 import { net } from "../net.js";
+import * as readCache from "../offline.js";
 import { route, tab } from "../router.js";
+import { syncNow } from "../sync.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 import { homeAction } from "./home.js";
 
-addStrings({
-  "zh-CN": {
-    "nav.callbacks": "回拨", "cb.title": "回拨清单", "cb.mine": "我的", "cb.all": "全部", "cb.none": "没有待回拨的电话。",
-    "cb.due": "最晚 {time}", "cb.overdue": "已超时", "cb.attempts": "已拨 {n} 次", "cb.owner": "负责人",
-    "cb.reached": "已接通", "cb.no_answer": "无人接听", "cb.wrong_number": "号码错误", "cb.resolved": "已解决",
-    "cb.status.open": "待回拨", "cb.status.trying": "回拨中", "cb.status.done": "已完成", "cb.status.failed": "号码错误",
-    "cb.status.cancelled": "已取消", "cb.saved": "已记录：{outcome}", "cb.queued": "{n} 次回拨结果等待上传",
-    "cb.offline": "离线：显示 {time} 保存的清单", "cb.assigned": "已改派给 {name}", "cb.print": "打印回拨清单",
-    "cb.showDone": "显示已完成",
-  },
-  en: {
-    "nav.callbacks": "Callbacks", "cb.title": "Callbacks", "cb.mine": "Mine", "cb.all": "Everyone's",
-    "cb.none": "No callbacks waiting.", "cb.due": "By {time}", "cb.overdue": "Overdue", "cb.attempts": "{n} tries",
-    "cb.owner": "Owner", "cb.reached": "Reached", "cb.no_answer": "No answer", "cb.wrong_number": "Wrong number",
-    "cb.resolved": "Resolved", "cb.status.open": "To call", "cb.status.trying": "Trying", "cb.status.done": "Done",
-    "cb.status.failed": "Wrong number", "cb.status.cancelled": "Cancelled", "cb.saved": "Saved: {outcome}",
-    "cb.queued": "{n} callback results waiting to upload", "cb.offline": "Offline: the list as saved at {time}",
-    "cb.assigned": "Assigned to {name}", "cb.print": "Print the callback list", "cb.showDone": "Show done ones",
-  },
-});
-
 const OUTCOMES = ["reached", "no_answer", "wrong_number", "resolved"];
-const QUEUE = "od.cb.attempts"; // attempts not yet acknowledged by the server
 const isLead = () => ["lead", "manager", "admin"].includes(session.user?.role);
 
-function queued() {
-  try { return JSON.parse(localStorage.getItem(QUEUE) || "[]"); } catch { return []; }
-}
-
-function setQueued(list) {
-  localStorage.setItem(QUEUE, JSON.stringify(list));
-}
-
-// Send the waiting attempts; keep whatever the server has not answered for.
-let flushing = null;
-export function flushAttempts() {
-  if (!flushing) flushing = (async () => {
-    const waiting = queued().filter((a) => a.userId === session.user?.id);
-    if (!waiting.length || !session.token) return 0;
-    const body = waiting.map(({ userId, ...a }) => a);
-    const answer = await api("/api/callbacks/attempts", { method: "POST", body: { attempts: body } });
-    const settled = new Set(answer.results.map((r) => r.id));
-    for (const r of answer.results) if (r.status === "rejected") toast(r.message, "error");
-    setQueued(queued().filter((a) => !settled.has(a.id)));
-    return settled.size;
-  })().finally(() => { flushing = null; });
-  return flushing;
-}
-
-function cacheKey(scope) { return `od.cb.list.${session.user?.id}.${scope}`; }
-
-export async function loadCallbacks(scope, status = "active") {
+// The list (also for the printed one): live, else this user's saved copy ({data, savedAt}).
+export function loadCallbacks(scope, status = "active") {
   const query = new URLSearchParams({ status, ...(scope === "mine" ? { mine: "true" } : {}) });
-  try {
-    const data = await api(`/api/callbacks?${query}`);
-    localStorage.setItem(cacheKey(`${scope}.${status}`), JSON.stringify({ at: new Date().toISOString(), data }));
-    return { data, savedAt: null };
-  } catch (error) {
-    if (error instanceof ApiError && error.status !== 401) throw error;
-    const saved = JSON.parse(localStorage.getItem(cacheKey(`${scope}.${status}`)) || "null");
-    if (!saved) throw error;
-    return { data: saved.data, savedAt: saved.at };
-  }
+  return readCache.read(`/api/callbacks?${query}`);
 }
 
 // What the list shows once the waiting attempts are counted in (the server will agree when they arrive).
-function withQueued(callback) {
-  const mine = queued().filter((a) => a.callback_id === callback.id);
+function withQueued(callback, queued) {
+  const mine = queued.filter((a) => a.callback_id === callback.id);
   if (!mine.length) return callback;
   const out = { ...callback, attempts: callback.attempts + mine.length, last_outcome: mine[mine.length - 1].outcome,
     pending: mine.length };
@@ -85,15 +33,18 @@ function withQueued(callback) {
   return out;
 }
 
-function record(callback, outcome) {
-  setQueued([...queued(), { id: crypto.randomUUID(), callback_id: callback.id, outcome,
-    attempted_at: new Date().toISOString(), userId: session.user?.id }]);
+// Saved on the device first (the one outbox), then the sync engine sends it, offline included.
+async function recordOutcome(callback, outcome) {
+  await attempts.record(callback.id, outcome);
   toast(t("cb.saved", { outcome: t(`cb.${outcome}`) }));
-  flushAttempts().catch(() => { /* offline: sent when back */ }).finally(() => window.dispatchEvent(new CustomEvent("od:rerender")));
+  emit("rerender"); // shows it waiting (⏳)
+  // Sent now when online; the list is redrawn from the server once the run is over (or the retry waits).
+  const shown = location.hash;
+  syncNow().finally(() => { if (location.hash === shown) emit("rerender"); });
 }
 
-function item(callback, now, users) {
-  const c = withQueued(callback);
+function item(callback, now, users, queued) {
+  const c = withQueued(callback, queued);
   const overdue = ["open", "trying"].includes(c.status) && new Date(c.due_at) < now;
   const active = ["open", "trying"].includes(c.status);
   return h("li", { class: `cb-item cb-${c.status} ${overdue ? "cb-overdue" : ""}`, dataset: { callback: c.id } },
@@ -107,7 +58,7 @@ function item(callback, now, users) {
       c.pending ? ` · ⏳${c.pending}` : "", isLead() ? ` · ${t("cb.owner")}: ${c.owner.name || c.owner.id}` : ""),
     active ? h("div", { class: "cb-outcomes" }, OUTCOMES.map((o) => h("button", {
       type: "button", class: o === "reached" || o === "resolved" ? "primary" : "", dataset: { outcome: o },
-      onclick: () => record(callback, o) }, t(`cb.${o}`)))) : null,
+      onclick: () => recordOutcome(callback, o) }, t(`cb.${o}`)))) : null,
     isLead() && users.length && active ? h("label", { class: "cb-assign" }, t("cb.owner"),
       h("select", { onchange: async (event) => {
         try {
@@ -121,12 +72,13 @@ function item(callback, now, users) {
 async function callbacksScreen(view, { scope: asked = "" }) {
   const scope = isLead() && !asked.startsWith("mine") ? "all" : "mine";
   const status = asked.endsWith("-done") ? "all" : "active";
-  await flushAttempts().catch(() => {});
+  if (net.online !== false) await attempts.sendAttempts().catch(() => {}); // so the list is the server's
   const { data, savedAt } = await loadCallbacks(scope, status);
   let users = [];
   if (isLead() && net.online !== false) users = await api("/api/users").catch(() => []);
   const now = new Date();
-  const waiting = queued().filter((a) => a.userId === session.user?.id).length;
+  const queued = await attempts.waiting();
+  const waiting = queued.length;
   const link = (s, d) => `#/callbacks/${s}${d ? "-done" : ""}`;
   mount(view,
     h("div", { class: "row cb-top" }, h("h1", {}, t("cb.title")),
@@ -137,7 +89,7 @@ async function callbacksScreen(view, { scope: asked = "" }) {
       h("a", { class: "button", href: link(scope, status !== "all") }, t("cb.showDone"))) : null,
     savedAt ? h("p", { class: "banner" }, t("cb.offline", { time: formatTime(savedAt, lang()) })) : null,
     waiting ? h("p", { class: "muted cb-waiting" }, t("cb.queued", { n: waiting })) : null,
-    data.items.length ? h("ul", { class: "cb-list" }, data.items.map((c) => item(c, now, users)))
+    data.items.length ? h("ul", { class: "cb-list" }, data.items.map((c) => item(c, now, users, queued)))
       : h("p", { class: "empty" }, t("cb.none")));
 }
 
@@ -145,11 +97,12 @@ route("#/callbacks", callbacksScreen);
 route("#/callbacks/:scope", callbacksScreen);
 
 // The device hears of assignments and new callbacks through the sync change feed.
-window.addEventListener("od:changes", (event) => {
-  const relevant = event.detail.changes.some((c) => String(c.kind).startsWith("callback."));
-  if (relevant && location.hash.startsWith("#/callbacks")) window.dispatchEvent(new CustomEvent("od:rerender"));
-});
-window.addEventListener("od:online", () => flushAttempts().catch(() => {}));
+export function start() {
+  on("changes", ({ changes }) => {
+    const relevant = changes.some((c) => String(c.kind).startsWith("callback."));
+    if (relevant && location.hash.startsWith("#/callbacks")) emit("rerender");
+  });
+}
 
 tab({ href: "#/callbacks", label: () => t("nav.callbacks"), icon: "☎", order: 25 });
 homeAction({ href: "#/callbacks", label: () => `☎ ${t("cb.title")}`, order: 40 });

@@ -2,40 +2,15 @@
 // one big "Save & queue" button, then a fresh form for the next caller. Works offline from the device's
 // copy of the form; reopen a draft or a record the server rejected at #/records/:id.
 import { api, session } from "../api.js";
-import { addStrings, pick, t } from "../i18n.js";
+import { pick, t } from "../i18n.js";
 import { net } from "../net.js";
 import { navigate, route } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 import { defaults, renderForm } from "../formview.js";
 import * as store from "../store.js";
-import { listenWhile, requestSync } from "../sync.js";
+import { onWhile } from "../events.js";
+import { requestSync } from "../sync.js";
 import { homeAction } from "./home.js";
-
-addStrings({
-  "zh-CN": {
-    "rec.home": "记录来电", "rec.save": "保存并排队上传", "rec.saved": "已保存，待上传 {n} 条",
-    "rec.new": "新记录", "rec.autosaved": "草稿已自动保存 {time}", "rec.fix": "请先改正标红的项目",
-    "rec.discard": "放弃这份草稿", "rec.outbox": "待上传 {n} 条 · 查看发件箱", "rec.updated": "已保存修改，待上传",
-    "rec.notcached": "这份表单还没有下载到本机：请联网打开一次。",
-    "rec.rejected": "服务器没有接收这条记录：{reason}", "rec.rejectedFields": "服务器退回了这条记录：请改正标红的项目后重新提交。", "rec.synced": "已上传，回执号 {receipt}",
-    "rec.conflict": "这条记录与服务器上的版本不同，请到发件箱选择保留哪一份。", "rec.incident": "关联事件 #{id}",
-    "rec.paper": "纸质表 {sheet} 第 {row} 行", "rec.notfound": "本机没有这条记录。",
-    "persist.warn": "浏览器可能在存储空间不足时清除本机记录。请把本应用添加到主屏幕（安装应用），并尽快联网上传。",
-  },
-  en: {
-    "rec.home": "Record a call", "rec.save": "Save & queue", "rec.saved": "Saved. {n} waiting to upload",
-    "rec.new": "New record", "rec.autosaved": "Draft saved {time}", "rec.fix": "Fix the fields marked in red first",
-    "rec.discard": "Discard this draft", "rec.outbox": "{n} waiting · open the outbox", "rec.updated": "Changes saved, waiting to upload",
-    "rec.notcached": "This form is not on this device yet: open it once while online.",
-    "rec.rejected": "The server did not accept this record: {reason}",
-    "rec.rejectedFields": "The server returned this record: fix the fields marked in red and save again.", "rec.synced": "Uploaded, receipt {receipt}",
-    "rec.conflict": "The server holds another version of this record: choose one in the outbox.",
-    "rec.incident": "Incident #{id}", "rec.paper": "Paper sheet {sheet}, row {row}",
-    "rec.notfound": "This record is not on this device.",
-    "persist.warn": "The browser may clear records stored on this device when space runs low. Add this app to " +
-      "your home screen (install it) and upload as soon as you are online.",
-  },
-});
 
 homeAction({ href: "#/forms/call-record", label: () => t("rec.home"), kind: "primary", order: 1 });
 
@@ -156,11 +131,11 @@ function showForm(view, definition, record, { fresh }) {
   refreshCounts();
   // Leaving mid-typing (another screen, tab closed): save the last keystrokes now, not after the debounce.
   const flush = () => { if (timer) { clearTimeout(timer); timer = null; autosave(); } };
-  // Not listenWhile: the next screen is already mounted when these fire. A flush with no pending save is a no-op.
+  // Not onWhile: the next screen is already mounted when these fire. A flush with no pending save is a no-op.
   window.addEventListener("hashchange", flush, { once: true });
   window.addEventListener("pagehide", flush, { once: true });
-  listenWhile(element, "od:store", refreshCounts);
-  listenWhile(element, "od:persist", refreshCounts);
+  onWhile(element, "store", refreshCounts);
+  onWhile(element, "persist", refreshCounts);
   if (fresh) {
     const first = definition.fields.find((f) => f.required && values[f.name] === undefined);
     if (first && session.user) element.querySelector(`[name="${first.name}"]`)?.focus({ preventScroll: true });

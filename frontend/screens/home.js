@@ -1,7 +1,8 @@
 // Home: who is logged in, and the big buttons for the first minute of an outage.
-import { api, session } from "../api.js";
-import { addStrings, t } from "../i18n.js";
+import { session } from "../api.js";
+import { t } from "../i18n.js";
 import { navigate, route, tab } from "../router.js";
+import { logout } from "../session.js";
 import { h, mount } from "../ui.js";
 
 // Other screens add their big home buttons here: homeAction({ href, label, roles, order, kind }).
@@ -11,16 +12,13 @@ export function homeAction(entry) {
   actions.sort((a, b) => (a.order ?? 50) - (b.order ?? 50));
 }
 
-addStrings({ "zh-CN": {}, en: {} });
 tab({ href: "#/", label: () => t("nav.home"), icon: "⌂", order: 0 });
 
 route("#/", async (view) => {
   const user = session.user;
-  const logout = h("button", { type: "button", class: "secondary", onclick: async () => {
-    const handler = window.odBeforeLogout; // the outbox forces an export of unsent work first
-    if (handler && !(await handler())) return;
-    try { await api("/api/auth/logout", { method: "POST" }); } catch { /* offline: the token just expires */ }
-    session.clear();
+  const logoutButton = h("button", { type: "button", class: "secondary", onclick: async () => {
+    logoutButton.disabled = true;
+    await logout(); // session.js: the steps, in order
     navigate("#/login");
   } }, t("logout"));
   mount(view,
@@ -30,5 +28,5 @@ route("#/", async (view) => {
     h("div", { class: "actions" }, actions
       .filter((a) => !a.roles || a.roles.includes(user.role))
       .map((a) => h("a", { class: `action ${a.kind || ""}`, href: a.href }, a.label()))),
-    h("div", { class: "row" }, logout));
+    h("div", { class: "row" }, logoutButton));
 });

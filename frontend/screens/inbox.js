@@ -1,56 +1,21 @@
 // Inbox: every notification this user got (escalations, declarations, alert levels), whether or not a
 // push reached the phone, and the switch that turns Web Push on for this device (from a tap).
-import { api, session } from "../api.js";
-import { addStrings, lang, pick, t } from "../i18n.js";
+import { api } from "../api.js";
+import { emit } from "../events.js";
+import * as readCache from "../offline.js";
+import { lang, pick, t } from "../i18n.js";
 import { disablePush, enablePush, pushPermission, pushSubscribed, refreshUnread, setUnread } from "../push.js";
 import { navigate, route, tab, whileOnRoute } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 
-addStrings({
-  "zh-CN": {
-    "nav.inbox": "通知", "inbox.title": "通知", "inbox.unread": "{n} 条未读", "inbox.none": "还没有通知。",
-    "inbox.readall": "全部标为已读", "inbox.drill": "演练", "inbox.urgent": "紧急", "inbox.open": "查看事件",
-    "inbox.offline": "离线：显示 {time} 保存的通知", "push.title": "手机推送",
-    "push.on": "这台设备已开启推送：升级通知会直接弹到手机上。", "push.off": "开启后，事件升级时即使没打开应用也会收到提醒。",
-    "push.enable": "开启推送通知", "push.disable": "关闭推送", "push.test": "发送测试通知",
-    "push.denied": "推送通知已被浏览器禁止。请在浏览器的网站设置里允许通知，然后再试。",
-    "push.unsupported": "这个浏览器不支持推送通知。通知仍会出现在这里，请经常查看。",
-    "push.failed": "开启推送失败：{error}。通知仍会出现在收件箱。", "push.tested": "测试通知已发送",
-    "push.disabled": "已关闭这台设备的推送",
-  },
-  en: {
-    "nav.inbox": "Inbox", "inbox.title": "Notifications", "inbox.unread": "{n} unread", "inbox.none": "No notifications yet.",
-    "inbox.readall": "Mark all read", "inbox.drill": "DRILL", "inbox.urgent": "Urgent", "inbox.open": "Open incident",
-    "inbox.offline": "Offline: notifications as saved at {time}", "push.title": "Push on this phone",
-    "push.on": "Push is on for this device: escalations pop up even when the app is closed.",
-    "push.off": "Turn it on to be alerted about escalations even when the app is closed.",
-    "push.enable": "Turn on push notifications", "push.disable": "Turn off push", "push.test": "Send a test notification",
-    "push.denied": "Notifications are blocked in this browser. Allow them in the site settings, then try again.",
-    "push.unsupported": "This browser cannot receive push. Notifications still arrive here; check this page often.",
-    "push.failed": "Could not turn on push: {error}. Notifications still arrive in this inbox.",
-    "push.tested": "Test notification sent", "push.disabled": "Push turned off on this device",
-  },
-});
-
 tab({ href: "#/inbox", label: () => t("nav.inbox"), icon: "✉", order: 30 });
 
-const CACHE = "od.inbox";
 let pushError = null; // the last failed attempt to turn push on, shown until one succeeds
 
-function cacheKey() {
-  return `${CACHE}.${session.user?.id}`;
-}
-
+// Live, else this user's saved copy: {data, offline: iso | null}.
 async function loadInbox() {
-  try {
-    const data = await api("/api/inbox?limit=100", { cache: "no-store" });
-    localStorage.setItem(cacheKey(), JSON.stringify({ at: new Date().toISOString(), data }));
-    return { data, offline: null };
-  } catch (error) {
-    const saved = JSON.parse(localStorage.getItem(cacheKey()) || "null");
-    if (!saved) throw error;
-    return { data: saved.data, offline: saved.at };
-  }
+  const { data, savedAt } = await readCache.read("/api/inbox?limit=100");
+  return { data, offline: savedAt };
 }
 
 async function pushCard() {
@@ -91,7 +56,7 @@ async function pushCard() {
     } }, t("push.disable")));
   }
   buttons.append(h("button", { type: "button", id: "push-test", onclick: async () => {
-    try { await api("/api/push/test", { method: "POST" }); toast(t("push.tested")); window.dispatchEvent(new Event("od:inbox")); } catch (error) { toast(error.message, "error"); }
+    try { await api("/api/push/test", { method: "POST" }); toast(t("push.tested")); emit("inbox"); } catch (error) { toast(error.message, "error"); }
   } }, t("push.test")));
   card.append(status, buttons);
   return card;
@@ -142,5 +107,5 @@ route("#/inbox", async (view) => {
   await render(view);
   // Live while on screen: a new notification (push message or a poll) redraws the list.
   const again = () => { if (location.hash === "#/inbox" && view.isConnected) render(view).catch(() => {}); };
-  whileOnRoute("#/inbox", again, { every: 10000, events: ["od:notification", "od:inbox"] });
+  whileOnRoute("#/inbox", again, { every: 10000, topics: ["notification", "inbox"] });
 });

@@ -1,84 +1,18 @@
 // Incidents: the list (and declaring one from a playbook, lead+), and one incident live: status, drill
 // label, playbook steps with who ticked them, the escalation ladder, notes, the timeline, and the
-// ack / recovered / resolve buttons the server says this user may use. The last state fetched is kept on
-// the device, so the screens still show something useful offline.
+// ack / recovered / resolve buttons the server says this user may use. The last state fetched is kept in
+// this user's offline cache (offline.js), so the screens still show something useful offline.
 import { api, session } from "../api.js";
+import { emit } from "../events.js";
 import { loadContent } from "../content.js";
-import { addStrings, lang, pick, t } from "../i18n.js";
-import "../push.js";
+import * as readCache from "../offline.js";
+import { lang, pick, t } from "../i18n.js";
 import { navigate, route, tab, whileOnRoute } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 import { homeAction } from "./home.js";
 
 const LEAD = ["lead", "manager", "admin"];
 const POLL_MS = 4000;
-
-addStrings({
-  "zh-CN": {
-    "nav.incidents": "事件", "inc.home": "启动应急事件", "inc.title": "应急事件", "inc.active": "进行中",
-    "inc.closed": "已结束", "inc.none": "当前没有进行中的事件。", "inc.declare": "启动事件",
-    "inc.playbook": "预案", "inc.note": "情况说明（现象、开始时间、影响范围）", "inc.drill": "这是演练",
-    "inc.scale": "演练加速", "inc.scale.opt": "{n} 倍速", "inc.submit": "启动", "inc.submit.drill": "开始演练",
-    "inc.drill.label": "演练", "inc.drill.banner": "演练（{n} 倍速）：不是真实事件，所有通知都标注【演练】。",
-    "st.open": "处理中", "st.acknowledged": "已确认", "st.recovered": "已恢复", "st.resolved": "已结束",
-    "inc.declared": "{who} 于 {time} 启动", "inc.escalation": "升级 {fired}/{total}", "inc.next": "下一级：{time}",
-    "inc.ack": "确认接手", "inc.recover": "标记已恢复", "inc.resolve": "结束事件", "inc.resolve.confirm": "再点一次确认结束",
-    "inc.acked": "{who} 于 {time} 确认", "inc.steps": "处置步骤", "inc.ladder": "升级规则", "inc.notes": "备注",
-    "inc.note.add": "添加备注", "inc.note.placeholder": "进展、决定、联系了谁…", "inc.timeline": "时间线",
-    "inc.forms": "记录表单", "inc.offline": "离线：显示 {time} 保存的内容，操作需联网。", "inc.back": "← 全部事件",
-    "inc.by": "{who} · {time}", "inc.within": "{n} 分钟内", "inc.due": "应在 {time} 前",
-    "rung.after": "{n} 分钟后", "rung.notify": "通知 {roles}", "rung.pending": "待触发 {time}",
-    "rung.fired": "已触发 {time}", "rung.stopped": "已停止", "rung.cancelled": "已取消",
-    "level.title": "预警等级", "level.normal": "正常", "level.yellow": "黄色预警", "level.orange": "橙色预警",
-    "level.red": "红色预警", "level.rate": "接通率 {rate}%，排队 {queue}", "level.report": "上报话务数据",
-    "level.answer_rate": "接通率（%）", "level.queue": "排队数", "level.failure": "系统故障", "level.send": "上报",
-    "level.tiers": "已启动 {tiers} 级后备", "inc.failed": "操作失败：{error}",
-    "ev.declared": "{actor} 启动预案（第 {version} 版）", "ev.note": "{actor}：{text}",
-    "ev.step_ticked": "{actor} 完成：{step}", "ev.step_unticked": "{actor} 取消勾选：{step}",
-    "ev.escalation_fired": "升级（{after} 分钟）：通知 {roles}，{recipients} 人，{deliveries} 台设备",
-    "ev.notification_sent": "推送已发出：{user}", "ev.notification_failed": "推送失败：{user}（{status}）{retry}",
-    "ev.retry": "，将于 {time} 重试", "ev.giveup": "，已放弃（收件箱仍有）",
-    "ev.notification_gone": "{user} 的设备推送已失效，已删除该订阅", "ev.notification_delivered": "{user} 的设备已收到通知",
-    "ev.acknowledged": "{actor} 确认接手（用时 {after}），停止 {n} 级升级", "ev.neterror": "连接失败",
-    "dur.seconds": "{n} 秒", "dur.minutes": "{n} 分钟", "ev.recovered": "{actor} 标记系统已恢复",
-    "ev.resolved": "{actor} 结束事件", "ev.level_changed": "预警：{from} → {to}（接通率 {rate}%，排队 {queue}）",
-    "ev.reserve_called": "启动 {tier} 级后备人员", "ev.system": "系统",
-  },
-  en: {
-    "nav.incidents": "Incidents", "inc.home": "Declare an incident", "inc.title": "Incidents", "inc.active": "Active",
-    "inc.closed": "Closed", "inc.none": "No incident is active.", "inc.declare": "Declare an incident",
-    "inc.playbook": "Playbook", "inc.note": "What is happening (symptom, start time, who is affected)",
-    "inc.drill": "This is a drill", "inc.scale": "Drill speed", "inc.scale.opt": "{n}× faster",
-    "inc.submit": "Declare", "inc.submit.drill": "Start drill", "inc.drill.label": "DRILL",
-    "inc.drill.banner": "DRILL ({n}× speed): not a real incident; every notification is marked [DRILL].",
-    "st.open": "Open", "st.acknowledged": "Acknowledged", "st.recovered": "Recovered", "st.resolved": "Resolved",
-    "inc.declared": "Declared by {who} at {time}", "inc.escalation": "Escalation {fired}/{total}",
-    "inc.next": "Next: {time}", "inc.ack": "Acknowledge", "inc.recover": "Mark recovered", "inc.resolve": "Resolve",
-    "inc.resolve.confirm": "Tap again to resolve", "inc.acked": "Acknowledged by {who} at {time}",
-    "inc.steps": "Steps", "inc.ladder": "Escalation", "inc.notes": "Notes", "inc.note.add": "Add note",
-    "inc.note.placeholder": "Progress, decisions, who was called…", "inc.timeline": "Timeline",
-    "inc.forms": "Forms", "inc.offline": "Offline: showing what was saved at {time}; actions need a connection.",
-    "inc.back": "← All incidents", "inc.by": "{who} · {time}", "inc.within": "within {n} min",
-    "inc.due": "due {time}", "rung.after": "After {n} min", "rung.notify": "notify {roles}",
-    "rung.pending": "due {time}", "rung.fired": "fired {time}", "rung.stopped": "stopped", "rung.cancelled": "cancelled",
-    "level.title": "Alert level", "level.normal": "Normal", "level.yellow": "Yellow alert", "level.orange": "Orange alert",
-    "level.red": "Red alert", "level.rate": "answer rate {rate} %, queue {queue}", "level.report": "Report call figures",
-    "level.answer_rate": "Answer rate (%)", "level.queue": "Calls waiting", "level.failure": "System failure",
-    "level.send": "Report", "level.tiers": "Reserve tiers called: {tiers}", "inc.failed": "Failed: {error}",
-    "ev.declared": "{actor} declared it (playbook version {version})", "ev.note": "{actor}: {text}",
-    "ev.step_ticked": "{actor} did: {step}", "ev.step_unticked": "{actor} unticked: {step}",
-    "ev.escalation_fired": "Escalation ({after} min): notified {roles}, {recipients} people, {deliveries} devices",
-    "ev.notification_sent": "Push sent: {user}", "ev.notification_failed": "Push failed: {user} ({status}){retry}",
-    "ev.retry": ", retry at {time}", "ev.giveup": ", given up (still in the inbox)",
-    "ev.notification_gone": "{user}'s device no longer takes push; subscription removed",
-    "ev.notification_delivered": "{user}'s device received it",
-    "ev.acknowledged": "{actor} acknowledged after {after}; {n} escalation steps stopped",
-    "ev.neterror": "cannot connect", "dur.seconds": "{n} s", "dur.minutes": "{n} min",
-    "ev.recovered": "{actor} marked systems recovered", "ev.resolved": "{actor} resolved it",
-    "ev.level_changed": "Alert {from} → {to} (answer rate {rate} %, queue {queue})",
-    "ev.reserve_called": "Tier-{tier} reserves called in", "ev.system": "System",
-  },
-});
 
 tab({ href: "#/incidents", label: () => t("nav.incidents"), icon: "⚠", order: 20 });
 homeAction({ href: "#/incidents", label: () => t("inc.home"), roles: LEAD, order: 5, kind: "primary" });
@@ -97,27 +31,10 @@ const roleNames = (roles) => roles.map((r) => t(`role.${r}`)).join("、");
 
 // ---------------------------------------------------------------- the device's saved copy
 
-function saveCopy(key, data) {
-  try {
-    localStorage.setItem(`od.inc.${session.user?.id}.${key}`, JSON.stringify({ at: new Date().toISOString(), data }));
-  } catch { /* storage full: the live view still works */ }
-}
-
-function savedCopy(key) {
-  try { return JSON.parse(localStorage.getItem(`od.inc.${session.user?.id}.${key}`) || "null"); } catch { return null; }
-}
-
-// The server's answer, else the saved copy with the time it was saved ({data, offline: iso | null}).
-async function fetchOrSaved(path, key) {
-  try {
-    const data = await api(path, { cache: "no-store" }); // live, or the labelled copy below
-    saveCopy(key, data);
-    return { data, offline: null };
-  } catch (error) {
-    const saved = savedCopy(key);
-    if (!saved || (error.status && error.status < 500 && error.status !== 401)) throw error;
-    return { data: saved.data, offline: saved.at };
-  }
+// The server's answer, else this user's saved copy with the time it was saved ({data, offline: iso | null}).
+async function fetchOrSaved(path) {
+  const { data, savedAt } = await readCache.read(path);
+  return { data, offline: savedAt };
 }
 
 function offlineNote(at) {
@@ -196,7 +113,7 @@ function levelCard(level) {
     try {
       await api("/api/metrics", { method: "POST", body: {
         answer_rate: Number(rate.value), queue_length: Number(queue.value), system_failure: failure.checked } });
-      window.dispatchEvent(new Event("od:rerender"));
+      emit("rerender");
     } catch (e) { toast(t("inc.failed", { error: e.message }), "error"); }
   } },
   h("div", { class: "row two" }, h("label", {}, t("level.answer_rate"), rate), h("label", {}, t("level.queue"), queue)),
@@ -208,7 +125,7 @@ function levelCard(level) {
 
 route("#/incidents", async (view) => {
   const [{ data: incidents, offline }, level] = await Promise.all([
-    fetchOrSaved("/api/incidents?limit=50", "list"),
+    fetchOrSaved("/api/incidents?limit=50"),
     api("/api/metrics/level").catch(() => null)]);
   const active = incidents.filter((i) => i.status !== "resolved");
   const closed = incidents.filter((i) => i.status === "resolved").slice(0, 10);
@@ -293,7 +210,7 @@ function actionButtons(incident, offline, onChange) {
     event.currentTarget.disabled = true;
     try {
       onChange(await api(`/api/incidents/${incident.id}/${path}`, { method: "POST", body }));
-      window.dispatchEvent(new Event("od:inbox"));
+      emit("inbox");
     } catch (e) {
       toast(t("inc.failed", { error: e.message }), "error");
       event.target.disabled = false;
@@ -335,18 +252,19 @@ route("#/incidents/:id", async (view, { id }) => {
   const timelineBox = h("section", { class: "card" });
 
   const load = async () => {
-    const got = await fetchOrSaved(`/api/incidents/${id}`, `detail.${id}`);
+    const got = await fetchOrSaved(`/api/incidents/${id}`);
     incident = got.data;
     offline = got.offline;
     if (incident.can.timeline) {
-      const key = `timeline.${id}`;
+      // Fetched in steps (after=cursor), saved whole: the saved copy is the timeline so far.
+      const key = `/api/incidents/${id}/timeline`;
       try {
-        const fresh = await api(`/api/incidents/${id}/timeline?after=${cursor}`, { cache: "no-store" });
+        const fresh = await api(`${key}?after=${cursor}`);
         events = events.concat(fresh.events);
         cursor = fresh.cursor;
-        saveCopy(key, { events, cursor });
+        await readCache.save(key, { events, cursor });
       } catch {
-        const saved = savedCopy(key);
+        const saved = await readCache.saved(key);
         if (saved && !events.length) ({ events, cursor } = saved.data);
       }
     }
@@ -414,5 +332,5 @@ route("#/incidents/:id", async (view, { id }) => {
   window.scrollTo(0, 0);
   draw();
   // Polled while on screen; offline a poll fails fast and the saved copy stays shown.
-  whileOnRoute(hash, refresh, { every: POLL_MS, events: ["od:notification", "od:net"] });
+  whileOnRoute(hash, refresh, { every: POLL_MS, topics: ["notification", "net"] });
 });

@@ -1,6 +1,7 @@
-import { api, ApiError, session } from "../api.js";
+import { ApiError, session } from "../api.js";
 import { t } from "../i18n.js";
 import { navigate, route } from "../router.js";
+import { login } from "../session.js";
 import { h, mount } from "../ui.js";
 
 route("#/login", async (view) => {
@@ -12,11 +13,8 @@ route("#/login", async (view) => {
     event.preventDefault();
     error.hidden = true;
     try {
-      const result = await api("/api/auth/login", { method: "POST",
-        body: { username: username.value.trim(), password: password.value } });
-      session.save(result.token, result.user);
+      await login(username.value.trim(), password.value);
       document.getElementById("banner").hidden = true;
-      window.dispatchEvent(new CustomEvent("od:login", { detail: result.user }));
       navigate("#/");
     } catch (e) {
       error.textContent = e instanceof ApiError ? `${t("login.failed")}: ${e.message}` : t("error.network");

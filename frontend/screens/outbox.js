@@ -1,50 +1,16 @@
 // The outbox: what is on this device, what reached the server (with its receipt), what is waiting, and
 // the choices an agent has: sync now, export unsent records, settle a conflict, fix a rejected record.
 import { session } from "../api.js";
-import { addStrings, pick, t } from "../i18n.js";
+import { pick, t } from "../i18n.js";
 import { net } from "../net.js";
 import { route, tab } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 import * as store from "../store.js";
-import { exportUnsent, failureDetail, failureText, listenWhile, state as syncState, syncNow } from "../sync.js";
+import { onWhile } from "../events.js";
+import { exportBeforeLeaving, exportUnsent, failureDetail, failureText, state as syncState, syncNow } from "../sync.js";
 import { homeAction } from "./home.js";
 
 const SHOWN = 200; // the newest; counts cover everything
-
-addStrings({
-  "zh-CN": {
-    "nav.outbox": "发件箱", "outbox.title": "发件箱（本机记录）", "outbox.home": "发件箱：待上传记录",
-    "outbox.sync": "立即上传", "outbox.export": "导出未上传记录", "outbox.clear": "清除本机已上传记录",
-    "outbox.last": "最后一次成功上传：{time}", "outbox.never": "还没有成功上传过",
-    "outbox.progress": "正在上传 {done} / {total}", "outbox.retry": "稍后自动重试：{reason}",
-    "outbox.login": "登录已过期。记录都还在本机，重新登录后会自动上传。", "outbox.loginButton": "重新登录",
-    "outbox.empty": "本机还没有记录。", "outbox.more": "只显示最新 {n} 条。", "outbox.receipt": "回执 {receipt}",
-    "outbox.done": "上传完成", "outbox.exported": "已导出 {n} 条", "outbox.cleared": "已清除 {n} 条已上传记录",
-    "outbox.nothing": "没有未上传的记录", "outbox.mine": "我的版本（本机）", "outbox.theirs": "服务器上的版本",
-    "outbox.keepMine": "保留我的版本", "outbox.takeServer": "采用服务器版本", "outbox.fix": "修改后重新提交",
-    "outbox.open": "打开", "outbox.reentered": "已录入系统（{ref}）", "outbox.closed": "已关闭", "outbox.conflict": "服务器上已有这条记录的另一个版本：请对比后选择保留哪一份。",
-    "outbox.rejectedFields": "服务器退回：请修改 {fields}", "outbox.offline": "当前离线：记录会保存在本机，联网后自动上传。",
-    "status.draft": "草稿", "status.queued": "待上传", "status.sending": "上传中", "status.failed": "上传失败",
-    "status.synced": "已上传", "status.conflict": "有冲突", "status.rejected": "被退回",
-  },
-  en: {
-    "nav.outbox": "Outbox", "outbox.title": "Outbox (records on this device)", "outbox.home": "Outbox: records to upload",
-    "outbox.sync": "Sync now", "outbox.export": "Export unsent records", "outbox.clear": "Clear uploaded records from this device",
-    "outbox.last": "Last successful sync: {time}", "outbox.never": "Not synced yet",
-    "outbox.progress": "Uploading {done} / {total}", "outbox.retry": "Will retry automatically: {reason}",
-    "outbox.login": "Your login has expired. Every record is still on this device and uploads after you log in again.",
-    "outbox.loginButton": "Log in again",
-    "outbox.empty": "No records on this device yet.", "outbox.more": "Showing the newest {n}.",
-    "outbox.receipt": "Receipt {receipt}", "outbox.done": "Upload finished", "outbox.exported": "Exported {n}",
-    "outbox.cleared": "Cleared {n} uploaded records", "outbox.nothing": "Nothing unsent",
-    "outbox.mine": "My version (this device)", "outbox.theirs": "Server's version",
-    "outbox.keepMine": "Keep mine", "outbox.takeServer": "Take the server's", "outbox.fix": "Fix and resend",
-    "outbox.open": "Open", "outbox.reentered": "Entered into the CRM ({ref})", "outbox.closed": "Closed", "outbox.conflict": "The server holds another version of this record: compare and choose.",
-    "outbox.rejectedFields": "Returned by the server: fix {fields}", "outbox.offline": "Offline: records are kept on this device and upload when back online.",
-    "status.draft": "Draft", "status.queued": "Queued", "status.sending": "Sending", "status.failed": "Failed",
-    "status.synced": "Synced", "status.conflict": "Conflict", "status.rejected": "Rejected",
-  },
-});
 
 tab({ href: "#/outbox", label: () => t("nav.outbox"), icon: "⇅", order: 30 });
 homeAction({ href: "#/outbox", label: () => t("outbox.home"), order: 2 });
@@ -68,8 +34,7 @@ route("#/outbox", async (view) => {
     toast(t("outbox.exported", { n: await exportUnsent() }));
   } }, t("outbox.export"));
   const clearButton = h("button", { type: "button", class: "secondary outbox-clear", onclick: async () => {
-    const before = window.odBeforeClearData; // export unsent work first, like logout
-    if (before && !(await before())) return;
+    await exportBeforeLeaving(); // unsent work goes to a file first, like logout
     toast(t("outbox.cleared", { n: await store.clearSynced() }));
   } }, t("outbox.clear"));
 
@@ -194,11 +159,11 @@ route("#/outbox", async (view) => {
           t("outbox.takeServer"))));
   }
 
-  listenWhile(root, "od:sync", (e) => showSync(e.detail));
-  listenWhile(root, "od:net", () => showSync());
-  listenWhile(root, "od:auth-expired", () => showSync());
-  listenWhile(root, "od:store", draw);
-  listenWhile(root, "od:persist", draw);
+  onWhile(root, "sync", (detail) => showSync(detail));
+  onWhile(root, "net", () => showSync());
+  onWhile(root, "auth-expired", () => showSync());
+  onWhile(root, "store", draw);
+  onWhile(root, "persist", draw);
   showSync();
   await draw();
 });

@@ -3,53 +3,14 @@
 // saved copies (content.js); ticks are kept on this device.
 import { session } from "../api.js";
 import { loadContent, savedAt } from "../content.js";
+import { emit, on } from "../events.js";
 import { net } from "../net.js";
-import { addStrings, lang, pick, t } from "../i18n.js";
+import { lang, pick, t } from "../i18n.js";
 import { route, tab } from "../router.js";
 import { formatTime, h, mount } from "../ui.js";
 import { homeAction } from "./home.js";
 
 const CATEGORIES = ["technical", "facility", "safety", "demand", "public"];
-
-addStrings({
-  "zh-CN": {
-    "nav.playbooks": "预案", "pb.home": "应急预案", "pb.title": "应急预案", "pb.search": "搜索预案、步骤…",
-    "pb.search.label": "搜索预案", "pb.none": "没有找到“{q}”相关的预案", "pb.clear": "清除搜索",
-    "pb.count": "{n} 个预案", "pb.steps.count": "{n} 步", "pb.has.script": "有话术",
-    "cat.technical": "系统与设备故障", "cat.facility": "电力与设施", "cat.safety": "安全与人员",
-    "cat.demand": "话务激增", "cat.public": "投诉与舆情",
-    "pb.back": "← 全部预案", "pb.jump": "跳到", "pb.forms": "要填的表单", "pb.steps": "处置步骤",
-    "pb.script": "应急话术", "pb.script.hint": "照着念，每通电话尽量简短。", "pb.contacts": "联系电话",
-    "pb.escalation": "升级规则", "pb.progress": "已完成 {done}/{total}", "pb.clear.ticks": "清除勾选",
-    "pb.clear.confirm": "再点一次确认清除", "pb.ticked.at": "{time} 完成",
-    "pb.ticks.note": "勾选只保存在这台设备上。",
-    "who.agent": "坐席", "who.lead": "组长", "who.manager": "主管/经理", "who.ops": "运维",
-    "when.now": "立即", "when.minutes": "{n} 分钟内", "when.hours": "{n} 小时内",
-    "after.minutes": "{n} 分钟后", "after.hours": "{n} 小时后", "pb.notify": "通知 {roles}",
-    "pb.offline.empty": "这台设备上还没有保存预案。请联网登录一次，之后离线也能查看。",
-    "pb.notfound": "找不到这个预案。", "pb.retry": "重试", "pb.call": "拨打",
-    "pb.offline.note": "离线：显示本机保存的版本（{time} 保存）", "pb.offline.unknown": "离线：显示本机保存的版本",
-  },
-  en: {
-    "nav.playbooks": "Playbooks", "pb.home": "Playbooks", "pb.title": "Playbooks", "pb.search": "Search playbooks and steps…",
-    "pb.search.label": "Search playbooks", "pb.none": "No playbook matches “{q}”", "pb.clear": "Clear search",
-    "pb.count": "{n} playbooks", "pb.steps.count": "{n} steps", "pb.has.script": "call script",
-    "cat.technical": "Systems and equipment", "cat.facility": "Power and facilities", "cat.safety": "Safety and people",
-    "cat.demand": "Call surges", "cat.public": "Complaints and media",
-    "pb.back": "← All playbooks", "pb.jump": "Jump to", "pb.forms": "Forms to fill in", "pb.steps": "Steps",
-    "pb.script": "Call script", "pb.script.hint": "Read it out; keep each call short.", "pb.contacts": "Phone numbers",
-    "pb.escalation": "Escalation", "pb.progress": "{done} of {total} done", "pb.clear.ticks": "Clear ticks",
-    "pb.clear.confirm": "Tap again to clear", "pb.ticked.at": "done {time}",
-    "pb.ticks.note": "Ticks are kept on this device only.",
-    "who.agent": "Agent", "who.lead": "Lead", "who.manager": "Manager", "who.ops": "Ops",
-    "when.now": "At once", "when.minutes": "Within {n} min", "when.hours": "Within {n} h",
-    "after.minutes": "After {n} min", "after.hours": "After {n} h", "pb.notify": "Notify {roles}",
-    "pb.offline.empty": "No playbooks are saved on this device yet. Log in once while online; after that they work offline.",
-    "pb.notfound": "There is no such playbook.", "pb.retry": "Try again", "pb.call": "Call",
-    "pb.offline.note": "Offline: showing the copy saved on this device ({time})",
-    "pb.offline.unknown": "Offline: showing the copy saved on this device",
-  },
-});
 
 tab({ href: "#/playbooks", label: () => t("nav.playbooks"), icon: "☰", order: 10 });
 homeAction({ href: "#/playbooks", label: () => t("pb.home"), order: 10, kind: "primary" });
@@ -61,7 +22,6 @@ function startScreen() {
   if (shownHash !== location.hash) window.scrollTo(0, 0);
   shownHash = location.hash;
 }
-window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#/playbooks")) shownHash = null; });
 
 // Offline, say that what is shown is the device's saved copy, and from when.
 function fillOfflineNote(note) {
@@ -76,7 +36,6 @@ function offlineNote() {
   return note;
 }
 
-window.addEventListener("od:net", () => document.querySelectorAll(".pb-offline").forEach(fillOfflineNote));
 
 function minutesText(prefix, minutes) {
   if (minutes === 0 && prefix === "when") return t("when.now");
@@ -289,7 +248,7 @@ function showFailure(view, error) {
     h("p", { class: "error", role: "alert" },
       error?.status === 404 ? t("pb.notfound") : offline ? t("pb.offline.empty") : error.message),
     h("div", { class: "row" },
-      h("button", { type: "button", onclick: () => window.dispatchEvent(new CustomEvent("od:rerender")) }, t("pb.retry")),
+      h("button", { type: "button", onclick: () => emit("rerender") }, t("pb.retry")),
       h("a", { class: "button", href: "#/playbooks" }, t("pb.back")))));
 }
 
@@ -319,9 +278,11 @@ route("#/playbooks/:slug", async (view, { slug }) => {
   view.append(h("a", { class: "button print-this", href: `#/print/playbook/${encodeURIComponent(slug)}` }, t("print.button")));
 });
 
-// New versions arrived (content.js): show them, unless the agent is typing a search.
-window.addEventListener("od:content", () => {
-  if (/^#\/playbooks/.test(location.hash) && document.activeElement?.type !== "search") {
-    window.dispatchEvent(new CustomEvent("od:rerender"));
-  }
-});
+export function start() {
+  window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#/playbooks")) shownHash = null; });
+  on("net", () => document.querySelectorAll(".pb-offline").forEach(fillOfflineNote));
+  // New versions arrived (content.js): show them, unless the agent is typing a search.
+  on("content", () => {
+    if (/^#\/playbooks/.test(location.hash) && document.activeElement?.type !== "search") emit("rerender");
+  });
+}

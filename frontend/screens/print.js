@@ -3,27 +3,12 @@
 // works offline too (then the sheet ID is made on this device and printed as big text, without a QR code).
 import { api, session } from "../api.js";
 import { loadContent } from "../content.js";
-import { addStrings, t } from "../i18n.js";
+import { t } from "../i18n.js";
 import { route } from "../router.js";
 import { h, mount } from "../ui.js";
 import { deviceSheetId, isDeviceSheet, localDay } from "../sheets.js";
 import { loadCallbacks } from "./callbacks.js";
 import { homeAction } from "./home.js";
-
-addStrings({
-  "zh-CN": {
-    "print.kit": "应急打印包", "print.kit.help": "一键打印全部预案和空白表单。停电或设备全部不能用时按纸质流程工作。",
-    "print.index": "打印", "print.button": "打印", "print.blank": "打印空白纸质表", "print.copies": "份数（每份一个表单编号）",
-    "print.playbooks": "预案", "print.forms": "空白表单", "print.back": "返回",
-    "print.offlineIds": "离线：表单编号由本机生成（无二维码）。", "print.loading": "正在准备打印…",
-  },
-  en: {
-    "print.kit": "Outage kit", "print.kit.help": "Print every playbook and a blank copy of every form at once, for when power or every device is down.",
-    "print.index": "Print", "print.button": "Print", "print.blank": "Print blank paper sheets", "print.copies": "Copies (one sheet ID each)",
-    "print.playbooks": "Playbooks", "print.forms": "Blank forms", "print.back": "Back",
-    "print.offlineIds": "Offline: sheet IDs were made on this device (no QR code).", "print.loading": "Preparing…",
-  },
-});
 
 // Printed text is always both languages: Chinese first, English below.
 const ZH = (text) => (text && typeof text === "object" ? text["zh-CN"] : text) || "";

@@ -2,43 +2,12 @@
 // reference) or close them, export them, and write the post-incident review; its print views.
 import { api, session } from "../api.js";
 import { loadContent } from "../content.js";
-import { addStrings, lang, pick, t } from "../i18n.js";
+import { emit } from "../events.js";
+import * as readCache from "../offline.js";
+import { lang, pick, t } from "../i18n.js";
 import { route } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 import { homeAction } from "./home.js";
-
-addStrings({
-  "zh-CN": {
-    "re.title": "录入系统", "re.pending": "待录入", "re.reentered": "已录入", "re.closed": "已关闭", "re.total": "共",
-    "re.incident": "事件", "re.allIncidents": "全部事件", "re.status": "状态", "re.form": "表单", "re.crm": "系统单号", "re.bulkRef": "所选共用一个系统单号（可不填）",
-    "re.markSelected": "所选标为已录入", "re.closeSelected": "关闭所选", "re.selectAll": "全选", "re.none": "没有记录。",
-    "re.needRef": "请填写系统单号", "re.done": "已更新 {n} 条", "re.csv": "导出 CSV（Excel）", "re.json": "导出 JSON",
-    "re.paper": "纸质 {sheet} 第{row}行", "re.reviews": "事件复盘", "re.review": "复盘", "re.log": "打印事件日志",
-    "rv.title": "事件复盘", "rv.firstReport": "首次上报", "rv.fiveMin": "5分钟规则", "rv.ok": "达标", "rv.late": "超时",
-    "rv.outage": "故障时长", "rv.ongoing": "仍在持续", "rv.escalations": "升级", "rv.fired": "触发", "rv.acked": "确认",
-    "rv.records": "离线记录", "rv.callbacks": "回拨", "rv.promised": "承诺", "rv.onTime": "按时", "rv.lateCb": "超时",
-    "rv.open": "未完成", "rv.reentry": "录入进度", "rv.cause": "原因", "rv.actions": "改进措施", "rv.save": "保存复盘",
-    "rv.saved": "复盘已保存", "rv.due": "复盘截止 {time}", "rv.overdue": "复盘已超期", "rv.print": "打印复盘报告",
-    "rv.timeline": "时间线", "rv.written": "{name} 写于 {time}", "rv.minutes": "{n} 分钟",
-  },
-  en: {
-    "re.title": "CRM re-entry", "re.pending": "To re-enter", "re.reentered": "Re-entered", "re.closed": "Closed",
-    "re.total": "Total", "re.incident": "Incident", "re.allIncidents": "All incidents", "re.status": "Status",
-    "re.form": "Form", "re.crm": "CRM reference", "re.bulkRef": "One CRM reference for all selected (optional)", "re.markSelected": "Mark selected re-entered",
-    "re.closeSelected": "Close selected", "re.selectAll": "Select all", "re.none": "No records.",
-    "re.needRef": "Enter the CRM reference", "re.done": "{n} updated", "re.csv": "Export CSV (Excel)",
-    "re.json": "Export JSON", "re.paper": "paper {sheet} row {row}", "re.reviews": "Incident reviews",
-    "re.review": "Review", "re.log": "Print incident log",
-    "rv.title": "Post-incident review", "rv.firstReport": "First report", "rv.fiveMin": "5-minute rule",
-    "rv.ok": "met", "rv.late": "missed", "rv.outage": "Outage", "rv.ongoing": "still going", "rv.escalations": "Escalations",
-    "rv.fired": "fired", "rv.acked": "acknowledged", "rv.records": "Records taken offline", "rv.callbacks": "Callbacks",
-    "rv.promised": "promised", "rv.onTime": "on time", "rv.lateCb": "late", "rv.open": "open",
-    "rv.reentry": "Re-entry", "rv.cause": "Cause", "rv.actions": "Actions", "rv.save": "Save the review",
-    "rv.saved": "Review saved", "rv.due": "Review due {time}", "rv.overdue": "Review overdue",
-    "rv.print": "Print the review", "rv.timeline": "Timeline", "rv.written": "written by {name}, {time}",
-    "rv.minutes": "{n} min",
-  },
-});
 
 const STATUSES = ["pending", "reentered", "closed"];
 
@@ -73,7 +42,7 @@ route("#/recovery", async (view) => {
   const incidentList = Array.isArray(incidents) ? incidents : incidents.items || [];
   const go = (changes) => {
     sessionStorage.setItem(FILTERS, JSON.stringify({ ...filters, ...changes }));
-    window.dispatchEvent(new CustomEvent("od:rerender"));
+    emit("rerender");
   };
   const bulkRef = h("input", { id: "bulk-ref", placeholder: t("re.bulkRef"), maxlength: 100 });
   const rows = page.items.map((r) => {
@@ -95,7 +64,7 @@ route("#/recovery", async (view) => {
       const answer = await api("/api/recovery/reentry", { method: "POST", body });
       toast(t("re.done", { n: answer.updated.length }));
       if (Object.keys(answer.errors).length) toast(Object.values(answer.errors)[0], "error");
-      window.dispatchEvent(new CustomEvent("od:rerender"));
+      emit("rerender");
     } catch (error) {
       toast(error.problem?.errors ? t("re.needRef") : error.message, "error");
     }
@@ -182,7 +151,7 @@ function timelineTable(events) {
 }
 
 route("#/incidents/:id/review", async (view, { id }) => {
-  const report = await api(`/api/incidents/${encodeURIComponent(id)}/report`);
+  const report = await readCache.load(`/api/incidents/${encodeURIComponent(id)}/report`); // offline: the saved copy
   const review = report.review;
   const cause = h("textarea", { id: "rv-cause", rows: 4, maxlength: 20000 }, review.cause || "");
   const actions = h("textarea", { id: "rv-actions", rows: 4, maxlength: 20000 }, review.actions || "");
@@ -198,7 +167,7 @@ route("#/incidents/:id/review", async (view, { id }) => {
       try {
         await api(`/api/incidents/${id}/report`, { method: "PUT", body: { cause: cause.value, actions: actions.value } });
         toast(t("rv.saved"));
-        window.dispatchEvent(new CustomEvent("od:rerender"));
+        emit("rerender");
       } catch (error) { toast(error.message, "error"); }
     } },
     h("label", { for: "rv-cause" }, t("rv.cause")), cause,
@@ -226,7 +195,7 @@ function printHead(zh, en, report) {
 }
 
 route("#/print/incident/:id/report", async (view, { id }) => {
-  const report = await api(`/api/incidents/${encodeURIComponent(id)}/report`);
+  const report = await readCache.load(`/api/incidents/${encodeURIComponent(id)}/report`); // offline: the saved copy
   const fr = report.first_report;
   const cb = report.callbacks;
   const re = report.reentry;
@@ -260,7 +229,7 @@ route("#/print/incident/:id/report", async (view, { id }) => {
 }, { roles: ["lead", "manager", "admin"] });
 
 route("#/print/incident/:id/log", async (view, { id }) => {
-  const report = await api(`/api/incidents/${encodeURIComponent(id)}/report`);
+  const report = await readCache.load(`/api/incidents/${encodeURIComponent(id)}/report`); // offline: the saved copy
   const [logs, form] = await Promise.all([
     api(`/api/records?incident_id=${encodeURIComponent(id)}&form=incident-log&limit=200`).catch(() => ({ items: [] })),
     loadContent("/api/forms/incident-log").catch(() => ({ fields: [] }))]);

@@ -3,7 +3,7 @@
 // another phone, or after a crash) can never make two records.
 import { api, ApiError } from "../api.js";
 import { loadContent } from "../content.js";
-import { addStrings, pick, t } from "../i18n.js";
+import { pick, t } from "../i18n.js";
 import { navigate, route } from "../router.js";
 import { h, mount, toast } from "../ui.js";
 import { renderForm } from "../formview.js";
@@ -11,33 +11,6 @@ import { normalizeSheetId, paperRecordId } from "../sheets.js";
 import * as store from "../store.js";
 import { requestSync } from "../sync.js";
 import { homeAction } from "./home.js";
-
-addStrings({
-  "zh-CN": {
-    "tr.title": "录入纸质表", "tr.sheet": "表单编号（纸上右上角）", "tr.form": "哪张表",
-    "tr.start": "开始录入", "tr.badId": "编号不对：请逐个字符核对纸上的编号", "tr.known": "已找到：{form}，打印于 {at}",
-    "tr.unknown": "本机离线打印的编号，录入时登记", "tr.otherForm": "这张纸是“{form}”，已自动切换",
-    "tr.row": "第 {row} 行", "tr.prevRow": "上一行", "tr.nextRow": "下一行", "tr.saveNext": "保存本行，下一行",
-    "tr.done": "已录入的行", "tr.none": "还没有", "tr.saved": "第 {row} 行已保存，等待同步",
-    "tr.same": "第 {row} 行之前已录入，内容相同：没有重复记录", "tr.differs": "第 {row} 行之前录入的内容不同",
-    "tr.keep": "保留原来的", "tr.replace": "用现在的替换", "tr.before": "原来录入的", "tr.now": "现在录入的",
-    "tr.finish": "这张纸录完了", "tr.fix": "请先改正标红的项",
-    "tr.codes": "纸上圈的编号：", "tr.incident": "属于哪个事件", "tr.noIncident": "不属于事件",
-  },
-  en: {
-    "tr.title": "Transcribe a paper sheet", "tr.sheet": "Sheet ID (top right of the paper)", "tr.form": "Which form",
-    "tr.start": "Start", "tr.badId": "Not a valid sheet ID: check each character against the paper",
-    "tr.known": "Found: {form}, printed {at}", "tr.unknown": "Printed offline on a device; registered with the rows",
-    "tr.otherForm": "This sheet is a “{form}”: switched to it",
-    "tr.row": "Row {row}", "tr.prevRow": "Previous row", "tr.nextRow": "Next row", "tr.saveNext": "Save row, next",
-    "tr.done": "Rows entered", "tr.none": "none yet", "tr.saved": "Row {row} saved, waiting to sync",
-    "tr.same": "Row {row} was entered before with the same content: no duplicate made",
-    "tr.differs": "Row {row} was entered before with different content",
-    "tr.keep": "Keep the earlier one", "tr.replace": "Replace with this", "tr.before": "Entered before",
-    "tr.now": "Entered now", "tr.finish": "Sheet done",
-    "tr.fix": "Fix the fields marked in red first", "tr.codes": "Numbers circled on paper: ", "tr.incident": "Which incident", "tr.noIncident": "No incident",
-  },
-});
 
 const STATE = "od.transcribe"; // {sheetId: {form, rows: [n…]}}: where each sheet got to on this device
 
