@@ -17,18 +17,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 
 async def _problem(send: Send, status: int, type_: str, title: str, detail: str, retry_after: int) -> None:
     body = msgspec.json.encode({"type": type_, "title": title, "status": status, "detail": detail})
-    await send({"type": "http.response.start", "status": status, "headers": [
+    await send(cast(Any, {"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/problem+json"), (b"retry-after", str(retry_after).encode()),
-        (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+        (b"content-length", str(len(body)).encode()), (b"connection", b"close")]}))
+    await send(cast(Any, {"type": "http.response.body", "body": body}))
 
 
 async def _read_body(receive: Receive, seconds: float, limit: int) -> bytes | None:
@@ -53,7 +53,7 @@ async def _read_body(receive: Receive, seconds: float, limit: int) -> bytes | No
 def _replay(body: bytes, receive: Receive) -> Receive:
     sent = False
 
-    async def replay() -> Message:
+    async def replay() -> Any:
         nonlocal sent
         if not sent:
             sent = True
@@ -67,7 +67,7 @@ def sync_admission(app: ASGIApp) -> ASGIApp:
     gate: dict[str, Any] = {"per_user": Counter()}
 
     async def admit(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/api/sync" or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["path"] != "/api/sync" or cast(Any, scope)["method"] != "POST":
             await app(scope, receive, send)
             return
         settings = scope["app"].state.settings

@@ -61,7 +61,7 @@ SITE_SEEDERS: list[SiteSeeder] = [documents.seed_site]
 DEFAULT_LOADERS = [documents.load_defaults]
 # Outermost first. Admission runs inside authentication: it counts syncs per account, and a request with an
 # unknown token gets its 401 without waiting for a turn.
-MIDDLEWARE = [auth.auth_middleware, admission.sync_admission]
+MIDDLEWARE: list[Any] = [auth.auth_middleware, admission.sync_admission]
 
 
 async def provide_db(state: State) -> AsyncIterator[AsyncSession]:

@@ -254,6 +254,7 @@ async def login(data: LoginIn, request: Request, db: AsyncSession) -> LoginOut:
         await db.flush()
         await db.commit()  # kept although the answer is an error: the failure must count against the throttle
         raise Problem(401, "Wrong username or password.")
+    assert row is not None  # ok is only True for a row
     user, site = row.User, row.Site
     await db.execute(delete(LoginFailure).where(LoginFailure.username == data.username))
     await db.execute(delete(AuthToken).where(AuthToken.expires_at < utcnow()))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
-from sqlalchemy import DateTime, MetaData, event, func, select
+from sqlalchemy import CursorResult, DateTime, MetaData, Result, Table, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -110,6 +110,16 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def affected(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE changed (session.execute is typed as returning a plain Result)."""
+    return cast(CursorResult[Any], result).rowcount or 0
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Core table, for bulk statements (`__table__` is typed as any FromClause)."""
+    return cast(Table, model.__table__)
 
 
 def is_postgresql(session: AsyncSession) -> bool:

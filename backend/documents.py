@@ -126,7 +126,8 @@ class PlaybookDefinition(msgspec.Struct, forbid_unknown_fields=True, omit_defaul
     contacts: list[Contact] = []
 
 
-DEFINITIONS: dict[str, type[msgspec.Struct]] = {"form": FormDefinition, "playbook": PlaybookDefinition}
+DEFINITIONS: dict[str, type[FormDefinition] | type[PlaybookDefinition]] = {"form": FormDefinition,
+                                                                         "playbook": PlaybookDefinition}
 
 
 @functools.lru_cache(maxsize=512)
@@ -174,10 +175,10 @@ def check_definition(kind: str, definition: msgspec.Struct) -> dict[str, str]:
 SERVER_KEYS = ("version", "lang", "updated_at")  # what GET adds; a GET body can be edited and PUT back
 
 
-def parse_definition(kind: str, raw: dict[str, Any]) -> msgspec.Struct:
+def parse_definition(kind: str, raw: dict[str, Any]) -> FormDefinition | PlaybookDefinition:
     raw = {k: v for k, v in raw.items() if k not in SERVER_KEYS}
     try:
-        definition = msgspec.convert(raw, DEFINITIONS[kind])
+        definition: FormDefinition | PlaybookDefinition = msgspec.convert(raw, DEFINITIONS[kind])
     except msgspec.ValidationError as exc:
         raise Problem(422, f"This {kind} definition is not valid: {exc}") from exc
     if errors := check_definition(kind, definition):
@@ -198,11 +199,11 @@ def shipped(kind: str) -> list[dict[str, Any]]:
 
 async def latest(session: AsyncSession, site_id: int, kind: str, slug: str | None = None) -> list[Document]:
     """The newest version of each document (or of one slug) at a site."""
-    newest = (select(Document.slug, func.max(Document.version).label("version"))
-              .where(Document.site_id == site_id, Document.kind == kind).group_by(Document.slug))
+    versions = (select(Document.slug, func.max(Document.version).label("version"))
+                .where(Document.site_id == site_id, Document.kind == kind).group_by(Document.slug))
     if slug is not None:
-        newest = newest.where(Document.slug == slug)
-    newest = newest.subquery()
+        versions = versions.where(Document.slug == slug)
+    newest = versions.subquery()
     rows = await session.execute(
         select(Document).join(newest, (Document.slug == newest.c.slug) & (Document.version == newest.c.version))
         .where(Document.site_id == site_id, Document.kind == kind).order_by(Document.slug))
@@ -282,7 +283,7 @@ def make_router(kind: str, path: str, tag: str) -> Router:
 
     @get(path, summary=f"All {plural} of my site, newest versions", name=f"list_{plural}")
     async def list_documents(request: Request[CurrentUser, str, Any], db: AsyncSession,
-                             lang: Annotated[Lang | None, Parameter(query="lang")] = None) -> Response[list]:
+                             lang: Annotated[Lang | None, Parameter(query="lang")] = None) -> Response[Any]:
         site_cursor = await cursor(db, request.user.site_id)
         etag = f'"{kind}-{site_cursor}-{lang or "all"}"'
         if request.headers.get("if-none-match") == etag:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from . import clock, documents, ladder
 from .auth import RANK, CurrentUser, User, requires
 from .changes import add_change
-from .db import Base, UTCDateTime, get_for_site, insert_for
+from .db import Base, UTCDateTime, affected, get_for_site, insert_for
 from .errors import Problem
 from .ladder import EscalationStep
 from .notifications import cancel_pending, notify
@@ -282,11 +282,11 @@ async def ack_incident(request: Req, db: AsyncSession, incident_id: int) -> dict
         raise Problem(403, "Only managers, or the roles this incident's escalation has reached, can acknowledge.")
     at = await clock.now(request.app, db)
     # Only the first acknowledgement counts, even when two managers press at once.
-    won = (await db.execute(update(Incident).where(Incident.id == incident.id, Incident.acknowledged_at.is_(None),
+    won = affected(await db.execute(update(Incident).where(Incident.id == incident.id, Incident.acknowledged_at.is_(None),
                                                    Incident.status != "resolved")
                             .values(acknowledged_at=at, acknowledged_by=user.id,
                                     status=case((Incident.status == "open", "acknowledged"), else_=Incident.status))
-                            .execution_options(synchronize_session=False))).rowcount
+                            .execution_options(synchronize_session=False)))
     if won:
         await db.refresh(incident)
         stopped = await ladder.end_pending(db, incident.id, "stopped", at)
@@ -311,9 +311,9 @@ async def recover_incident(request: Req, db: AsyncSession, incident_id: int,
         raise Problem(409, "This incident is resolved already.")
     at = await clock.now(request.app, db)
     note = data.note if data else None
-    won = (await db.execute(update(Incident).where(Incident.id == incident.id, Incident.status.in_(("open", "acknowledged")))
+    won = affected(await db.execute(update(Incident).where(Incident.id == incident.id, Incident.status.in_(("open", "acknowledged")))
                             .values(status="recovered", recovered_at=at, recovered_by=user.id)
-                            .execution_options(synchronize_session=False))).rowcount
+                            .execution_options(synchronize_session=False)))
     if won:
         await db.refresh(incident)
         stopped = await ladder.end_pending(db, incident.id, "stopped", at)
@@ -333,11 +333,11 @@ async def resolve_incident(request: Req, db: AsyncSession, incident_id: int,
     incident = await _get(db, user, incident_id)
     at = await clock.now(request.app, db)
     note = data.note if data else None
-    won = (await db.execute(update(Incident).where(Incident.id == incident.id, Incident.status != "resolved")
+    won = affected(await db.execute(update(Incident).where(Incident.id == incident.id, Incident.status != "resolved")
                             .values(status="resolved", resolved_at=at, resolved_by=user.id,
                                     recovered_at=func.coalesce(Incident.recovered_at, at),
                                     recovered_by=func.coalesce(Incident.recovered_by, user.id))
-                            .execution_options(synchronize_session=False))).rowcount
+                            .execution_options(synchronize_session=False)))
     if won:
         await db.refresh(incident)
         cancelled_rungs = await ladder.end_pending(db, incident.id, "cancelled", at)

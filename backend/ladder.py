@@ -14,7 +14,7 @@ from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, sele
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .db import Base, UTCDateTime
+from .db import Base, UTCDateTime, affected
 
 
 class EscalationStep(Base):
@@ -56,7 +56,7 @@ async def end_pending(session: AsyncSession, incident_id: int, status: str, at: 
     result = await session.execute(
         update(EscalationStep).where(EscalationStep.incident_id == incident_id, EscalationStep.status == "pending")
         .values(status=status, ended_at=at))
-    return result.rowcount or 0
+    return affected(result)
 
 
 async def ladder(session: AsyncSession, incident_id: int) -> list[EscalationStep]:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from . import clock, push, workers
 from .auth import CurrentUser, User
-from .db import Base, UTCDateTime
+from .db import Base, UTCDateTime, affected, table_of
 from .errors import Problem
 from .push import PushSubscription
 from .timeline import IncidentEvent, add_event
@@ -144,7 +144,7 @@ async def cancel_pending(session: AsyncSession, incident_id: int, at: datetime) 
                                    PushDelivery.state.in_(("pending", "failed")),
                                    PushDelivery.next_attempt_at.is_not(None))
         .values(state="cancelled", next_attempt_at=None, last_error="cancelled (acknowledged or resolved)"))
-    return result.rowcount or 0
+    return affected(result)
 
 
 # ---------------------------------------------------------------- sending
@@ -235,7 +235,7 @@ async def _record(session: AsyncSession, results: list[tuple[PushDelivery, PushS
                   deadline: datetime, at: datetime) -> None:
     """Write each outcome, but only where our claim still holds (same deadline, still 'sending'): a sender
     whose lease ran out changes nothing. Accepted deliveries (the common case) go in one statement."""
-    table = PushDelivery.__table__
+    table = table_of(PushDelivery)
     ours = and_(table.c.state == "sending", table.c.deadline_at == deadline)
     events: list[tuple[PushDelivery, str, dict[str, Any]]] = []
 
@@ -269,14 +269,14 @@ async def _record(session: AsyncSession, results: list[tuple[PushDelivery, PushS
             values.update(state="failed", next_attempt_at=retry_at)
             kind, data = "notification_failed", {**info(delivery, name, status), "error": outcome.get("error"),
                                                  "retry_at": retry_at.isoformat() if retry_at else None}
-        if not (await session.execute(table.update().where(table.c.id == delivery.id, ours).values(**values))).rowcount:
+        if not affected(await session.execute(table.update().where(table.c.id == delivery.id, ours).values(**values))):
             continue
         if kind == "notification_gone" and sub is not None:
             # That exact subscription is dead: remove it and whatever else was queued for it.
             await session.execute(table.update().where(
                 table.c.subscription_id == sub.id, table.c.state.in_(("pending", "failed")))
                 .values(state="gone", next_attempt_at=None))
-            await session.execute(PushSubscription.__table__.delete().where(PushSubscription.id == sub.id))
+            await session.execute(table_of(PushSubscription).delete().where(PushSubscription.id == sub.id))
         events.append((delivery, kind, data))
 
     session.add_all([IncidentEvent(incident_id=d.incident_id, kind=kind, actor_id=None, data=data, at=at)
@@ -360,7 +360,7 @@ async def mark_all_read(request: Req, db: AsyncSession) -> dict[str, int]:
     at = await clock.now(request.app, db)
     result = await db.execute(update(Notification).where(Notification.user_id == request.user.id,
                                                          Notification.read_at.is_(None)).values(read_at=at))
-    return {"marked": result.rowcount or 0}
+    return {"marked": affected(result)}
 
 
 router = Router(path="/", tags=["notifications"], route_handlers=[

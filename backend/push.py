@@ -29,7 +29,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from . import clock
 from .auth import CurrentUser
 from .config import Settings
-from .db import Base, UTCDateTime
+from .db import Base, UTCDateTime, affected, table_of
 from .errors import Problem
 
 SEND_TIMEOUT = 10  # seconds for one POST to a push service
@@ -205,9 +205,9 @@ async def subscribe(request: Req, db: AsyncSession, data: SubscriptionIn) -> dic
 @delete("/api/push/subscriptions", status_code=204, summary="Unsubscribe this device (?endpoint=…)")
 async def unsubscribe(request: Req, db: AsyncSession,
                       endpoint: Annotated[str, Parameter(query="endpoint", max_length=1000)]) -> None:
-    result = await db.execute(PushSubscription.__table__.delete().where(
+    result = await db.execute(table_of(PushSubscription).delete().where(
         PushSubscription.endpoint == endpoint, PushSubscription.user_id == request.user.id))
-    if not result.rowcount:
+    if not affected(result):
         raise Problem(404, "You have no push subscription with that endpoint.")
 
 

@@ -99,8 +99,8 @@ async def _export_rows(db: AsyncSession, user: CurrentUser, form: str | None, in
     for column, value in ((Record.form, form), (Record.incident_id, incident_id), (Record.reentry_status, status)):
         if value is not None:
             where.append(column == value)
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
+    for name, bound in (("since", since), ("until", until)):
+        if bound is not None and bound.tzinfo is None:
             raise Problem(400, f"{name} needs a timezone, e.g. 2026-11-23T08:00:00+08:00", errors={name: "naive"})
     if since is not None:
         where.append(Record.captured_at >= since)

@@ -89,7 +89,7 @@ async def build_report(session: AsyncSession, incident: Incident, now: datetime)
     callbacks = list((await session.execute(select(Callback).where(Callback.site_id == incident.site_id,
                                                                   Callback.incident_id == incident.id,
                                                                   Callback.status != "cancelled"))).scalars())
-    made = [c for c in callbacks if c.completed_at is not None]
+    made = [(c, c.completed_at) for c in callbacks if c.completed_at is not None]
     still_open = [c for c in callbacks if c.status in OPEN_STATES]
     by_form: dict[str, int] = {}
     by_source: dict[str, int] = {"device": 0, "paper": 0}
@@ -108,7 +108,7 @@ async def build_report(session: AsyncSession, incident: Incident, now: datetime)
                      "drill": incident.drill, "time_scale": incident.time_scale,
                      "declared_at": _iso(incident.declared_at), "acknowledged_at": _iso(incident.acknowledged_at),
                      "recovered_at": _iso(incident.recovered_at), "resolved_at": _iso(incident.resolved_at),
-                     "declared_by": names.get(incident.declared_by)},
+                     "declared_by": names.get(incident.declared_by or 0)},
         "first_report": {"fault_started_at": _iso(fault_started),
                          "fault_start_source": "incident-log" if starts and min(starts) < incident.declared_at
                          else "declared",
@@ -123,8 +123,8 @@ async def build_report(session: AsyncSession, incident: Incident, now: datetime)
                    "seconds_so_far": _seconds(fault_started, outage_end or now)},
         "records": {"total": len(records), "by_form": by_form, "by_source": by_source},
         "callbacks": {"promised": len(callbacks),
-                      "on_time": sum(1 for c in made if c.completed_at <= c.due_at),
-                      "late": sum(1 for c in made if c.completed_at > c.due_at),
+                      "on_time": sum(1 for c, done in made if done <= c.due_at),
+                      "late": sum(1 for c, done in made if done > c.due_at),
                       "open": len(still_open),
                       "overdue": sum(1 for c in still_open if c.due_at < now),
                       "failed": sum(1 for c in callbacks if c.status == "failed")},

@@ -31,7 +31,7 @@ from . import clock, forms
 from .auth import CurrentUser
 from .changes import changes_since, lock_site
 from .clock import in_window
-from .db import INT32, insert_for
+from .db import INT32, insert_for, table_of
 from .errors import Problem
 from .printing import normalize_sheet_id, paper_record_id
 from .records import Record, RecordOut, record_out
@@ -210,7 +210,7 @@ async def store_batch(session: AsyncSession, user: CurrentUser, device_id: str, 
     # so PostgreSQL never has to break a deadlock between them.
     rows = [_new_row(user, device_id, items[i], hashes[i], now)  # type: ignore[arg-type]
             for _, i in sorted(first.items())]
-    table = Record.__table__
+    table = table_of(Record)
     # executemany form: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues") from one cached
     # compiled statement, instead of compiling a new 100-row VALUES clause per request.
     inserted = set((await session.execute(

@@ -61,9 +61,9 @@ function checkValue(field, value) {
     case "boolean": return typeof value === "boolean" ? null : { code: "type" };
     case "choice": return (field.choices || []).some((c) => c.value === value) ? null : { code: "choice" };
     case "datetime": {
-      if (typeof value !== "string" || !/[zZ]|[+-]\d\d:\d\d$/.test(value) || Number.isNaN(Date.parse(value))) {
-        return { code: "datetime" };
-      }
+      // with a timezone, and between 2000 and 2100 (as the server: a year 1 or 9999 is a typo)
+      const at = typeof value === "string" && /[zZ]|[+-]\d\d:\d\d$/.test(value) ? Date.parse(value) : NaN;
+      if (Number.isNaN(at) || at < Date.UTC(2000, 0, 1) || at >= Date.UTC(2100, 0, 1)) return { code: "datetime" };
       return null;
     }
     default: return null;

@@ -61,7 +61,8 @@ export async function uuid5(namespace, name) {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-// The record id of row `row` of a paper sheet: typing the same row twice gives the same record.
-export function paperRecordId(sheetId, row) {
-  return uuid5(PAPER_NAMESPACE, `${sheetId}:${row}`);
+// The record id of row `row` of a paper sheet of a site (as backend/printing.py): typing the same row twice
+// gives the same record, and another site can never take the id of one of ours.
+export function paperRecordId(site, sheetId, row) {
+  return uuid5(PAPER_NAMESPACE, `${site}:${sheetId}:${row}`);
 }

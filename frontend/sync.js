@@ -234,9 +234,12 @@ function download(name, type, text) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
+// A spreadsheet (Excel, WPS) runs a cell starting with = + - @ (or tab, CR) as a formula: a leading
+// apostrophe, which they hide, keeps it text ("+86 137…" stays a phone number). Same rule as the server's CSV.
 function csvCell(value) {
   if (value === null || value === undefined) return "";
-  const text = typeof value === "object" ? JSON.stringify(value) : String(value);
+  let text = typeof value === "object" ? JSON.stringify(value) : String(value);
+  if (/^[=+\-@\t\r]/.test(text)) text = `'${text}`;
   return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 

@@ -1,7 +1,7 @@
 // Transcription: enter a filled-in paper sheet row by row. Each row becomes a record with source "paper",
-// its sheet ID and row number, and the id uuid5("{sheet_id}:{row}"), so typing a row twice (here, on
+// its sheet ID and row number, and the id uuid5("{site}:{sheet_id}:{row}"), so typing a row twice (here, on
 // another phone, or after a crash) can never make two records.
-import { api, ApiError } from "../api.js";
+import { api, ApiError, session } from "../api.js";
 import { loadContent } from "../content.js";
 import { pick, t } from "../i18n.js";
 import { navigate, route } from "../router.js";
@@ -37,7 +37,7 @@ const sameData = (a, b) => JSON.stringify(Object.entries(a || {}).sort()) === JS
 
 // Save one row through the record queue. Returns {outcome: "saved" | "same" | "differs", before?}.
 export async function saveRow({ form, sheetId, row, data, replace = false, incidentId = null }) {
-  const id = await paperRecordId(sheetId, row);
+  const id = await paperRecordId(session.user.site, sheetId, row);
   const existing = await store.get(id);
   if (existing && !replace) {
     return sameData(existing.data, data) ? { outcome: "same", id } : { outcome: "differs", id, before: existing.data };
@@ -116,8 +116,8 @@ route("#/transcribe/:form/:sheet/:row", async (view, params) => {
 
   // Times on a sheet run on: a new row starts with the previous row's date and time fields.
   const values = {};
-  const earlier = await store.get(await paperRecordId(sheetId, row));
-  const previous = row > 1 ? await store.get(await paperRecordId(sheetId, row - 1)) : null;
+  const earlier = await store.get(await paperRecordId(session.user.site, sheetId, row));
+  const previous = row > 1 ? await store.get(await paperRecordId(session.user.site, sheetId, row - 1)) : null;
   if (earlier) Object.assign(values, earlier.data);
   else if (previous) {
     for (const f of definition.fields) if (f.type === "datetime" && previous.data[f.name]) values[f.name] = previous.data[f.name];
