@@ -279,7 +279,8 @@ async def add_user(data: NewUserIn, request: Request[CurrentUser, str, Any], db:
     if exists is not None:
         raise Problem(409, f"The username {data.username!r} is taken.")
     user = await create_user(db, data.username, data.role, request.user.site_slug, data.password,
-                             data.display_name, data.phone)
+                             data.display_name, data.phone,
+                             password_hash=await throttle.hash_password(request.app.state, data.password))
     site = (await db.execute(select(Site).where(Site.id == user.site_id))).scalar_one()
     return user_out(user, site)
 

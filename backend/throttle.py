@@ -75,6 +75,8 @@ async def reserve(session: AsyncSession, username: str, address: str) -> int | N
     statement = (LoginFailure.__table__.insert()
                  .from_select(["username", "address", "at"], allowed).returning(LoginFailure.id))
     reserved = (await session.execute(statement)).scalar_one_or_none()
+    # Failures older than the window no longer count: this address's go (the index on address, at).
+    await session.execute(delete(LoginFailure).where(LoginFailure.address == address, LoginFailure.at <= since))
     await session.commit()
     return reserved
 
