@@ -26,6 +26,7 @@ from . import (
     documents,
     escalation,
     forms,
+    headers,
     incidents,
     notifications,
     playbooks,
@@ -34,6 +35,7 @@ from . import (
     records,
     reentry,
     reports,
+    sessions,
     shell,
     sync,
     workers,
@@ -48,7 +50,7 @@ log = logging.getLogger("outage_desk")
 
 # The wiring, in plain lists. Each capability module owns its routes, tables and logic; this is the one place
 # that says which of them the app runs. A new capability adds itself here, nowhere else.
-ROUTERS = [shell.router, auth.router, documents.router, forms.router, playbooks.router, sync.router, records.router,
+ROUTERS = [shell.router, auth.router, sessions.router, documents.router, forms.router, playbooks.router, sync.router, records.router,
            incidents.router, alerts.router, notifications.router, push.router, callbacks.router, reentry.router,
            reports.router, printing.router]
 # "Do what is due" steps, each run for the app's lifetime by backend.workers.
@@ -62,6 +64,8 @@ DEFAULT_LOADERS = [documents.load_defaults]
 # Outermost first. Admission runs inside authentication: it counts syncs per account, and a request with an
 # unknown token gets its 401 without waiting for a turn.
 MIDDLEWARE: list[Any] = [auth.auth_middleware, admission.sync_admission]
+# Run on every answer sent, routed or not (404s, the admission 503): the security headers.
+BEFORE_SEND = [headers.add_security_headers]
 
 
 async def provide_db(state: State) -> AsyncIterator[AsyncSession]:
@@ -106,6 +110,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
         state=State({"settings": settings, "record_hooks": RECORD_HOOKS, "site_seeders": SITE_SEEDERS}),
         dependencies={"db": Provide(provide_db)},
         middleware=MIDDLEWARE,
+        before_send=BEFORE_SEND,
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
         # gzip (brotli would need an extra package): the app shell a phone installs and API JSON go out

@@ -10,30 +10,27 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from litestar import Request, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
 from litestar.params import Parameter
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, delete, func, select
+from sqlalchemy import Boolean, ForeignKey, Integer, String, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from . import throttle
 from .db import Base, UTCDateTime, utcnow
 from .errors import Problem
+from .headers import client_address as _client_address
+from .throttle import FAIL_WINDOW, LoginFailure, hasher
+
+__all__ = ["LoginFailure", "hasher"]  # kept importable from here (tests, CLI)
 
 Role = Literal["agent", "lead", "manager", "admin"]
 ROLES: tuple[str, ...] = ("agent", "lead", "manager", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
 
-# Throttle: this many failed logins in the window lock a username / an address.
-FAILS_PER_USER = 5
-FAILS_PER_ADDRESS = 20
-FAIL_WINDOW = timedelta(minutes=15)
-
-hasher = PasswordHasher()  # Argon2id, library defaults (slow on purpose)
 
 
 class Site(Base):
@@ -64,16 +61,6 @@ class AuthToken(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class LoginFailure(Base):
-    __tablename__ = "login_failures"
-    __table_args__ = (Index("ix_login_failures_username_at", "username", "at"),
-                      Index("ix_login_failures_address_at", "address", "at"))
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    username: Mapped[str] = mapped_column(String(64))
-    address: Mapped[str] = mapped_column(String(64))
-    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class CurrentUser(msgspec.Struct, frozen=True):
@@ -127,6 +114,18 @@ def user_out(user: CurrentUser | User, site: Site | None = None, phone: str | No
 async def site_names(session: AsyncSession, site_id: int) -> dict[int, str]:
     """Display names of everyone at a site, by user id (for lists that show who did what)."""
     return dict((await session.execute(select(User.id, User.display_name).where(User.site_id == site_id))).all())
+
+
+MIN_PASSWORD = 8
+
+
+def password_problem(username: str, password: str) -> str | None:
+    """What is wrong with this password for this user (None: it is acceptable)."""
+    if len(password) < MIN_PASSWORD:
+        return f"The password needs at least {MIN_PASSWORD} characters."
+    if password.strip().casefold() == username.strip().casefold():
+        return "The password must not be the username."
+    return None
 
 
 def token_hash(secret_key: str, token: str) -> str:
@@ -220,45 +219,32 @@ def requires(min_role: str):
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-async def _throttled(session: AsyncSession, username: str, address: str) -> bool:
-    since = utcnow() - FAIL_WINDOW
-    by_user = (await session.execute(select(func.count()).select_from(LoginFailure)
-                                     .where(LoginFailure.username == username, LoginFailure.at > since))).scalar_one()
-    by_addr = (await session.execute(select(func.count()).select_from(LoginFailure)
-                                     .where(LoginFailure.address == address, LoginFailure.at > since))).scalar_one()
-    return by_user >= FAILS_PER_USER or by_addr >= FAILS_PER_ADDRESS
+    """The caller's address: the peer, or the client a trusted proxy forwarded for (backend.headers)."""
+    return _client_address(request.scope)
 
 
 @post("/api/auth/login", status_code=200, summary="Log in; returns a bearer token")
 async def login(data: LoginIn, request: Request, db: AsyncSession) -> LoginOut:
-    settings = request.app.state.settings
+    state = request.app.state
     address = client_address(request)
-    if await _throttled(db, data.username, address):
+    # The reservation and the user lookup in a short transaction of their own, committed before the slow
+    # password check (which holds no database connection and runs in a thread).
+    async with state.sessionmaker() as session:
+        reserved = await throttle.reserve(session, data.username, address)
+        row = None if reserved is None else (await session.execute(
+            select(User, Site).join(Site, Site.id == User.site_id)
+            .where(User.username == data.username, User.active.is_(True)))).one_or_none()
+    if reserved is None:
         raise Problem(429, "Too many failed logins; wait 15 minutes or ask your team lead to reset your password.",
                       headers={"Retry-After": str(int(FAIL_WINDOW.total_seconds()))})
-    row = (await db.execute(select(User, Site).join(Site, Site.id == User.site_id)
-                            .where(User.username == data.username, User.active.is_(True)))).one_or_none()
-    ok = False
-    if row is not None:
-        try:
-            ok = hasher.verify(row.User.password_hash, data.password)
-        except (VerificationError, InvalidHashError):
-            ok = False
-    else:
-        hasher.hash(data.password)  # same cost either way: no user enumeration by timing
-    if not ok:
-        db.add(LoginFailure(username=data.username, address=address))
-        await db.flush()
-        await db.commit()  # kept although the answer is an error: the failure must count against the throttle
-        raise Problem(401, "Wrong username or password.")
-    assert row is not None  # ok is only True for a row
+    ok = await throttle.verify_password(state, row.User.password_hash if row else None, data.password)
+    if not ok or row is None:
+        raise Problem(401, "Wrong username or password.")  # the reserved failure stays counted
     user, site = row.User, row.Site
-    await db.execute(delete(LoginFailure).where(LoginFailure.username == data.username))
+    await throttle.succeeded(db, data.username, address)
     await db.execute(delete(AuthToken).where(AuthToken.expires_at < utcnow()))
-    token, expires_at = issue_token(db, settings.secret_key, user.id, timedelta(minutes=settings.token_ttl_minutes))
+    token, expires_at = issue_token(db, state.settings.secret_key, user.id,
+                                    timedelta(minutes=state.settings.token_ttl_minutes))
     return LoginOut(token=token, expires_at=expires_at, user=user_out(user, site))
 
 
@@ -287,11 +273,14 @@ async def list_users(request: Request[CurrentUser, str, Any], db: AsyncSession,
 
 @post("/api/users", guards=[requires("admin")], summary="Add a user to my site")
 async def add_user(data: NewUserIn, request: Request[CurrentUser, str, Any], db: AsyncSession) -> UserOut:
+    if rule := password_problem(data.username, data.password):
+        raise Problem(400, rule, errors={"password": rule})
     exists = (await db.execute(select(User.id).where(User.username == data.username))).scalar_one_or_none()
     if exists is not None:
         raise Problem(409, f"The username {data.username!r} is taken.")
     user = await create_user(db, data.username, data.role, request.user.site_slug, data.password,
-                             data.display_name, data.phone)
+                             data.display_name, data.phone,
+                             password_hash=await throttle.hash_password(request.app.state, data.password))
     site = (await db.execute(select(Site).where(Site.id == user.site_id))).scalar_one()
     return user_out(user, site)
 

@@ -1,4 +1,5 @@
-"""python -m backend: serve, migrate, users add, demo, vapid, export."""
+"""python -m backend: serve, migrate, users (add, list, disable, enable, set-role, reset-password, revoke),
+demo, vapid, export."""
 
 from __future__ import annotations
 
@@ -85,6 +86,101 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_command(name: str, change: Callable[[Any, Any], Awaitable[str]]) -> int:
+    """Run change(session, user) on the named user in one transaction; 2 if there is no such user."""
+    from .sessions import find_user
+
+    prepare()
+
+    async def run(session: Any) -> str | None:
+        user = await find_user(session, name)
+        return None if user is None else await change(session, user)
+
+    message = _with_session(run)
+    if message is None:
+        print(f"no user {name!r}", file=sys.stderr)
+        return 2
+    print(message)
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from .auth import Site, User
+
+    prepare()
+
+    async def rows(session: Any) -> list[Any]:
+        query = select(User, Site.slug).join(Site, Site.id == User.site_id).order_by(Site.slug, User.username)
+        if args.site:
+            query = query.where(Site.slug == args.site)
+        return list((await session.execute(query)).all())
+
+    print(f"{'username':24} {'site':16} {'role':8} {'status':8} display name")
+    for user, site in _with_session(rows):
+        print(f"{user.username:24} {site:16} {user.role:8} {'active' if user.active else 'disabled':8} "
+              f"{user.display_name}")
+    return 0
+
+
+def cmd_users_disable(args: argparse.Namespace) -> int:
+    from .sessions import set_active
+
+    async def change(session: Any, user: Any) -> str:
+        ended = await set_active(session, user, False)
+        return f"disabled {user.username}; {ended} login(s) ended"
+
+    return _user_command(args.name, change)
+
+
+def cmd_users_enable(args: argparse.Namespace) -> int:
+    async def change(session: Any, user: Any) -> str:
+        user.active = True
+        return f"enabled {user.username}"
+
+    return _user_command(args.name, change)
+
+
+def cmd_users_set_role(args: argparse.Namespace) -> int:
+    from .auth import ROLES
+    from .sessions import set_role
+
+    if args.role not in ROLES:
+        print(f"role must be one of {', '.join(ROLES)}", file=sys.stderr)
+        return 2
+
+    async def change(session: Any, user: Any) -> str:
+        ended = await set_role(session, user, args.role)
+        return f"{user.username} is now {args.role}; {ended} login(s) ended"
+
+    return _user_command(args.name, change)
+
+
+def cmd_users_reset_password(args: argparse.Namespace) -> int:
+    from .auth import hasher, password_problem
+    from .sessions import set_password
+
+    if rule := password_problem(args.name, args.password):
+        print(rule, file=sys.stderr)
+        return 2
+
+    async def change(session: Any, user: Any) -> str:
+        ended = await set_password(session, user, hasher.hash(args.password))
+        return f"password of {user.username} reset; {ended} login(s) ended"
+
+    return _user_command(args.name, change)
+
+
+def cmd_users_revoke(args: argparse.Namespace) -> int:
+    from .sessions import revoke_sessions
+
+    async def change(session: Any, user: Any) -> str:
+        return f"{await revoke_sessions(session, user.id)} login(s) of {user.username} ended"
+
+    return _user_command(args.name, change)
+
+
 DEMO_USERS = [("agent", "坐席 小王"), ("lead", "值班组长 李"), ("manager", "运营主管 陈"), ("admin", "管理员")]
 
 
@@ -163,6 +259,23 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--display-name")
     add.add_argument("--phone")
     add.set_defaults(fn=cmd_users_add)
+    listing = users.add_parser("list", help="every user with site, role and status")
+    listing.add_argument("--site", help="only this site")
+    listing.set_defaults(fn=cmd_users_list)
+    for command, fn, what in (("disable", cmd_users_disable, "disable a user and end their logins"),
+                              ("enable", cmd_users_enable, "enable a disabled user again"),
+                              ("revoke", cmd_users_revoke, "end every login of a user")):
+        one = users.add_parser(command, help=what)
+        one.add_argument("name")
+        one.set_defaults(fn=fn)
+    set_role = users.add_parser("set-role", help="change a user's role and end their logins")
+    set_role.add_argument("name")
+    set_role.add_argument("role")
+    set_role.set_defaults(fn=cmd_users_set_role)
+    reset = users.add_parser("reset-password", help="set a new password and end the user's logins")
+    reset.add_argument("name")
+    reset.add_argument("--password", required=True)
+    reset.set_defaults(fn=cmd_users_reset_password)
 
     demo = sub.add_parser("demo", help="a demo site with one user per role")
     demo.add_argument("--site", default="demo")

@@ -26,6 +26,8 @@ class Settings(msgspec.Struct, frozen=True):
     sync_body_seconds: float
     sync_per_user: int
     run_workers: bool
+    trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For / -Proto we believe (IPs, CIDRs)
+    kdf_threads: int = 2  # password hashes computed at once, in threads off the event loop
 
 
 def _secret_key(var_dir: Path) -> str:
@@ -38,6 +40,10 @@ def _secret_key(var_dir: Path) -> str:
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -56,8 +62,12 @@ def load_settings(**overrides: object) -> Settings:
         "sync_body_seconds": float(env.get("OUTAGE_SYNC_BODY_SECONDS", "15")),
         "sync_per_user": int(env.get("OUTAGE_SYNC_PER_USER", "2")),
         "run_workers": env.get("OUTAGE_RUN_WORKERS", "1") != "0",
+        "trusted_proxies": _list(env.get("OUTAGE_TRUSTED_PROXIES", "")),
+        "kdf_threads": int(env.get("OUTAGE_KDF_THREADS", "2")),
     }
     values.update(overrides)
+    proxies = values["trusted_proxies"]
+    values["trusted_proxies"] = _list(proxies) if isinstance(proxies, str) else tuple(proxies)  # type: ignore
     if "secret_key" not in values:
         values["secret_key"] = _secret_key(var_dir)
     return Settings(**values)  # type: ignore[arg-type]

@@ -6,9 +6,17 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 log = logging.getLogger("outage_desk")
@@ -87,8 +95,27 @@ def _out_of_range(request: Request, exc: Exception) -> Response[dict[str, Any]]:
     # A number too big for the database's integer columns (an id of 10**25 in the path or body): SQLite
     # raises OverflowError while binding it, PostgreSQL a DataError. Bad input, not a server fault.
     log.info("value out of range on %s %s: %s", request.method, request.url.path, exc)
-    return problem(400, "A value in the request is out of range (a number too large, or text the database cannot "
-                        "store).", type_="urn:outage-desk:out-of-range")
+    return problem(400, "A value in the request is out of range (a number or date too large or too small, or text the "
+                        "database cannot store).", type_="urn:outage-desk:out-of-range")
+
+
+def _statement(request: Request, exc: StatementError) -> Response[dict[str, Any]]:
+    # A value refused before it reached the database: a datetime beyond year 1..9999 once moved to UTC (an
+    # extreme `since`/`until`), a number too big to bind. Bad input; anything else stays a server fault.
+    if _bad_value(exc):
+        return _out_of_range(request, exc)
+    return _unexpected(request, exc)
+
+
+def _too_deep(request: Request, exc: RecursionError) -> Response[dict[str, Any]]:
+    # JSON nested hundreds of levels deep: msgspec gives up with RecursionError rather than a DecodeError.
+    log.info("input nested too deeply on %s %s", request.method, request.url.path)
+    return problem(400, "The request body is nested too deeply to be read.", type_="urn:outage-desk:too-deep")
+
+
+def _undecodable(request: Request, exc: msgspec.MsgspecError) -> Response[dict[str, Any]]:
+    # A body or value a handler decoded itself (msgspec.json.decode / msgspec.convert) and could not.
+    return problem(400, f"The request is not valid: {exc}")
 
 
 def _unexpected(request: Request, exc: Exception) -> Response[dict[str, Any]]:
@@ -105,5 +132,9 @@ exception_handlers: dict[Any, Any] = {
     PoolTimeout: _busy,
     OverflowError: _out_of_range,
     DBAPIError: _dbapi,
+    StatementError: _statement,
+    RecursionError: _too_deep,
+    msgspec.DecodeError: _undecodable,
+    msgspec.ValidationError: _undecodable,
     Exception: _unexpected,
 }

@@ -6,9 +6,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from litestar import Response, Router, get
 from litestar.datastructures import CacheControlHeader
+from litestar.file_system import BaseLocalFileSystem
 from litestar.static_files import create_static_files_router
 
 from .config import ROOT
@@ -88,8 +90,12 @@ async def service_worker() -> Response[str]:
 
 @get("/sw/{name:path}", include_in_schema=False)
 async def service_worker_part(name: str) -> Response[bytes]:
-    path = (SERVICE_WORKER / name.lstrip("/")).resolve()
-    if SERVICE_WORKER.resolve() not in path.parents or not path.is_file():
+    try:  # a NUL byte or a name too long for the file system is simply not a file we have
+        path = (SERVICE_WORKER / name.lstrip("/")).resolve()
+        found = SERVICE_WORKER.resolve() in path.parents and path.is_file()
+    except (OSError, ValueError):
+        found = False
+    if not found:
         raise Problem(404, "No such service worker file.")
     return Response(path.read_bytes(), media_type="text/javascript; charset=utf-8", headers=NO_CACHE)
 
@@ -99,7 +105,21 @@ async def build() -> dict:
     return build_info()
 
 
+class ShellFileSystem(BaseLocalFileSystem):
+    """The local file system, where a path it refuses (a NUL byte, a name too long) is a missing file (404),
+    not a server error."""
+
+    async def info(self, path: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().info(path, **kwargs)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise FileNotFoundError(str(path)) from exc
+
+
 static = create_static_files_router(path="/static", directories=[FRONTEND], send_as_attachment=False,
+                                    file_system=ShellFileSystem(),
                                     include_in_schema=False,
                                     cache_control=CacheControlHeader(no_cache=True))
 

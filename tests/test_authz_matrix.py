@@ -136,6 +136,31 @@ async def build_logout(client, role, data):
     return {"path": "/api/auth/logout", "headers": {"Authorization": f"Bearer {login.json()['token']}"}}
 
 
+async def fresh_user(client, data: SiteData, role: str = "agent") -> dict[str, Any]:
+    """A new user at our site (made by our admin), so a state-changing call never hits the fixed test users."""
+    username = f"fresh-{uuid.uuid4().hex[:8]}"
+    created = await client.post("/api/users", headers=data.site.headers("admin"),
+                                json={"username": username, "password": "fresh-pass-123", "role": role})
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
+def on_user(suffix: str, json_body: Any = None) -> Build:
+    async def build(client, role, data):
+        if data.marker.startswith("A"):
+            user_id = (await fresh_user(client, data))["id"]
+        else:
+            user_id = data.site.users["agent"]  # the other site's user: must be a 404, and B unchanged
+        return {"path": f"/api/users/{user_id}{suffix}", "json": json_body}
+    return build
+
+
+async def build_logout_all(client, role, data):
+    user = await fresh_user(client, data, role)
+    login = await client.post("/api/auth/login", json={"username": user["username"], "password": "fresh-pass-123"})
+    return {"path": "/api/auth/logout-all", "headers": {"Authorization": f"Bearer {login.json()['token']}"}}
+
+
 async def build_login(client, role, data):
     return {"path": "/api/auth/login", "json": {"username": data.site.usernames[role],
                                                  "password": PASSWORD}}
@@ -229,6 +254,12 @@ OPS: dict[tuple[str, str], Op] = {
     ("GET", "/api/me"): Op(simple("/api/me"), other=False),
     ("GET", "/api/users"): Op(simple("/api/users"), "lead", other=False),
     ("POST", "/api/users"): Op(build_new_user, "admin", other=False),
+    ("POST", "/api/auth/logout-all"): Op(build_logout_all, other=False),
+    ("POST", "/api/users/{user_id}/password"): Op(on_user("/password", {"password": "other-pass-456"}), "admin"),
+    ("POST", "/api/users/{user_id}/disable"): Op(on_user("/disable"), "admin"),
+    ("POST", "/api/users/{user_id}/enable"): Op(on_user("/enable"), "admin"),
+    ("PUT", "/api/users/{user_id}/role"): Op(on_user("/role", {"role": "lead"}), "admin"),
+    ("POST", "/api/users/{user_id}/revoke"): Op(on_user("/revoke"), "admin"),
     ("GET", "/api/content/cursor"): Op(simple("/api/content/cursor"), other=False),
     ("GET", "/api/forms"): Op(simple("/api/forms"), other=False),
     ("POST", "/api/forms"): Op(build_document("form", None), "admin", other=False),

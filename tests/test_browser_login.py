@@ -9,7 +9,7 @@ pytestmark = pytest.mark.browser
 
 
 def test_login_through_the_page(live_server, new_context, artifacts):
-    page = new_context(locale="zh-CN").new_page()
+    page = new_context(locale="zh-CN", bypass_csp=False).new_page()
     page.goto(live_server.base + "/")
     page.wait_for_url("**/#/login")
     expect(page.locator("h1")).to_have_text("登录")
@@ -26,7 +26,7 @@ def test_login_through_the_page(live_server, new_context, artifacts):
 
 
 def test_language_follows_browser_and_switch(live_server, new_context):
-    page = new_context(locale="en-US").new_page()
+    page = new_context(locale="en-US", bypass_csp=False).new_page()
     page.goto(live_server.base + "/#/login")
     expect(page.locator("h1")).to_have_text("Log in")
     page.click("#lang")
