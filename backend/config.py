@@ -24,6 +24,7 @@ class Settings(msgspec.Struct, frozen=True):
     sync_concurrency: int
     sync_wait_seconds: float
     run_workers: bool
+    outbound_allow: str  # OUTAGE_OUTBOUND_ALLOW: host[:port],… reachable though private or plain http
 
 
 def _secret_key(var_dir: Path) -> str:
@@ -52,6 +53,7 @@ def load_settings(**overrides: object) -> Settings:
         "sync_concurrency": int(env.get("OUTAGE_SYNC_CONCURRENCY", "8")),
         "sync_wait_seconds": float(env.get("OUTAGE_SYNC_WAIT_SECONDS", "10")),
         "run_workers": env.get("OUTAGE_RUN_WORKERS", "1") != "0",
+        "outbound_allow": env.get("OUTAGE_OUTBOUND_ALLOW", ""),
     }
     values.update(overrides)
     if "secret_key" not in values:
