@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import logging
 import os
 import time
@@ -192,6 +193,14 @@ def _key_errors(keys: KeysIn) -> dict[str, str]:
     return errors
 
 
+def _same_keys(sub: PushSubscription, keys: KeysIn) -> bool:
+    """The same browser subscription: only the browser holding it knows its keys (auth is a secret)."""
+    try:
+        return (hmac.compare_digest(_b64decode(sub.p256dh.rstrip("=")), _b64decode(keys.p256dh.rstrip("=")))
+                and hmac.compare_digest(_b64decode(sub.auth.rstrip("=")), _b64decode(keys.auth.rstrip("="))))
+    except (binascii.Error, ValueError):
+        return False
+
 
 @get("/api/push/vapid-public-key", summary="The VAPID public key browsers subscribe with (public)")
 async def get_vapid_public_key(request: Request) -> dict[str, str]:
@@ -217,7 +226,11 @@ async def subscribe(request: Req, db: AsyncSession, data: SubscriptionIn) -> dic
     if sub is None:
         sub = PushSubscription(endpoint=data.endpoint, created_at=at)
         db.add(sub)
-    # A shared phone: whoever logged in last owns the device's subscription.
+    elif sub.user_id != user.id and (sub.site_id != user.site_id or not _same_keys(sub, data.keys)):
+        # Knowing an endpoint is not owning it: only the same browser subscription (a shared phone where
+        # someone else logs in) moves to another user, and never to another site.
+        raise Problem(409, "This push endpoint belongs to another user. To get notifications here, unsubscribe "
+                           "this browser from push and subscribe again (that makes a new endpoint).")
     sub.site_id, sub.user_id, sub.p256dh, sub.auth = user.site_id, user.id, data.keys.p256dh, data.keys.auth
     sub.user_agent, sub.last_seen_at = agent, at
     await db.flush()

@@ -2,7 +2,7 @@
 that are not https on a public address; delivery checks again at send time (rows stored before the rules, a
 name that now resolves to a private address) and never connects; redirects are not followed; a push
 service's reply body never reaches the timeline; one bad subscription never harms the other deliveries of
-its round."""
+its round; a subscription cannot be taken over from another user or site."""
 
 from __future__ import annotations
 
@@ -316,6 +316,43 @@ async def test_any_exception_while_sending_one_delivery_is_recorded_on_it_alone(
         states = (await session.execute(select(PushDelivery.state, PushDelivery.attempts).where(
             PushDelivery.user_id == site.users["manager"]).order_by(PushDelivery.id))).all()
     assert [tuple(s) for s in states] == [("sent", 1), ("sent", 2), ("sent", 1)]
+
+
+# ---------------------------------------------------------------- takeover
+
+async def test_another_sites_user_cannot_take_a_subscription_over(client, site, other_site, engines, receiver):
+    sender = await engines("127.0.0.1")
+    phone = receiver.subscription()
+    assert (await client.post("/api/push/subscriptions", json=phone, headers=site.headers("manager"))).status_code == 200
+    other_keys = receiver.subscription()["keys"]
+    for keys in (other_keys, phone["keys"]):  # never across sites, not even with the same keys
+        taken = await client.post("/api/push/subscriptions", json={**phone, "keys": keys},
+                                  headers=other_site.headers("manager"))
+        assert taken.status_code == 409, taken.text
+        assert taken.headers["content-type"].startswith("application/problem+json")
+    assert [s["endpoint"] for s in (await client.get("/api/push/subscriptions",
+                                                     headers=site.headers("manager"))).json()] == [phone["endpoint"]]
+    assert (await client.get("/api/push/subscriptions", headers=other_site.headers("manager"))).json() == []
+
+    await declare(client, other_site)
+    incident_id = await declare(client, site)
+    await drain(sender)
+    [message] = receiver.messages(endpoint=phone["endpoint"])  # decrypted with the owner's keys
+    assert message.answered == 201 and message.payload["incident_id"] == incident_id
+
+
+async def test_a_subscription_moves_within_its_site_only_with_the_same_keys(client, site, receiver):
+    phone = receiver.subscription()
+    assert (await client.post("/api/push/subscriptions", json=phone, headers=site.headers("manager"))).status_code == 200
+    guessed = await client.post("/api/push/subscriptions", json={**phone, "keys": receiver.subscription()["keys"]},
+                                headers=site.headers("agent"))
+    assert guessed.status_code == 409
+    assert len((await client.get("/api/push/subscriptions", headers=site.headers("manager"))).json()) == 1
+    # A shared phone: the same browser subscription (same keys), and someone else of the site logs in.
+    moved = await client.post("/api/push/subscriptions", json=phone, headers=site.headers("lead"))
+    assert moved.status_code == 200 and moved.json()["created"] is False
+    assert (await client.get("/api/push/subscriptions", headers=site.headers("manager"))).json() == []
+    assert len((await client.get("/api/push/subscriptions", headers=site.headers("lead"))).json()) == 1
 
 
 # ---------------------------------------------------------------- the rules themselves
