@@ -29,6 +29,9 @@ from yarl import URL
 RESOLVE_TIMEOUT = 5  # seconds for a lookup while a user waits (registration)
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT's IPv4-translated addresses
+NOT_GLOBAL_V6 = [ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
+                 ipaddress.ip_network("fec0::/10")]  # site-local (deprecated, still routed inside some sites)
 
 
 class Refused(OSError):
@@ -41,13 +44,15 @@ class Reply(NamedTuple):
 
 
 def public(ip: Address) -> bool:
-    """Is this a public unicast address? IPv6 forms that carry an IPv4 address (mapped, 6to4, NAT64) are
-    judged by that IPv4 address: ::ffff:127.0.0.1 is loopback, whatever is_global says of the IPv6 form."""
+    """Is this a public unicast address? IPv6 forms that carry an IPv4 address (mapped, compatible,
+    translated, 6to4, NAT64) are judged by that IPv4 address: ::ffff:127.0.0.1 is loopback, whatever
+    is_global says of the IPv6 form."""
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id:
+        if ip.scope_id or any(ip in net for net in NOT_GLOBAL_V6):
             return False
+        low = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         embedded = ip.ipv4_mapped or ip.sixtofour or (
-            ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in NAT64 else None)
+            low if ip in NAT64 or ip in TRANSLATED or int(ip) >> 32 == 0 else None)
         if embedded is not None:
             return public(embedded)
     return ip.is_global and not ip.is_multicast
@@ -56,6 +61,7 @@ def public(ip: Address) -> bool:
 def _literal(host: str) -> Address | None:
     """The address a URL's host names literally, or None for a DNS name. Legacy numeric IPv4 spellings
     (2130706433, 0x7f.1, 127.1) are refused outright: socket would read them as addresses."""
+    host = host.rstrip(".")  # "127.0.0.1." is still 127.0.0.1 to the resolver
     try:
         return ipaddress.ip_address(host)
     except ValueError:
@@ -106,6 +112,8 @@ class Rules:
         ip = _literal(parsed.host)
         if ip is not None and not public(ip):
             raise Refused("private address")
+        if _key(parsed.host) == "localhost" or _key(parsed.host).endswith(".localhost"):
+            raise Refused("private address")  # loopback by definition (RFC 6761), whatever DNS says today
         return parsed
 
 
@@ -119,10 +127,15 @@ class GuardedResolver(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        results = await self.inner.resolve(host, port, family)
+        try:
+            results = await self.inner.resolve(host, port, family)
+        except UnicodeError as exc:  # IDNA refuses the name (an empty label …): it can never resolve
+            raise Refused("not a valid host name") from exc
         if self.rules.allowed(host, port):
             return results
-        if not results or not all(public(ipaddress.ip_address(r["host"])) for r in results):
+        if not results:
+            raise OSError("no address for this name")
+        if not all(public(ipaddress.ip_address(r["host"])) for r in results):
             raise Refused("private address")
         return results
 
@@ -142,7 +155,8 @@ class Client:
 
     async def check(self, url: str) -> None:
         """Raise Refused unless `url` may be sent to: for storing a URL a user gave (resolves the name now,
-        so one that already points at a private address is refused at once)."""
+        so one that already points at a private address is refused at once). A name that does not resolve
+        right now is let through: DNS fails in outages too, and every request is checked again anyway."""
         parsed = self.rules.check_url(url)
         assert parsed.host is not None
         if self.rules.allowed(parsed.host, parsed.port) or _literal(parsed.host) is not None:
@@ -152,8 +166,8 @@ class Client:
                 await self.resolver.resolve(parsed.host, parsed.port or 0, socket.AF_UNSPEC)
         except Refused:
             raise
-        except (OSError, TimeoutError) as exc:
-            raise Refused("host name does not resolve") from exc
+        except (OSError, TimeoutError):
+            pass
 
     async def post(self, url: str, *, data: bytes, headers: dict[str, str]) -> Reply:
         """POST and return the status and headers; the body is never read. Raises Refused, TimeoutError or

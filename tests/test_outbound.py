@@ -127,6 +127,8 @@ REFUSED_ENDPOINTS = [
     "http://push.public.test/wpush/x",  # plain http, even to a public name
     "https://169.254.169.254/latest/meta-data/",
     "https://127.0.0.1:5432/",
+    "https://127.0.0.1./push",
+    "https://a..b/push",  # a name IDNA refuses
     "https://[::1]/push",
     "https://10.1.2.3/push",
     "https://172.16.0.1/push",
@@ -143,12 +145,18 @@ REFUSED_ENDPOINTS = [
     "https://[::ffff:169.254.169.254]/push",
     "https://[64:ff9b::7f00:1]/push",  # NAT64 of 127.0.0.1
     "https://[2002:7f00:1::]/push",  # 6to4 of 127.0.0.1
+    "https://[::7f00:1]/push",  # IPv4-compatible
+    "https://[::ffff:0:7f00:1]/push",  # IPv4-translated
+    "https://[64:ff9b:1::a9fe:a9fe]/push",  # local-use NAT64
     "https://[fe80::1]/push",
+    "https://[fec0::1]/push",
+    "https://[ff02::1]/push",
     "https://[fc00::1]/push",
     "https://[::]/push",
     "https://224.0.0.1/push",
     "https://localhost/push",
     "https://LOCALHOST.:8443/push",
+    "https://phone.localhost/push",
     "https://metadata.test/push",  # resolves to 169.254.169.254
     "https://internal.test/push",  # resolves to 10.0.0.7
     "https://mixed.test/push",  # one public and one private answer
@@ -179,7 +187,8 @@ async def test_registration_refuses_loopback_unless_allowed(strict_client, clien
 
 
 @pytest.mark.parametrize("endpoint", ["https://push.public.test/wpush/v2/abc", f"https://{PUBLIC_V4}/push/x",
-                                      "https://[2606:4700:4700::1111]/push/x"])
+                                      "https://[2606:4700:4700::1111]/push/x", "https://[64:ff9b::5db8:d70e]/x",
+                                      "https://push.nowhere.invalid/x"])  # no answer now: checked when sending
 async def test_registration_accepts_https_on_public_addresses(strict_client, site, dns, receiver, endpoint):
     dns["push.public.test"] = [PUBLIC_V4]
     response = await strict_client.post("/api/push/subscriptions",
@@ -362,8 +371,9 @@ def test_allow_list_entries_are_host_or_host_and_port():
     assert rules.allowed("127.0.0.1", 5432) and rules.allowed("CRM.internal.", 8443)
     assert not rules.allowed("crm.internal", 443) and rules.allowed("::1", 9000) and not rules.allowed("::1", 80)
     assert rules.check_url("http://127.0.0.1:8000/x").host == "127.0.0.1"
-    assert rules.check_url("https://localhost/x").host == "localhost"  # a name: judged when it is resolved
+    assert rules.check_url("https://push.example.net/x").host == "push.example.net"  # judged when resolved
     for url, reason in [("http://crm.internal/x", "not https"), ("https://[::1]:80/", "private address"),
+                        ("https://localhost/", "private address"),
                         ("https://127.1/", "not a canonical IP address"), ("ftp://example.com/", "not an http(s) URL")]:
         with pytest.raises(outbound.Refused) as refused:
             rules.check_url(url)
