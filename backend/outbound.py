@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -26,6 +27,8 @@ from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+# A DNS name as it goes on the wire (IDNs arrive punycoded from yarl): labels of letters, digits, - and _.
+HOST_NAME = re.compile(r"(?=.{1,253}\.?$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?")
 RESOLVE_TIMEOUT = 5  # seconds for a lookup while a user waits (registration)
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -68,7 +71,7 @@ def _literal(host: str) -> Address | None:
         pass
     try:
         socket.inet_aton(host)
-    except OSError:
+    except (OSError, ValueError):  # not numeric (ValueError: a NUL in it)
         return None
     raise Refused("not a canonical IP address")
 
@@ -112,6 +115,8 @@ class Rules:
         ip = _literal(parsed.host)
         if ip is not None and not public(ip):
             raise Refused("private address")
+        if ip is None and not HOST_NAME.fullmatch(parsed.raw_host or ""):
+            raise Refused("not a valid host name")  # %-escapes, NULs, spaces: what DNS would not mean either
         if _key(parsed.host) == "localhost" or _key(parsed.host).endswith(".localhost"):
             raise Refused("private address")  # loopback by definition (RFC 6761), whatever DNS says today
         return parsed
@@ -129,7 +134,7 @@ class GuardedResolver(AbstractResolver):
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         try:
             results = await self.inner.resolve(host, port, family)
-        except UnicodeError as exc:  # IDNA refuses the name (an empty label …): it can never resolve
+        except ValueError as exc:  # IDNA refuses the name (an empty label …), a NUL in it: it never resolves
             raise Refused("not a valid host name") from exc
         if self.rules.allowed(host, port):
             return results

@@ -129,6 +129,7 @@ REFUSED_ENDPOINTS = [
     "https://127.0.0.1:5432/",
     "https://127.0.0.1./push",
     "https://a..b/push",  # a name IDNA refuses
+    "https://a\x00b/push",  # a NUL in the name: refused, not a 500
     "https://[::1]/push",
     "https://10.1.2.3/push",
     "https://172.16.0.1/push",
