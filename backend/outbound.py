@@ -28,7 +28,8 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 # A DNS name as it goes on the wire (IDNs arrive punycoded from yarl): labels of letters, digits, - and _.
-HOST_NAME = re.compile(r"(?=.{1,253}\.?$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?")
+LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+HOST_NAME = re.compile(rf"(?=.{{1,253}}\.?$)({LABEL}\.)*{LABEL}\.?")
 RESOLVE_TIMEOUT = 5  # seconds for a lookup while a user waits (registration)
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -101,7 +102,7 @@ class Rules:
         return (key, None) in self.allow or (key, port) in self.allow
 
     def check_url(self, url: str) -> URL:
-        """What can be judged without DNS: the scheme, and a host that is an IP address."""
+        """What can be judged without DNS: the scheme, a host that is an IP address, a name's spelling."""
         try:
             parsed = URL(url)
         except ValueError as exc:
