@@ -28,6 +28,7 @@ class Settings(msgspec.Struct, frozen=True):
     run_workers: bool
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For / -Proto we believe (IPs, CIDRs)
     kdf_threads: int = 2  # password hashes computed at once, in threads off the event loop
+    outbound_allow: str = ""  # OUTAGE_OUTBOUND_ALLOW: host[:port],… reachable though private or plain http
 
 
 def _secret_key(var_dir: Path) -> str:
@@ -64,6 +65,7 @@ def load_settings(**overrides: object) -> Settings:
         "run_workers": env.get("OUTAGE_RUN_WORKERS", "1") != "0",
         "trusted_proxies": _list(env.get("OUTAGE_TRUSTED_PROXIES", "")),
         "kdf_threads": int(env.get("OUTAGE_KDF_THREADS", "2")),
+        "outbound_allow": env.get("OUTAGE_OUTBOUND_ALLOW", ""),
     }
     values.update(overrides)
     proxies = values["trusted_proxies"]

@@ -16,6 +16,7 @@ import asyncio
 import email.utils
 import hmac
 import json
+import logging
 import random
 import secrets
 from datetime import datetime, timedelta
@@ -35,6 +36,7 @@ from .errors import Problem
 from .push import PushSubscription
 from .timeline import IncidentEvent, add_event
 
+log = logging.getLogger("outage_desk")
 MAX_ATTEMPTS = 8
 BACKOFF_BASE = 10  # seconds; doubled per attempt, with jitter
 BACKOFF_CAP = 15 * 60
@@ -220,7 +222,11 @@ async def deliver_due(app: Any) -> int:
             return {"status": None, "gone": True, "error": "subscription removed"}
         topic = f"incident-{note.incident_id}" if note.incident_id is not None else None
         async with limit:
-            return await push.send(state, sub, payload_for(note, delivery), note.urgency, topic)
+            try:
+                return await push.send(state, sub, payload_for(note, delivery), note.urgency, topic)
+            except Exception:  # whatever goes wrong is this delivery's outcome, never the other rows' in the round
+                log.exception("push delivery %s failed", delivery.id)
+                return {"status": None, "error": "internal error while sending"}
 
     outcomes = await asyncio.gather(*(one(d, n, s) for d, n, s, _ in rows))
     async with state.sessionmaker() as session:
@@ -260,12 +266,12 @@ async def _record(session: AsyncSession, results: list[tuple[PushDelivery, PushS
             values.update(state="gone", next_attempt_at=None)
             kind, data = "notification_gone", info(delivery, name, status)
         else:
-            retryable = status is None or status == 429 or status >= 500
+            retryable = not outcome.get("permanent") and (status is None or status == 429 or status >= 500)
             if retryable and delivery.attempts < MAX_ATTEMPTS:
                 wait = _retry_after(outcome.get("retry_after"), at) if status == 429 else _backoff(delivery.attempts)
                 retry_at = at + timedelta(seconds=wait)
             else:
-                retry_at = None  # 400/401/403/413 or out of attempts: give up, the inbox still has it
+                retry_at = None  # 3xx/400/401/403/413, refused, bad keys, out of attempts: give up; the inbox has it
             values.update(state="failed", next_attempt_at=retry_at)
             kind, data = "notification_failed", {**info(delivery, name, status), "error": outcome.get("error"),
                                                  "retry_at": retry_at.isoformat() if retry_at else None}

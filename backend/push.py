@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
+import logging
 import os
 import time
 from datetime import datetime
@@ -16,22 +18,23 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import msgspec
+from cryptography.hazmat.primitives.asymmetric import ec
 from litestar import Request, Router, delete, get, post
 from litestar.params import Parameter
 from py_vapid import Vapid02, b64urlencode
-from pywebpush import WebPushException, webpush_async
+from pywebpush import WebPusher
 from sqlalchemy import ForeignKey, Integer, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import clock
+from . import clock, outbound
 from .auth import CurrentUser
 from .config import Settings
 from .db import Base, UTCDateTime, affected, table_of
 from .errors import Problem
 
+log = logging.getLogger("outage_desk")
 SEND_TIMEOUT = 10  # seconds for one POST to a push service
 TTL = {"high": 3600, "normal": 12 * 3600}  # seconds a push service may hold the message for an offline phone
 # A VAPID JWT is valid for one push service (its `aud`) until its `exp` (at most 24 h ahead). Signing one per
@@ -91,14 +94,15 @@ def vapid_public_key(settings: Settings) -> str:
 
 async def on_startup(app: Any) -> None:
     app.state.vapid = vapid_key(app.state.settings)
-    # One shared HTTP session for every push service request (connection reuse).
-    app.state.push_http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT))
+    # The app's one outbound HTTP client (connection reuse, and the outbound rules on every request); push is
+    # its first user, so it is made here.
+    app.state.outbound = outbound.Client(app.state.settings.outbound_allow, SEND_TIMEOUT)
 
 
 async def on_shutdown(app: Any) -> None:
-    http = getattr(app.state, "push_http", None)
-    if http is not None:
-        await http.close()
+    client = getattr(app.state, "outbound", None)
+    if client is not None:
+        await client.close()
 
 
 def vapid_authorization(vapid: Vapid02, public_key: str, subject: str, endpoint: str) -> str:
@@ -118,25 +122,36 @@ def vapid_authorization(vapid: Vapid02, public_key: str, subject: str, endpoint:
 
 
 async def send(state: Any, sub: PushSubscription, payload: str, urgency: str, topic: str | None) -> dict[str, Any]:
-    """POST one encrypted message; returns {"status", "retry_after"?, "error"?} and never raises for a
-    push service's answer or a network failure."""
-    public_key = public_key_of(state.vapid)
-    headers = {"Urgency": "high" if urgency == "high" else "normal",
-               "Authorization": vapid_authorization(state.vapid, public_key, state.settings.vapid_subject,
-                                                    sub.endpoint)}
+    """Encrypt and POST one message; returns {"status", "retry_after"?, "error"?, "permanent"?} and never
+    raises. "error" is a short classification, never the push service's reply: whoever registered the
+    endpoint chose who answers. "permanent": sending this again can never succeed."""
+    try:
+        state.outbound.rules.check_url(sub.endpoint)  # refused anyway when posting: spare the work
+        # pywebpush encrypts (RFC 8291, aes128gcm); we POST ourselves, through the outbound rules and without
+        # following redirects (its webpush_async posts with aiohttp's default, which follows them).
+        body = WebPusher({"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}}
+                         ).encode(payload.encode(), "aes128gcm")["body"]
+        authorization = vapid_authorization(state.vapid, public_key_of(state.vapid), state.settings.vapid_subject,
+                                            sub.endpoint)
+    except outbound.Refused as exc:
+        return {"status": None, "error": outbound.describe(exc), "permanent": True}
+    except Exception as exc:  # a stored key that is not a P-256 point, an endpoint VAPID cannot name …
+        log.warning("push delivery to subscription %s: cannot encrypt or sign: %r", sub.id, exc)
+        return {"status": None, "error": "cannot encrypt or sign for this subscription", "permanent": True}
+    headers = {"Content-Encoding": "aes128gcm", "TTL": str(TTL.get(urgency, TTL["normal"])),
+               "Urgency": "high" if urgency == "high" else "normal", "Authorization": authorization}
     if topic is not None:
         headers["Topic"] = topic  # a newer message replaces an undelivered older one
     try:
-        # No vapid_claims: pywebpush then signs nothing and sends our Authorization header as it is.
-        response = await webpush_async(
-            subscription_info={"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}},
-            data=payload, ttl=TTL.get(urgency, TTL["normal"]), timeout=SEND_TIMEOUT,
-            headers=headers, aiohttp_session=state.push_http)
-        return {"status": response.status}
-    except WebPushException as exc:
-        return {"status": exc.status_code, "retry_after": exc.retry_after, "error": exc.message[:300]}
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        return {"status": None, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        reply = await state.outbound.post(sub.endpoint, data=body, headers=headers)
+    except Exception as exc:  # refused by the rules, timeout, connection failure …
+        return {"status": None, "error": outbound.describe(exc), "permanent": outbound.refusal(exc) is not None}
+    if 200 <= reply.status < 300:
+        return {"status": reply.status}
+    error = f"push service answered {reply.status}"
+    if 300 <= reply.status < 400:
+        error += " (redirects are not followed)"
+    return {"status": reply.status, "retry_after": reply.headers.get("Retry-After"), "error": error}
 
 
 # ---------------------------------------------------------------- API
@@ -160,21 +175,31 @@ def _b64decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
 
-def _check_keys(keys: KeysIn) -> None:
+def _key_errors(keys: KeysIn) -> dict[str, str]:
     errors = {}
     try:
         point = _b64decode(keys.p256dh.rstrip("="))
         if len(point) != 65 or point[0] != 4:
             errors["keys.p256dh"] = "must be an uncompressed P-256 public key (65 bytes, base64url)"
+        else:
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)  # raises if not on the curve
     except (binascii.Error, ValueError):
-        errors["keys.p256dh"] = "is not base64url"
+        errors.setdefault("keys.p256dh", "is not a P-256 public key (base64url)")
     try:
         if len(_b64decode(keys.auth.rstrip("="))) != 16:
             errors["keys.auth"] = "must be 16 bytes, base64url"
     except (binascii.Error, ValueError):
         errors["keys.auth"] = "is not base64url"
-    if errors:
-        raise Problem(422, "This push subscription's keys are not valid.", errors=errors)
+    return errors
+
+
+def _same_keys(sub: PushSubscription, keys: KeysIn) -> bool:
+    """The same browser subscription: only the browser holding it knows its keys (auth is a secret)."""
+    try:
+        return (hmac.compare_digest(_b64decode(sub.p256dh.rstrip("=")), _b64decode(keys.p256dh.rstrip("=")))
+                and hmac.compare_digest(_b64decode(sub.auth.rstrip("=")), _b64decode(keys.auth.rstrip("="))))
+    except (binascii.Error, ValueError):
+        return False
 
 
 @get("/api/push/vapid-public-key", summary="The VAPID public key browsers subscribe with (public)")
@@ -185,7 +210,13 @@ async def get_vapid_public_key(request: Request) -> dict[str, str]:
 @post("/api/push/subscriptions", status_code=200,
       summary="Save this device's push subscription for me (upsert by endpoint)")
 async def subscribe(request: Req, db: AsyncSession, data: SubscriptionIn) -> dict[str, Any]:
-    _check_keys(data.keys)
+    errors = _key_errors(data.keys)
+    try:
+        await request.app.state.outbound.check(data.endpoint)
+    except outbound.Refused as exc:
+        errors["endpoint"] = f"is not a push service this server may send to ({exc})"
+    if errors:
+        raise Problem(422, "This push subscription is not valid.", errors=errors)
     user = request.user
     at = await clock.now(request.app, db)
     agent = (request.headers.get("user-agent") or "")[:300] or None
@@ -195,7 +226,11 @@ async def subscribe(request: Req, db: AsyncSession, data: SubscriptionIn) -> dic
     if sub is None:
         sub = PushSubscription(endpoint=data.endpoint, created_at=at)
         db.add(sub)
-    # A shared phone: whoever logged in last owns the device's subscription.
+    elif sub.user_id != user.id and (sub.site_id != user.site_id or not _same_keys(sub, data.keys)):
+        # Knowing an endpoint is not owning it: only the same browser subscription (a shared phone where
+        # someone else logs in) moves to another user, and never to another site.
+        raise Problem(409, "This push endpoint belongs to another user. To get notifications here, unsubscribe "
+                           "this browser from push and subscribe again (that makes a new endpoint).")
     sub.site_id, sub.user_id, sub.p256dh, sub.auth = user.site_id, user.id, data.keys.p256dh, data.keys.auth
     sub.user_agent, sub.last_seen_at = agent, at
     await db.flush()

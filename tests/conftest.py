@@ -86,8 +86,9 @@ def settings_for(tmp_path_factory: pytest.TempPathFactory):
     var_dir = tmp_path_factory.mktemp("var")
 
     def make(database_url: str, **overrides):
+        # Push stand-ins listen on 127.0.0.1: allow it (a test of the outbound rules passes outbound_allow="").
         values = dict(database_url=database_url, secret_key=SECRET, vapid_key_path=var_dir / "vapid.pem",
-                      run_workers=False)
+                      run_workers=False, outbound_allow="127.0.0.1")
         values.update(overrides)
         return load_settings(**values)
 

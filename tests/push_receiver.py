@@ -2,7 +2,8 @@
 
 It hands out subscriptions with real P-256 keys, decrypts every message it receives with http_ece (the
 way a browser would), checks the VAPID signature, and answers 201 or whatever status a test queued
-(404, 410, 429 with Retry-After, 500 …) for a given endpoint.
+(404, 410, 429 with Retry-After, 500 with a body, 307 with a Location …) for a given endpoint. It counts
+TCP connections too, so a test can tell that nothing even tried to reach it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import http_ece
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
@@ -47,7 +50,7 @@ class Received:
 class _Subscriber:
     key: ec.EllipticCurvePrivateKey
     auth: bytes
-    answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    answers: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
 
 
 class PushReceiver:
@@ -64,7 +67,14 @@ class PushReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def process_request(self, request: Any, client_address: Any) -> None:
+                with receiver.lock:
+                    receiver.connections += 1
+                super().process_request(request, client_address)
+
+        self.connections = 0
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -84,11 +94,13 @@ class PushReceiver:
                                                serialization.PublicFormat.UncompressedPoint)
         return {"endpoint": endpoint, "expirationTime": None, "keys": {"p256dh": b64url(public), "auth": b64url(auth)}}
 
-    def answer(self, endpoint: str, *statuses: int, retry_after: str | None = None) -> None:
-        """Queue the statuses the next requests to this endpoint get (then 201 again)."""
-        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    def answer(self, endpoint: str, *statuses: int, retry_after: str | None = None,
+               headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        """Queue the statuses the next requests to this endpoint get (then 201 again), with these headers
+        and body."""
+        headers = {**({"Retry-After": retry_after} if retry_after is not None else {}), **(headers or {})}
         with self.lock:
-            self.subscribers[endpoint].answers.extend((s, headers) for s in statuses)
+            self.subscribers[endpoint].answers.extend((s, headers, body) for s in statuses)
 
     def messages(self, endpoint: str | None = None, answered: int | None = None) -> list[Received]:
         with self.lock:
@@ -110,9 +122,10 @@ class PushReceiver:
         headers = {k.lower(): v for k, v in request.headers.items()}
         with self.lock:
             subscriber = self.subscribers.get(endpoint)
-            status, extra = (subscriber.answers.pop(0) if subscriber and subscriber.answers else (201, {}))
+            status, extra, reply = (subscriber.answers.pop(0) if subscriber and subscriber.answers
+                                    else (201, {}, b""))
         if subscriber is None:
-            status, extra = 404, {}
+            status, extra, reply = 404, {}, b""
         payload = None
         if subscriber is not None and body:
             plain = http_ece.decrypt(body, private_key=subscriber.key, auth_secret=subscriber.auth,
@@ -130,5 +143,14 @@ class PushReceiver:
         request.send_response(status)
         for name, value in extra.items():
             request.send_header(name, value)
-        request.send_header("Content-Length", "0")
+        request.send_header("Content-Length", str(len(reply)))
         request.end_headers()
+        request.wfile.write(reply)
+
+
+@pytest.fixture(name="receiver")
+def receiver_fixture() -> Iterator[PushReceiver]:
+    """`receiver`: a push service stand-in for one test (import receiver_fixture into a test module)."""
+    r = PushReceiver()
+    yield r
+    r.close()

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = ServerProcess(tmp_path_factory.mktemp("incidents-live"))
+    server = ServerProcess(tmp_path_factory.mktemp("incidents-live"), OUTAGE_OUTBOUND_ALLOW="127.0.0.1")
     server.add_users("drill")
     server.start()
     yield server

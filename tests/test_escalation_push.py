@@ -14,14 +14,7 @@ from backend.clock import ManualClock
 from backend.notifications import PushDelivery
 from backend.push import PushSubscription
 
-from .push_receiver import PushReceiver
-
-
-@pytest.fixture
-def receiver():
-    r = PushReceiver()
-    yield r
-    r.close()
+from .push_receiver import receiver_fixture  # noqa: F401 (the `receiver` fixture)
 
 
 @pytest.fixture

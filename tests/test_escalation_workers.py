@@ -71,7 +71,7 @@ async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(sha
     receiver = PushReceiver()
     clock = ManualClock()
     settings = load_settings(database_url=shared_database, secret_key="k", vapid_key_path=tmp_path / "vapid.pem",
-                             run_workers=True)
+                             run_workers=True, outbound_allow="127.0.0.1")  # the push stand-in is on loopback
     instances = []
     for _ in range(2):
         engine = make_engine(shared_database)

@@ -207,7 +207,7 @@ async def test_push_subscriptions(client, site):
         assert created.status_code == 200 and created.json()["created"] is True
         same = await client.post("/api/push/subscriptions", json=sub, headers=site.headers("manager"))
         assert same.json() == {**created.json(), "created": False}
-        # The phone changes hands: the subscription follows whoever logged in last.
+        # The phone changes hands within the site: the same browser subscription (same keys) moves along.
         await client.post("/api/push/subscriptions", json=sub, headers=site.headers("lead"))
         assert (await client.get("/api/push/subscriptions", headers=site.headers("manager"))).json() == []
         assert len((await client.get("/api/push/subscriptions", headers=site.headers("lead"))).json()) == 1

@@ -1,0 +1,213 @@
+"""Outbound requests: the one home for the rules on where the server may send HTTP (push services now;
+IM-bot webhooks and the CRM will use the same client).
+
+The rules: only https, only to public addresses (`ipaddress` is_global), except the hosts listed in
+OUTAGE_OUTBOUND_ALLOW (comma-separated host[:port]; plain http and private addresses allowed for them).
+A URL is checked when it is stored (`Client.check`) and again on every request (`Client.post`), because a
+row may predate the rules and a name may resolve elsewhere tomorrow. Names are resolved by the session's
+own resolver (GuardedResolver), which refuses any answer holding a non-public address: aiohttp connects
+only to addresses that resolver returned, so what was checked is what is connected to (no DNS-rebinding
+window between check and connect). Redirects are never followed, proxies from the environment are not
+used, and a reply's body is never read: callers get its status and headers only, and `describe()` turns a
+failure into a short classification that is safe to show users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+# A DNS name as it goes on the wire (IDNs arrive punycoded from yarl): labels of letters, digits, - and _.
+LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+HOST_NAME = re.compile(rf"(?=.{{1,253}}\.?$)({LABEL}\.)*{LABEL}\.?")
+RESOLVE_TIMEOUT = 5  # seconds for a lookup while a user waits (registration)
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT's IPv4-translated addresses
+NOT_GLOBAL_V6 = [ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
+                 ipaddress.ip_network("fec0::/10")]  # site-local (deprecated, still routed inside some sites)
+
+
+class Refused(OSError):
+    """The rules forbid this request; str() is the short reason ("private address", "not https" …)."""
+
+
+class Reply(NamedTuple):
+    status: int
+    headers: CIMultiDictProxy[str]
+
+
+def public(ip: Address) -> bool:
+    """Is this a public unicast address? IPv6 forms that carry an IPv4 address (mapped, compatible,
+    translated, 6to4, NAT64) are judged by that IPv4 address: ::ffff:127.0.0.1 is loopback, whatever
+    is_global says of the IPv6 form."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id or any(ip in net for net in NOT_GLOBAL_V6):
+            return False
+        low = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        embedded = ip.ipv4_mapped or ip.sixtofour or (
+            low if ip in NAT64 or ip in TRANSLATED or int(ip) >> 32 == 0 else None)
+        if embedded is not None:
+            return public(embedded)
+    return ip.is_global and not ip.is_multicast
+
+
+def _literal(host: str) -> Address | None:
+    """The address a URL's host names literally, or None for a DNS name. Legacy numeric IPv4 spellings
+    (2130706433, 0x7f.1, 127.1) are refused outright: socket would read them as addresses."""
+    host = host.rstrip(".")  # "127.0.0.1." is still 127.0.0.1 to the resolver
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        socket.inet_aton(host)
+    except (OSError, ValueError):  # not numeric (ValueError: a NUL in it)
+        return None
+    raise Refused("not a canonical IP address")
+
+
+def _key(host: str) -> str:
+    """One spelling per host: lower case, no trailing dot, IP addresses in their compressed form."""
+    host = host.lower().rstrip(".")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+class Rules:
+    """OUTAGE_OUTBOUND_ALLOW, parsed: `host` allows every port of that host, `host:port` only that one."""
+
+    def __init__(self, allow: str) -> None:
+        self.allow: set[tuple[str, int | None]] = set()
+        for item in filter(None, (part.strip() for part in allow.split(","))):
+            parts = urlsplit(f"//{item}")
+            if not parts.hostname:
+                raise ValueError(f"OUTAGE_OUTBOUND_ALLOW: {item!r} is not host[:port]")
+            self.allow.add((_key(parts.hostname), parts.port))
+
+    def allowed(self, host: str, port: int | None) -> bool:
+        key = _key(host)
+        return (key, None) in self.allow or (key, port) in self.allow
+
+    def check_url(self, url: str) -> URL:
+        """What can be judged without DNS: the scheme, a host that is an IP address, a name's spelling."""
+        try:
+            parsed = URL(url)
+        except ValueError as exc:
+            raise Refused("not a valid URL") from exc
+        if parsed.scheme not in ("https", "http") or not parsed.host:
+            raise Refused("not an http(s) URL")
+        if self.allowed(parsed.host, parsed.port):
+            return parsed
+        if parsed.scheme != "https":
+            raise Refused("not https")
+        ip = _literal(parsed.host)
+        if ip is not None and not public(ip):
+            raise Refused("private address")
+        if ip is None and not HOST_NAME.fullmatch(parsed.raw_host or ""):
+            raise Refused("not a valid host name")  # %-escapes, NULs, spaces: what DNS would not mean either
+        if _key(parsed.host) == "localhost" or _key(parsed.host).endswith(".localhost"):
+            raise Refused("private address")  # loopback by definition (RFC 6761), whatever DNS says today
+        return parsed
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, then the rules: an answer with any non-public address is refused as a whole
+    (unless the host is allow-listed), so a connection only ever goes to a checked, public address."""
+
+    def __init__(self, rules: Rules, inner: AbstractResolver | None = None) -> None:
+        self.rules = rules
+        self.inner = inner or DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        try:
+            results = await self.inner.resolve(host, port, family)
+        except ValueError as exc:  # IDNA refuses the name (an empty label …), a NUL in it: it never resolves
+            raise Refused("not a valid host name") from exc
+        if self.rules.allowed(host, port):
+            return results
+        if not results:
+            raise OSError("no address for this name")
+        if not all(public(ipaddress.ip_address(r["host"])) for r in results):
+            raise Refused("private address")
+        return results
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class Client:
+    """One shared HTTP session for every outbound request, with the rules built in."""
+
+    def __init__(self, allow: str, timeout: float) -> None:
+        self.rules = Rules(allow)
+        self.resolver = GuardedResolver(self.rules)
+        # trust_env=False: an HTTP(S)_PROXY from the environment would connect for us, to unchecked addresses.
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=self.resolver),
+                                             timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False)
+
+    async def check(self, url: str) -> None:
+        """Raise Refused unless `url` may be sent to: for storing a URL a user gave (resolves the name now,
+        so one that already points at a private address is refused at once). A name that does not resolve
+        right now is let through: DNS fails in outages too, and every request is checked again anyway."""
+        parsed = self.rules.check_url(url)
+        assert parsed.host is not None
+        if self.rules.allowed(parsed.host, parsed.port) or _literal(parsed.host) is not None:
+            return
+        try:
+            async with asyncio.timeout(RESOLVE_TIMEOUT):
+                await self.resolver.resolve(parsed.host, parsed.port or 0, socket.AF_UNSPEC)
+        except Refused:
+            raise
+        except (OSError, TimeoutError):
+            pass
+
+    async def post(self, url: str, *, data: bytes, headers: dict[str, str]) -> Reply:
+        """POST and return the status and headers; the body is never read. Raises Refused, TimeoutError or
+        aiohttp.ClientError (classify them with describe())."""
+        parsed = self.rules.check_url(url)
+        async with self.session.post(parsed, data=data, headers=headers, allow_redirects=False) as response:
+            return Reply(response.status, response.headers)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def refusal(exc: BaseException) -> Refused | None:
+    """The Refused behind a failed request (aiohttp wraps a resolver's refusal in a connector error)."""
+    if isinstance(exc, Refused):
+        return exc
+    os_error = getattr(exc, "os_error", None)
+    return os_error if isinstance(os_error, Refused) else None
+
+
+def describe(exc: BaseException) -> str:
+    """A short, fixed classification of a failed request: never the remote side's text."""
+    if (refused := refusal(exc)) is not None:
+        return f"refused: {refused}"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name does not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "TLS error"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connection failed"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return "connection lost"
+    if isinstance(exc, aiohttp.ClientError):
+        return "request failed"
+    return "error"
