@@ -1,7 +1,7 @@
 // Web Push on this device and the inbox's unread badge.
 // Permission is only ever asked from a button (a user gesture); once granted, the subscription is
 // re-synced with the server on every load, so a server that lost it (or a new VAPID key) heals itself.
-import { api, session } from "./api.js";
+import { api, ApiError, session } from "./api.js";
 import { emit, on } from "./events.js";
 
 export function pushSupported() {
@@ -39,8 +39,18 @@ async function subscribeAndSave() {
     await sub.unsubscribe(); // the server has a new VAPID key: the old subscription is useless
     sub = null;
   }
-  if (!sub) sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(key) });
-  await api("/api/push/subscriptions", { method: "POST", body: sub.toJSON() });
+  const fresh = () => reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(key) });
+  if (!sub) sub = await fresh();
+  try {
+    await api("/api/push/subscriptions", { method: "POST", body: sub.toJSON() });
+  } catch (error) {
+    // 409: this browser's subscription still belongs to someone else (another site's login on a shared
+    // phone). It is theirs to keep: make a new one, with a new endpoint, for this user.
+    if (!(error instanceof ApiError) || error.status !== 409) throw error;
+    await sub.unsubscribe();
+    sub = await fresh();
+    await api("/api/push/subscriptions", { method: "POST", body: sub.toJSON() });
+  }
   return sub;
 }
 
