@@ -44,8 +44,9 @@ async function subscribeAndSave() {
   try {
     await api("/api/push/subscriptions", { method: "POST", body: sub.toJSON() });
   } catch (error) {
-    // 409: this browser's subscription still belongs to someone else (another site's login on a shared
-    // phone). It is theirs to keep: make a new one, with a new endpoint, for this user.
+    // 409: the server keeps this subscription for its owner (another site's login on a shared phone). A
+    // browser holds one subscription per app: replace it with a new endpoint for this user; the old row then
+    // answers "gone" at its next send and is removed.
     if (!(error instanceof ApiError) || error.status !== 409) throw error;
     await sub.unsubscribe();
     sub = await fresh();
