@@ -25,9 +25,21 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 async def _problem(send: Send, status: int, type_: str, title: str, detail: str, retry_after: int) -> None:
     body = msgspec.json.encode({"type": type_, "title": title, "status": status, "detail": detail})
-    await send(cast(Any, {"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/problem+json"), (b"retry-after", str(retry_after).encode()),
-        (b"content-length", str(len(body)).encode()), (b"connection", b"close")]}))
+    await send(
+        cast(
+            Any,
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"retry-after", str(retry_after).encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            },
+        )
+    )
     await send(cast(Any, {"type": "http.response.body", "body": body}))
 
 
@@ -77,23 +89,41 @@ def sync_admission(app: ASGIApp) -> ASGIApp:
         per_user: Counter[Any] = gate["per_user"]
         who = getattr(scope.get("user"), "id", None)
         if per_user[who] >= settings.sync_per_user:
-            await _problem(send, 503, "urn:outage-desk:server-busy", "Service Unavailable",
-                           "This login is already uploading from other devices; nothing was lost on your device, "
-                           "it will retry.", 5)
+            await _problem(
+                send,
+                503,
+                "urn:outage-desk:server-busy",
+                "Service Unavailable",
+                "This login is already uploading from other devices; nothing was lost on your device, "
+                "it will retry.",
+                5,
+            )
             return
         per_user[who] += 1
         try:
             try:
                 await asyncio.wait_for(slots.acquire(), settings.sync_wait_seconds)
             except TimeoutError:
-                await _problem(send, 503, "urn:outage-desk:server-busy", "Service Unavailable",
-                               "Many devices are syncing right now; nothing was lost on your device, it will retry.", 5)
+                await _problem(
+                    send,
+                    503,
+                    "urn:outage-desk:server-busy",
+                    "Service Unavailable",
+                    "Many devices are syncing right now; nothing was lost on your device, it will retry.",
+                    5,
+                )
                 return
             try:
                 body = await _read_body(receive, settings.sync_body_seconds, settings.max_body_bytes)
                 if body is None:
-                    await _problem(send, 408, "urn:outage-desk:slow-upload", "Request Timeout",
-                                   "The upload arrived too slowly; nothing was lost on your device, it will retry.", 10)
+                    await _problem(
+                        send,
+                        408,
+                        "urn:outage-desk:slow-upload",
+                        "Request Timeout",
+                        "The upload arrived too slowly; nothing was lost on your device, it will retry.",
+                        10,
+                    )
                     return
                 await app(scope, _replay(body, receive), send)
             finally:

@@ -31,7 +31,9 @@ class AlertState(Base):
     answer_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
     queue_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
     system_failure: Mapped[bool] = mapped_column(Boolean, default=False)
-    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"), nullable=True)
+    incident_id: Mapped[int | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="SET NULL"), nullable=True
+    )
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
 
@@ -60,18 +62,30 @@ class MetricsIn(msgspec.Struct, forbid_unknown_fields=True):
     answered: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
-
 # ---------------------------------------------------------------- alert levels
 
 LEVELS = ("normal", "yellow", "orange", "red")
 TIER = {"yellow": 1, "orange": 2, "red": 3}
-LEVEL_NAMES = {"normal": {"zh-CN": "正常", "en": "normal"}, "yellow": {"zh-CN": "黄色", "en": "yellow"},
-               "orange": {"zh-CN": "橙色", "en": "orange"}, "red": {"zh-CN": "红色", "en": "red"}}
-TIER_TEXT = {1: {"zh-CN": "一级后备上线：所有在岗人员接呼入", "en": "tier-1 reserves online: everyone on site takes inbound"},
-             2: {"zh-CN": "二级后备上线：召回备班人员，切换备用线路",
-                 "en": "tier-2 reserves: call in standby staff, switch to backup lines"},
-             3: {"zh-CN": "三级后备和灾备场地启用，应急指挥组全员到岗",
-                 "en": "tier-3 reserves and the disaster-recovery site; the command group on duty"}}
+LEVEL_NAMES = {
+    "normal": {"zh-CN": "正常", "en": "normal"},
+    "yellow": {"zh-CN": "黄色", "en": "yellow"},
+    "orange": {"zh-CN": "橙色", "en": "orange"},
+    "red": {"zh-CN": "红色", "en": "red"},
+}
+TIER_TEXT = {
+    1: {
+        "zh-CN": "一级后备上线：所有在岗人员接呼入",
+        "en": "tier-1 reserves online: everyone on site takes inbound",
+    },
+    2: {
+        "zh-CN": "二级后备上线：召回备班人员，切换备用线路",
+        "en": "tier-2 reserves: call in standby staff, switch to backup lines",
+    },
+    3: {
+        "zh-CN": "三级后备和灾备场地启用，应急指挥组全员到岗",
+        "en": "tier-3 reserves and the disaster-recovery site; the command group on duty",
+    },
+}
 
 
 def level_for(answer_rate: float, system_failure: bool = False) -> str:
@@ -87,29 +101,64 @@ def level_for(answer_rate: float, system_failure: bool = False) -> str:
 
 def level_out(state: AlertState | None) -> dict[str, Any]:
     if state is None:
-        return {"level": "normal", "answer_rate": None, "queue_length": None, "system_failure": False,
-                "incident_id": None, "updated_at": None, "tier": 0}
-    return {"level": state.level, "answer_rate": state.answer_rate, "queue_length": state.queue_length,
-            "system_failure": state.system_failure, "incident_id": state.incident_id, "updated_at": state.updated_at,
-            "tier": TIER.get(state.level, 0)}
+        return {
+            "level": "normal",
+            "answer_rate": None,
+            "queue_length": None,
+            "system_failure": False,
+            "incident_id": None,
+            "updated_at": None,
+            "tier": 0,
+        }
+    return {
+        "level": state.level,
+        "answer_rate": state.answer_rate,
+        "queue_length": state.queue_length,
+        "system_failure": state.system_failure,
+        "incident_id": state.incident_id,
+        "updated_at": state.updated_at,
+        "tier": TIER.get(state.level, 0),
+    }
 
 
-@post("/api/metrics", status_code=200, guards=[requires("lead")],
-      summary="Report the answer rate and queue: raises or lowers the alert level, opens a surge incident (lead+)")
+@post(
+    "/api/metrics",
+    status_code=200,
+    guards=[requires("lead")],
+    summary="Report the answer rate and queue: raises or lowers the alert level, opens a surge incident (lead+)",
+)
 async def post_metrics(request: Req, db: AsyncSession, data: MetricsIn) -> dict[str, Any]:
     user = request.user
     at = await clock.now(request.app, db)
     level = level_for(data.answer_rate, data.system_failure)
-    db.add(MetricSample(site_id=user.site_id, at=at, answer_rate=data.answer_rate, queue_length=data.queue_length,
-                        offered=data.offered, answered=data.answered, system_failure=data.system_failure,
-                        level=level, posted_by=user.id))
+    db.add(
+        MetricSample(
+            site_id=user.site_id,
+            at=at,
+            answer_rate=data.answer_rate,
+            queue_length=data.queue_length,
+            offered=data.offered,
+            answered=data.answered,
+            system_failure=data.system_failure,
+            level=level,
+            posted_by=user.id,
+        )
+    )
     # One row per site, locked while we decide, so two reports at once cannot both open a surge incident.
-    await db.execute(insert_for(db, AlertState).values(site_id=user.site_id, level="normal",
-                                                       system_failure=False).on_conflict_do_nothing())
-    state = (await db.execute(select(AlertState).where(AlertState.site_id == user.site_id)
-                              .with_for_update())).scalar_one()
+    await db.execute(
+        insert_for(db, AlertState)
+        .values(site_id=user.site_id, level="normal", system_failure=False)
+        .on_conflict_do_nothing()
+    )
+    state = (
+        await db.execute(select(AlertState).where(AlertState.site_id == user.site_id).with_for_update())
+    ).scalar_one()
     previous = state.level
-    state.answer_rate, state.queue_length, state.system_failure = data.answer_rate, data.queue_length, data.system_failure
+    state.answer_rate, state.queue_length, state.system_failure = (
+        data.answer_rate,
+        data.queue_length,
+        data.system_failure,
+    )
     state.updated_at, state.updated_by, state.level = at, user.id, level
     tiers: list[int] = []
     incident: Incident | None = None
@@ -120,32 +169,77 @@ async def post_metrics(request: Req, db: AsyncSession, data: MetricsIn) -> dict[
     rising = LEVELS.index(level) > LEVELS.index(previous)
     if rising:
         if incident is None:
-            incident = (await db.execute(select(Incident).where(
-                Incident.site_id == user.site_id, Incident.playbook == "call-surge", Incident.drill.is_(False),
-                Incident.status.in_(("open", "acknowledged"))).order_by(Incident.id.desc()).limit(1))).scalar_one_or_none()
+            incident = (
+                await db.execute(
+                    select(Incident)
+                    .where(
+                        Incident.site_id == user.site_id,
+                        Incident.playbook == "call-surge",
+                        Incident.drill.is_(False),
+                        Incident.status.in_(("open", "acknowledged")),
+                    )
+                    .order_by(Incident.id.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
         if incident is None:
-            incident = await declare(db, user.site_id, "call-surge", user, at, source="metrics",
-                                     note=f"接通率 {data.answer_rate:g}%，排队 {data.queue_length} "
-                                          f"(answer rate {data.answer_rate:g} %, queue {data.queue_length})")
+            incident = await declare(
+                db,
+                user.site_id,
+                "call-surge",
+                user,
+                at,
+                source="metrics",
+                note=f"接通率 {data.answer_rate:g}%，排队 {data.queue_length} "
+                f"(answer rate {data.answer_rate:g} %, queue {data.queue_length})",
+            )
         tiers = list(range(TIER.get(previous, 0) + 1, TIER[level] + 1))
     state.incident_id = incident.id if incident else None
     if level != previous and incident is not None:
-        await add_event(db, incident.id, "level_changed", user.id, {
-            "from": previous, "to": level, "answer_rate": data.answer_rate, "queue_length": data.queue_length,
-            "system_failure": data.system_failure}, at=at)
+        await add_event(
+            db,
+            incident.id,
+            "level_changed",
+            user.id,
+            {
+                "from": previous,
+                "to": level,
+                "answer_rate": data.answer_rate,
+                "queue_length": data.queue_length,
+                "system_failure": data.system_failure,
+            },
+            at=at,
+        )
         for tier in tiers:
             await add_event(db, incident.id, "reserve_called", user.id, {"tier": tier, "level": level}, at=at)
         name = LEVEL_NAMES[level]
         if rising:
-            title = {"zh-CN": f"预警升级：{name['zh-CN']}（接通率 {data.answer_rate:g}%）",
-                     "en": f"Alert raised to {name['en']} (answer rate {data.answer_rate:g} %)"}
-            body = {lang: sep.join(TIER_TEXT[t][lang] for t in tiers) for lang, sep in (("zh-CN", "；"), ("en", "; "))}
+            title = {
+                "zh-CN": f"预警升级：{name['zh-CN']}（接通率 {data.answer_rate:g}%）",
+                "en": f"Alert raised to {name['en']} (answer rate {data.answer_rate:g} %)",
+            }
+            body = {
+                lang: sep.join(TIER_TEXT[t][lang] for t in tiers)
+                for lang, sep in (("zh-CN", "；"), ("en", "; "))
+            }
         else:
-            title = {"zh-CN": f"预警下调：{name['zh-CN']}（接通率 {data.answer_rate:g}%）",
-                     "en": f"Alert lowered to {name['en']} (answer rate {data.answer_rate:g} %)"}
+            title = {
+                "zh-CN": f"预警下调：{name['zh-CN']}（接通率 {data.answer_rate:g}%）",
+                "en": f"Alert lowered to {name['en']} (answer rate {data.answer_rate:g} %)",
+            }
             body = {"zh-CN": f"排队 {data.queue_length}。", "en": f"Queue {data.queue_length}."}
-        await notify(db, user.site_id, ["lead", "manager"], title, body, incident_id=incident.id,
-                          kind="alert_level", urgency="high" if rising else "normal", at=at, drill=incident.drill)
+        await notify(
+            db,
+            user.site_id,
+            ["lead", "manager"],
+            title,
+            body,
+            incident_id=incident.id,
+            kind="alert_level",
+            urgency="high" if rising else "normal",
+            at=at,
+            drill=incident.drill,
+        )
     return {**level_out(state), "previous": previous, "changed": level != previous, "tiers_called": tiers}
 
 

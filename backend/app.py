@@ -50,9 +50,24 @@ log = logging.getLogger("outage_desk")
 
 # The wiring, in plain lists. Each capability module owns its routes, tables and logic; this is the one place
 # that says which of them the app runs. A new capability adds itself here, nowhere else.
-ROUTERS = [shell.router, auth.router, sessions.router, documents.router, forms.router, playbooks.router, sync.router, records.router,
-           incidents.router, alerts.router, notifications.router, push.router, callbacks.router, reentry.router,
-           reports.router, printing.router]
+ROUTERS = [
+    shell.router,
+    auth.router,
+    sessions.router,
+    documents.router,
+    forms.router,
+    playbooks.router,
+    sync.router,
+    records.router,
+    incidents.router,
+    alerts.router,
+    notifications.router,
+    push.router,
+    callbacks.router,
+    reentry.router,
+    reports.router,
+    printing.router,
+]
 # "Do what is due" steps, each run for the app's lifetime by backend.workers.
 WORKER_STEPS = [escalation.STEP, notifications.STEP, callbacks.STEP, reports.STEP]
 # Run once per sync batch on what was stored, in the sync's transaction (backend.sync.store_batch).
@@ -118,10 +133,14 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
         # (health, 304s) are not worth it.
         compression_config=CompressionConfig(backend="gzip", minimum_size=1024, gzip_compress_level=6),
         openapi_config=OpenAPIConfig(
-            title="Outage Desk API", version="1", path="/schema", render_plugins=[JsonRenderPlugin()],
+            title="Outage Desk API",
+            version="1",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
             security=[{"bearer": []}],
         ),
-        logging_config=LoggingConfig(loggers={"outage_desk": {"level": "INFO", "handlers": ["queue_listener"]}},
-                                     log_exceptions="debug"),
+        logging_config=LoggingConfig(
+            loggers={"outage_desk": {"level": "INFO", "handlers": ["queue_listener"]}}, log_exceptions="debug"
+        ),
     )

@@ -32,7 +32,6 @@ ROLES: tuple[str, ...] = ("agent", "lead", "manager", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
 
 
-
 class Site(Base):
     __tablename__ = "sites"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -106,14 +105,18 @@ class NewUserIn(msgspec.Struct, forbid_unknown_fields=True):
 
 def user_out(user: CurrentUser | User, site: Site | None = None, phone: str | None = None) -> UserOut:
     if isinstance(user, CurrentUser):
-        return UserOut(user.id, user.username, user.display_name, user.role, user.site_slug, user.site_name, phone)
+        return UserOut(
+            user.id, user.username, user.display_name, user.role, user.site_slug, user.site_name, phone
+        )
     assert site is not None
     return UserOut(user.id, user.username, user.display_name, user.role, site.slug, site.name, user.phone)
 
 
 async def site_names(session: AsyncSession, site_id: int) -> dict[int, str]:
     """Display names of everyone at a site, by user id (for lists that show who did what)."""
-    return dict((await session.execute(select(User.id, User.display_name).where(User.site_id == site_id))).all())
+    return dict(
+        (await session.execute(select(User.id, User.display_name).where(User.site_id == site_id))).all()
+    )
 
 
 MIN_PASSWORD = 8
@@ -135,8 +138,9 @@ def token_hash(secret_key: str, token: str) -> str:
 SiteSeeder = Callable[[AsyncSession, Site], Awaitable[None]]
 
 
-async def get_or_create_site(session: AsyncSession, slug: str, name: str | None = None, *,
-                             seeders: Sequence[SiteSeeder] = ()) -> Site:
+async def get_or_create_site(
+    session: AsyncSession, slug: str, name: str | None = None, *, seeders: Sequence[SiteSeeder] = ()
+) -> Site:
     """The site with this slug; a new one is given its starting data by `seeders` (app.SITE_SEEDERS: the
     shipped playbooks and forms)."""
     site = (await session.execute(select(Site).where(Site.slug == slug))).scalar_one_or_none()
@@ -149,14 +153,29 @@ async def get_or_create_site(session: AsyncSession, slug: str, name: str | None 
     return site
 
 
-async def create_user(session: AsyncSession, username: str, role: str, site_slug: str, password: str,
-                      display_name: str | None = None, phone: str | None = None,
-                      password_hash: str | None = None, *, seeders: Sequence[SiteSeeder] = ()) -> User:
+async def create_user(
+    session: AsyncSession,
+    username: str,
+    role: str,
+    site_slug: str,
+    password: str,
+    display_name: str | None = None,
+    phone: str | None = None,
+    password_hash: str | None = None,
+    *,
+    seeders: Sequence[SiteSeeder] = (),
+) -> User:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     site = await get_or_create_site(session, site_slug, seeders=seeders)
-    user = User(site_id=site.id, username=username, display_name=display_name or username, role=role, phone=phone,
-                password_hash=password_hash or hasher.hash(password))
+    user = User(
+        site_id=site.id,
+        username=username,
+        display_name=display_name or username,
+        role=role,
+        phone=phone,
+        password_hash=password_hash or hasher.hash(password),
+    )
     session.add(user)
     await session.flush()
     return user
@@ -170,12 +189,14 @@ def issue_token(session: AsyncSession, secret_key: str, user_id: int, ttl: timed
 
 
 async def resolve_token(session: AsyncSession, secret_key: str, token: str) -> CurrentUser | None:
-    row = (await session.execute(
-        select(User, Site, AuthToken.expires_at)
-        .join(AuthToken, AuthToken.user_id == User.id)
-        .join(Site, Site.id == User.site_id)
-        .where(AuthToken.token_hash == token_hash(secret_key, token), User.active.is_(True))
-    )).one_or_none()
+    row = (
+        await session.execute(
+            select(User, Site, AuthToken.expires_at)
+            .join(AuthToken, AuthToken.user_id == User.id)
+            .join(Site, Site.id == User.site_id)
+            .where(AuthToken.token_hash == token_hash(secret_key, token), User.active.is_(True))
+        )
+    ).one_or_none()
     if row is None or row.expires_at <= utcnow():
         return None
     user, site = row.User, row.Site
@@ -189,19 +210,35 @@ class TokenAuth(AbstractAuthenticationMiddleware):
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Problem(401, "Log in first: this needs an 'Authorization: Bearer <token>' header.",
-                          headers={"WWW-Authenticate": "Bearer"})
+            raise Problem(
+                401,
+                "Log in first: this needs an 'Authorization: Bearer <token>' header.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         app_state = connection.app.state
         async with app_state.sessionmaker() as session:
             user = await resolve_token(session, app_state.settings.secret_key, token.strip())
         if user is None:
-            raise Problem(401, "Your login has expired or is not valid; please log in again.",
-                          headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            raise Problem(
+                401,
+                "Your login has expired or is not valid; please log in again.",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
         return AuthenticationResult(user=user, auth=token)
 
 
-PUBLIC_PATHS = [r"^/api/health$", r"^/api/auth/login$", r"^/api/push/vapid-public-key$", r"^/api/push/receipts$", r"^/schema",
-                r"^/$", r"^/static/", r"^/sw", r"^/manifest\.webmanifest$", r"^/favicon"]
+PUBLIC_PATHS = [
+    r"^/api/health$",
+    r"^/api/auth/login$",
+    r"^/api/push/vapid-public-key$",
+    r"^/api/push/receipts$",
+    r"^/schema",
+    r"^/$",
+    r"^/static/",
+    r"^/sw",
+    r"^/manifest\.webmanifest$",
+    r"^/favicon",
+]
 auth_middleware = DefineMiddleware(TokenAuth, exclude=PUBLIC_PATHS)
 
 
@@ -231,27 +268,42 @@ async def login(data: LoginIn, request: Request, db: AsyncSession) -> LoginOut:
     # password check (which holds no database connection and runs in a thread).
     async with state.sessionmaker() as session:
         reserved = await throttle.reserve(session, data.username, address)
-        row = None if reserved is None else (await session.execute(
-            select(User, Site).join(Site, Site.id == User.site_id)
-            .where(User.username == data.username, User.active.is_(True)))).one_or_none()
+        row = (
+            None
+            if reserved is None
+            else (
+                await session.execute(
+                    select(User, Site)
+                    .join(Site, Site.id == User.site_id)
+                    .where(User.username == data.username, User.active.is_(True))
+                )
+            ).one_or_none()
+        )
     if reserved is None:
-        raise Problem(429, "Too many failed logins; wait 15 minutes or ask your team lead to reset your password.",
-                      headers={"Retry-After": str(int(FAIL_WINDOW.total_seconds()))})
+        raise Problem(
+            429,
+            "Too many failed logins; wait 15 minutes or ask your team lead to reset your password.",
+            headers={"Retry-After": str(int(FAIL_WINDOW.total_seconds()))},
+        )
     ok = await throttle.verify_password(state, row.User.password_hash if row else None, data.password)
     if not ok or row is None:
         raise Problem(401, "Wrong username or password.")  # the reserved failure stays counted
     user, site = row.User, row.Site
     await throttle.succeeded(db, data.username, address)
     await db.execute(delete(AuthToken).where(AuthToken.expires_at < utcnow()))
-    token, expires_at = issue_token(db, state.settings.secret_key, user.id,
-                                    timedelta(minutes=state.settings.token_ttl_minutes))
+    token, expires_at = issue_token(
+        db, state.settings.secret_key, user.id, timedelta(minutes=state.settings.token_ttl_minutes)
+    )
     return LoginOut(token=token, expires_at=expires_at, user=user_out(user, site))
 
 
 @post("/api/auth/logout", status_code=204, summary="End this token")
 async def logout(request: Request[CurrentUser, str, Any], db: AsyncSession) -> None:
-    await db.execute(delete(AuthToken).where(
-        AuthToken.token_hash == token_hash(request.app.state.settings.secret_key, request.auth)))
+    await db.execute(
+        delete(AuthToken).where(
+            AuthToken.token_hash == token_hash(request.app.state.settings.secret_key, request.auth)
+        )
+    )
 
 
 @get("/api/me", summary="Who am I")
@@ -261,8 +313,11 @@ async def me(request: Request[CurrentUser, str, Any], db: AsyncSession) -> UserO
 
 
 @get("/api/users", guards=[requires("lead")], summary="Users of my site")
-async def list_users(request: Request[CurrentUser, str, Any], db: AsyncSession,
-                     role: Annotated[Role | None, Parameter(query="role")] = None) -> list[UserOut]:
+async def list_users(
+    request: Request[CurrentUser, str, Any],
+    db: AsyncSession,
+    role: Annotated[Role | None, Parameter(query="role")] = None,
+) -> list[UserOut]:
     me_ = request.user
     query = select(User, Site).join(Site, Site.id == User.site_id).where(User.site_id == me_.site_id)
     if role:
@@ -278,9 +333,16 @@ async def add_user(data: NewUserIn, request: Request[CurrentUser, str, Any], db:
     exists = (await db.execute(select(User.id).where(User.username == data.username))).scalar_one_or_none()
     if exists is not None:
         raise Problem(409, f"The username {data.username!r} is taken.")
-    user = await create_user(db, data.username, data.role, request.user.site_slug, data.password,
-                             data.display_name, data.phone,
-                             password_hash=await throttle.hash_password(request.app.state, data.password))
+    user = await create_user(
+        db,
+        data.username,
+        data.role,
+        request.user.site_slug,
+        data.password,
+        data.display_name,
+        data.phone,
+        password_hash=await throttle.hash_password(request.app.state, data.password),
+    )
     site = (await db.execute(select(Site).where(Site.id == user.site_id))).scalar_one()
     return user_out(user, site)
 

@@ -47,7 +47,9 @@ class Callback(Base):
     """One promised callback per call record (its id is the record's id)."""
 
     __tablename__ = "callbacks"
-    record_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), primary_key=True)
+    record_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("records.id", ondelete="CASCADE"), primary_key=True
+    )
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
     incident_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     record_rev: Mapped[int] = mapped_column(Integer)
@@ -73,7 +75,9 @@ class CallbackAttempt(Base):
 
     __tablename__ = "callback_attempts"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    callback_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("callbacks.record_id", ondelete="CASCADE"), index=True)
+    callback_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("callbacks.record_id", ondelete="CASCADE"), index=True
+    )
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     outcome: Mapped[str] = mapped_column(String(16))
@@ -84,12 +88,16 @@ class CallbackAttempt(Base):
 
 # ---------------------------------------------------------------- from records to callbacks
 
+
 def promised_due(record: Record) -> datetime | None:
     """When the callback is due, or None when this record promises none."""
     data = record.data or {}
     if record.form != CALLBACK_FORM or data.get("callback_promised") is not True:
         return None
-    return parse_time(data.get("callback_due")) or (parse_time(data.get("called_at")) or record.captured_at) + DEFAULT_DUE
+    return (
+        parse_time(data.get("callback_due"))
+        or (parse_time(data.get("called_at")) or record.captured_at) + DEFAULT_DUE
+    )
 
 
 async def on_records_stored(session: AsyncSession, stored: list[tuple[Record, str]], now: datetime) -> None:
@@ -104,8 +112,14 @@ async def on_records_stored(session: AsyncSession, stored: list[tuple[Record, st
             relevant.append((record, due))
     if not relevant:
         return
-    existing = {cb.record_id: cb for cb in (await session.execute(
-        select(Callback).where(Callback.record_id.in_([record.id for record, _ in relevant])))).scalars()}
+    existing = {
+        cb.record_id: cb
+        for cb in (
+            await session.execute(
+                select(Callback).where(Callback.record_id.in_([record.id for record, _ in relevant]))
+            )
+        ).scalars()
+    }
     announce: list[tuple[Callback, str]] = []
     for record, due in relevant:
         callback = existing.get(record.id)
@@ -115,12 +129,26 @@ async def on_records_stored(session: AsyncSession, stored: list[tuple[Record, st
                 announce.append((callback, "callback.cancelled"))
             continue
         data = record.data or {}
-        fields = {"incident_id": record.incident_id, "record_rev": record.rev,
-                  "caller_name": str(data.get("caller_name", ""))[:200], "phone": str(data.get("phone", ""))[:40],
-                  "called_at": parse_time(data.get("called_at")), "due_at": due, "updated_at": now}
+        fields = {
+            "incident_id": record.incident_id,
+            "record_rev": record.rev,
+            "caller_name": str(data.get("caller_name", ""))[:200],
+            "phone": str(data.get("phone", ""))[:40],
+            "called_at": parse_time(data.get("called_at")),
+            "due_at": due,
+            "updated_at": now,
+        }
         if callback is None:
-            callback = Callback(record_id=record.id, site_id=record.site_id, promised_by=record.agent_id,
-                                owner_id=record.agent_id, status="open", attempts=0, created_at=now, **fields)
+            callback = Callback(
+                record_id=record.id,
+                site_id=record.site_id,
+                promised_by=record.agent_id,
+                owner_id=record.agent_id,
+                status="open",
+                attempts=0,
+                created_at=now,
+                **fields,
+            )
             session.add(callback)
             announce.append((callback, "callback.created"))
             continue
@@ -136,25 +164,37 @@ async def on_records_stored(session: AsyncSession, stored: list[tuple[Record, st
         await _announce(session, callback, kind, flush=False)
 
 
-async def _announce(session: AsyncSession, callback: Callback, kind: str, *, also: int | None = None,
-                    flush: bool = True) -> None:
+async def _announce(
+    session: AsyncSession, callback: Callback, kind: str, *, also: int | None = None, flush: bool = True
+) -> None:
     """Devices learn of callback changes through the sync change feed: the owner's (and `also`, e.g. the previous
     owner's) and the leads', never other agents' (a callback holds the caller's name and phone)."""
     if flush:
         await session.flush()
-    await add_personal_change(session, callback.site_id, kind, str(callback.record_id), callback_out(callback),
-                              {callback.owner_id} | ({also} if also else set()))
+    await add_personal_change(
+        session,
+        callback.site_id,
+        kind,
+        str(callback.record_id),
+        callback_out(callback),
+        {callback.owner_id} | ({also} if also else set()),
+    )
 
 
 # ---------------------------------------------------------------- overdue: notify the leads once
 
+
 async def claim_overdue(session: AsyncSession, at: datetime, limit: int = 50) -> list[uuid.UUID]:
     """Mark overdue callbacks as notified and return them; SKIP LOCKED on PostgreSQL and the status guard
     make sure two app processes never notify for the same callback."""
-    return await workers.claim(session, Callback.record_id,
-                               [Callback.status.in_(OPEN_STATES), Callback.due_at < at,
-                                Callback.overdue_notified_at.is_(None)],
-                               [Callback.due_at], limit, {"overdue_notified_at": at})
+    return await workers.claim(
+        session,
+        Callback.record_id,
+        [Callback.status.in_(OPEN_STATES), Callback.due_at < at, Callback.overdue_notified_at.is_(None)],
+        [Callback.due_at],
+        limit,
+        {"overdue_notified_at": at},
+    )
 
 
 async def _known_incidents(session: AsyncSession, ids: set[int]) -> set[tuple[int, int, bool]]:
@@ -162,8 +202,14 @@ async def _known_incidents(session: AsyncSession, ids: set[int]) -> set[tuple[in
     up, and a notification must only link to a real one of its own site."""
     if not ids:
         return set()
-    return {(i, site, drill) for i, site, drill in (await session.execute(
-        select(Incident.id, Incident.site_id, Incident.drill).where(Incident.id.in_(ids)))).all()}
+    return {
+        (i, site, drill)
+        for i, site, drill in (
+            await session.execute(
+                select(Incident.id, Incident.site_id, Incident.drill).where(Incident.id.in_(ids))
+            )
+        ).all()
+    }
 
 
 def _link(known: set[tuple[int, int, bool]], callback: Callback) -> tuple[int | None, bool | None]:
@@ -183,18 +229,38 @@ async def notify_overdue(app: Any) -> int:
         if not ids:
             await session.rollback()
             return 0
-        callbacks = (await session.execute(select(Callback, User.display_name).join(User, User.id == Callback.owner_id)
-                                           .where(Callback.record_id.in_(ids)))).all()
+        callbacks = (
+            await session.execute(
+                select(Callback, User.display_name)
+                .join(User, User.id == Callback.owner_id)
+                .where(Callback.record_id.in_(ids))
+            )
+        ).all()
         linked = {c.incident_id for c, _ in callbacks if c.incident_id is not None}
         known = await _known_incidents(session, linked)
         for callback, owner in callbacks:
             late = int((at - callback.due_at).total_seconds() // 60)
-            title = {"zh-CN": f"回拨超时：{callback.caller_name}", "en": f"Callback overdue: {callback.caller_name}"}
-            body = {"zh-CN": f"{callback.phone}，应于 {late} 分钟前回拨，负责人 {owner}。请跟进或改派。",
-                    "en": f"{callback.phone} was due {late} min ago; owner {owner}. Follow up or reassign."}
+            title = {
+                "zh-CN": f"回拨超时：{callback.caller_name}",
+                "en": f"Callback overdue: {callback.caller_name}",
+            }
+            body = {
+                "zh-CN": f"{callback.phone}，应于 {late} 分钟前回拨，负责人 {owner}。请跟进或改派。",
+                "en": f"{callback.phone} was due {late} min ago; owner {owner}. Follow up or reassign.",
+            }
             incident_id, drill = _link(known, callback)
-            await notify(session, callback.site_id, ["lead"], title, body, incident_id=incident_id,
-                         kind="callback_overdue", urgency="high", at=at, drill=drill)
+            await notify(
+                session,
+                callback.site_id,
+                ["lead"],
+                title,
+                body,
+                incident_id=incident_id,
+                kind="callback_overdue",
+                urgency="high",
+                at=at,
+                drill=drill,
+            )
         await session.commit()
         return len(callbacks)
 
@@ -209,25 +275,42 @@ STEP = workers.Step("overdue callbacks", overdue_round, every=POLL_SECONDS)
 
 # ---------------------------------------------------------------- callbacks API
 
+
 def callback_out(callback: Callback, names: dict[int, str] | None = None) -> dict[str, Any]:
     names = names or {}
-    return {"id": str(callback.record_id), "record_id": str(callback.record_id), "incident_id": callback.incident_id,
-            "caller_name": callback.caller_name, "phone": callback.phone,
-            "called_at": callback.called_at.isoformat() if callback.called_at else None,
-            "due_at": callback.due_at.isoformat(), "status": callback.status, "attempts": callback.attempts,
-            "last_outcome": callback.last_outcome,
-            "completed_at": callback.completed_at.isoformat() if callback.completed_at else None,
-            "owner": {"id": callback.owner_id, "name": names.get(callback.owner_id)},
-            "promised_by": {"id": callback.promised_by, "name": names.get(callback.promised_by)},
-            "assigned_at": callback.assigned_at.isoformat() if callback.assigned_at else None,
-            "overdue_notified_at": callback.overdue_notified_at.isoformat() if callback.overdue_notified_at else None,
-            "record_rev": callback.record_rev}
+    return {
+        "id": str(callback.record_id),
+        "record_id": str(callback.record_id),
+        "incident_id": callback.incident_id,
+        "caller_name": callback.caller_name,
+        "phone": callback.phone,
+        "called_at": callback.called_at.isoformat() if callback.called_at else None,
+        "due_at": callback.due_at.isoformat(),
+        "status": callback.status,
+        "attempts": callback.attempts,
+        "last_outcome": callback.last_outcome,
+        "completed_at": callback.completed_at.isoformat() if callback.completed_at else None,
+        "owner": {"id": callback.owner_id, "name": names.get(callback.owner_id)},
+        "promised_by": {"id": callback.promised_by, "name": names.get(callback.promised_by)},
+        "assigned_at": callback.assigned_at.isoformat() if callback.assigned_at else None,
+        "overdue_notified_at": callback.overdue_notified_at.isoformat()
+        if callback.overdue_notified_at
+        else None,
+        "record_rev": callback.record_rev,
+    }
 
 
-@get("/api/callbacks", summary="Callbacks: agents their own; leads and up everyone's (?mine=true, ?status=, ?incident_id=)")
-async def list_callbacks(request: Req, db: AsyncSession,
-                         status: Literal["active", "open", "trying", "done", "failed", "cancelled", "all"] = "active",
-                         mine: bool = False, incident_id: IncidentRef = None) -> dict[str, Any]:
+@get(
+    "/api/callbacks",
+    summary="Callbacks: agents their own; leads and up everyone's (?mine=true, ?status=, ?incident_id=)",
+)
+async def list_callbacks(
+    request: Req,
+    db: AsyncSession,
+    status: Literal["active", "open", "trying", "done", "failed", "cancelled", "all"] = "active",
+    mine: bool = False,
+    incident_id: IncidentRef = None,
+) -> dict[str, Any]:
     user = request.user
     where = [Callback.site_id == user.site_id]
     if user.role == "agent" or mine:
@@ -238,19 +321,31 @@ async def list_callbacks(request: Req, db: AsyncSession,
         where.append(Callback.status == status)
     if incident_id is not None:
         where.append(Callback.incident_id == incident_id)
-    rows = (await db.execute(select(Callback).where(*where).order_by(Callback.due_at, Callback.record_id)
-                             .limit(2000))).scalars().all()
+    rows = (
+        (
+            await db.execute(
+                select(Callback).where(*where).order_by(Callback.due_at, Callback.record_id).limit(2000)
+            )
+        )
+        .scalars()
+        .all()
+    )
     names = await site_names(db, user.site_id)
     now = await clock.now(request.app, db)
-    return {"items": [callback_out(c, names) for c in rows], "now": now.isoformat(),
-            "overdue": sum(1 for c in rows if c.status in OPEN_STATES and c.due_at < now)}
+    return {
+        "items": [callback_out(c, names) for c in rows],
+        "now": now.isoformat(),
+        "overdue": sum(1 for c in rows if c.status in OPEN_STATES and c.due_at < now),
+    }
 
 
 class AssignIn(msgspec.Struct, forbid_unknown_fields=True):
     owner_id: Annotated[int, msgspec.Meta(ge=1, le=INT32)]
 
 
-@put("/api/callbacks/{callback_id:uuid}/owner", guards=[requires("lead")], summary="Assign a callback (lead+)")
+@put(
+    "/api/callbacks/{callback_id:uuid}/owner", guards=[requires("lead")], summary="Assign a callback (lead+)"
+)
 async def assign(request: Req, db: AsyncSession, callback_id: uuid.UUID, data: AssignIn) -> dict[str, Any]:
     user = request.user
     callback = await _callback(db, user, callback_id)
@@ -259,16 +354,31 @@ async def assign(request: Req, db: AsyncSession, callback_id: uuid.UUID, data: A
         raise Problem(422, "Assign to an active user of your site.", errors={"owner_id": "unknown user"})
     previous = callback.owner_id
     now = await clock.now(request.app, db)
-    callback.owner_id, callback.assigned_by, callback.assigned_at, callback.updated_at = owner.id, user.id, now, now
+    callback.owner_id, callback.assigned_by, callback.assigned_at, callback.updated_at = (
+        owner.id,
+        user.id,
+        now,
+        now,
+    )
     await _announce(db, callback, "callback.assigned", also=previous)
     if previous != owner.id:
         known = await _known_incidents(db, {callback.incident_id} if callback.incident_id else set())
         incident_id, drill = _link(known, callback)
-        await notify(db, user.site_id, [], {"zh-CN": f"新的回拨：{callback.caller_name}",
-                                            "en": f"Callback for you: {callback.caller_name}"},
-                     {"zh-CN": f"{user.display_name} 把 {callback.phone} 的回拨交给你。",
-                      "en": f"{user.display_name} gave you the callback to {callback.phone}."},
-                     incident_id=incident_id, kind="callback_assigned", user_ids=[owner.id], at=now, drill=drill)
+        await notify(
+            db,
+            user.site_id,
+            [],
+            {"zh-CN": f"新的回拨：{callback.caller_name}", "en": f"Callback for you: {callback.caller_name}"},
+            {
+                "zh-CN": f"{user.display_name} 把 {callback.phone} 的回拨交给你。",
+                "en": f"{user.display_name} gave you the callback to {callback.phone}.",
+            },
+            incident_id=incident_id,
+            kind="callback_assigned",
+            user_ids=[owner.id],
+            at=now,
+            drill=drill,
+        )
     return callback_out(callback, await site_names(db, user.site_id))
 
 
@@ -288,8 +398,11 @@ class AttemptsIn(msgspec.Struct, forbid_unknown_fields=True):
     attempts: Annotated[list[Any], msgspec.Meta(max_length=500)]
 
 
-@post("/api/callbacks/attempts", status_code=200,
-      summary="Record callback attempts (device ids; re-sending one is harmless). One answer per attempt.")
+@post(
+    "/api/callbacks/attempts",
+    status_code=200,
+    summary="Record callback attempts (device ids; re-sending one is harmless). One answer per attempt.",
+)
 async def record_attempts(request: Req, db: AsyncSession, data: AttemptsIn) -> dict[str, Any]:
     user = request.user
     now = await clock.now(request.app, db)
@@ -298,38 +411,79 @@ async def record_attempts(request: Req, db: AsyncSession, data: AttemptsIn) -> d
         try:
             item = msgspec.convert(raw, AttemptIn, str_keys=True)
         except msgspec.ValidationError as exc:
-            results.append({"index": index, "id": raw.get("id") if isinstance(raw, dict) else None,
-                            "status": "rejected", "message": str(exc)})
+            results.append(
+                {
+                    "index": index,
+                    "id": raw.get("id") if isinstance(raw, dict) else None,
+                    "status": "rejected",
+                    "message": str(exc),
+                }
+            )
             continue
         if not in_window(item.attempted_at) or has_nul(item.note):
             # stored values only: a broken device clock or a NUL is this attempt's problem, not the batch's
-            results.append({"index": index, "id": str(item.id), "status": "rejected",
-                            "message": "attempted_at must be between 2000 and 2100 and the note plain text."})
+            results.append(
+                {
+                    "index": index,
+                    "id": str(item.id),
+                    "status": "rejected",
+                    "message": "attempted_at must be between 2000 and 2100 and the note plain text.",
+                }
+            )
             continue
         callback = await db.get(Callback, item.callback_id)
-        if callback is None or callback.site_id != user.site_id or (
-                user.role == "agent" and callback.owner_id != user.id and callback.promised_by != user.id):
-            results.append({"index": index, "id": str(item.id), "status": "rejected",
-                            "message": "No such callback of yours."})
+        if (
+            callback is None
+            or callback.site_id != user.site_id
+            or (user.role == "agent" and callback.owner_id != user.id and callback.promised_by != user.id)
+        ):
+            results.append(
+                {
+                    "index": index,
+                    "id": str(item.id),
+                    "status": "rejected",
+                    "message": "No such callback of yours.",
+                }
+            )
             continue
-        inserted = (await db.execute(insert_for(db, CallbackAttempt.__table__).values(
-            id=item.id, callback_id=callback.record_id, site_id=user.site_id, user_id=user.id, outcome=item.outcome,
-            note=item.note, attempted_at=item.attempted_at, received_at=now)
-            .on_conflict_do_nothing(index_elements=["id"]).returning(CallbackAttempt.id))).scalar_one_or_none()
+        inserted = (
+            await db.execute(
+                insert_for(db, CallbackAttempt.__table__)
+                .values(
+                    id=item.id,
+                    callback_id=callback.record_id,
+                    site_id=user.site_id,
+                    user_id=user.id,
+                    outcome=item.outcome,
+                    note=item.note,
+                    attempted_at=item.attempted_at,
+                    received_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["id"])
+                .returning(CallbackAttempt.id)
+            )
+        ).scalar_one_or_none()
         if inserted is None:
             results.append({"index": index, "id": str(item.id), "status": "duplicate"})
             continue
         await _apply_attempt(db, callback, item, now)
-        results.append({"index": index, "id": str(item.id), "status": "created", "callback": callback_out(callback)})
+        results.append(
+            {"index": index, "id": str(item.id), "status": "created", "callback": callback_out(callback)}
+        )
     return {"results": results}
 
 
 async def _apply_attempt(db: AsyncSession, callback: Callback, item: AttemptIn, now: datetime) -> None:
     callback.attempts += 1
     callback.updated_at = now
-    latest = (await db.execute(select(CallbackAttempt.outcome).where(CallbackAttempt.callback_id == callback.record_id)
-                               .order_by(CallbackAttempt.attempted_at.desc(), CallbackAttempt.received_at.desc())
-                               .limit(1))).scalar_one()
+    latest = (
+        await db.execute(
+            select(CallbackAttempt.outcome)
+            .where(CallbackAttempt.callback_id == callback.record_id)
+            .order_by(CallbackAttempt.attempted_at.desc(), CallbackAttempt.received_at.desc())
+            .limit(1)
+        )
+    ).scalar_one()
     callback.last_outcome = latest
     if callback.status == "cancelled":
         return
@@ -340,8 +494,16 @@ async def _apply_attempt(db: AsyncSession, callback: Callback, item: AttemptIn, 
         callback.status = "trying"
     else:
         # the state follows the first final outcome; a later "reached" still beats "wrong number"
-        finals = list((await db.execute(select(CallbackAttempt.outcome).where(
-            CallbackAttempt.callback_id == callback.record_id, CallbackAttempt.outcome != "no_answer"))).scalars())
+        finals = list(
+            (
+                await db.execute(
+                    select(CallbackAttempt.outcome).where(
+                        CallbackAttempt.callback_id == callback.record_id,
+                        CallbackAttempt.outcome != "no_answer",
+                    )
+                )
+            ).scalars()
+        )
         callback.status = "done" if any(STATE_AFTER[o] == "done" for o in finals) else "failed"
     await _announce(db, callback, "callback.attempted")
 
@@ -353,10 +515,29 @@ async def list_attempts(request: Req, db: AsyncSession, callback_id: uuid.UUID) 
     if user.role == "agent" and user.id not in (callback.owner_id, callback.promised_by):
         raise Problem(404, "No such callback at your site.")
     names = await site_names(db, user.site_id)
-    rows = (await db.execute(select(CallbackAttempt).where(CallbackAttempt.callback_id == callback_id)
-                             .order_by(CallbackAttempt.attempted_at))).scalars().all()
-    return [{"id": str(a.id), "outcome": a.outcome, "note": a.note, "attempted_at": a.attempted_at.isoformat(),
-             "by": {"id": a.user_id, "name": names.get(a.user_id)}} for a in rows]
+    rows = (
+        (
+            await db.execute(
+                select(CallbackAttempt)
+                .where(CallbackAttempt.callback_id == callback_id)
+                .order_by(CallbackAttempt.attempted_at)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return [
+        {
+            "id": str(a.id),
+            "outcome": a.outcome,
+            "note": a.note,
+            "attempted_at": a.attempted_at.isoformat(),
+            "by": {"id": a.user_id, "name": names.get(a.user_id)},
+        }
+        for a in rows
+    ]
 
 
-router = Router(path="/", route_handlers=[list_callbacks, assign, record_attempts, list_attempts], tags=["callbacks"])
+router = Router(
+    path="/", route_handlers=[list_callbacks, assign, record_attempts, list_attempts], tags=["callbacks"]
+)

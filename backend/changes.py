@@ -59,20 +59,35 @@ async def lock_site(session: AsyncSession, site_id: int) -> None:
     _locked.setdefault(session.sync_session.get_transaction(), set()).add(site_id)
 
 
-async def add_change(session: AsyncSession, site_id: int, kind: str, ref: str | None, payload: dict[str, Any],
-                     user_id: int | None = None, *, min_role: str | None = None) -> Change:
+async def add_change(
+    session: AsyncSession,
+    site_id: int,
+    kind: str,
+    ref: str | None,
+    payload: dict[str, Any],
+    user_id: int | None = None,
+    *,
+    min_role: str | None = None,
+) -> Change:
     """For one user (`user_id`), for a role and up (`min_role`), or for everyone at the site (neither).
     Not flushed here (the ORM batches the INSERTs at the next flush or commit); flush if you need .id."""
     await lock_site(session, site_id)
-    change = Change(site_id=site_id, user_id=user_id, min_role=min_role, kind=kind,
-                    ref=None if ref is None else str(ref), payload=payload,
-                    created_at=func.now() if is_postgresql(session) else utcnow())
+    change = Change(
+        site_id=site_id,
+        user_id=user_id,
+        min_role=min_role,
+        kind=kind,
+        ref=None if ref is None else str(ref),
+        payload=payload,
+        created_at=func.now() if is_postgresql(session) else utcnow(),
+    )
     session.add(change)
     return change
 
 
-async def add_personal_change(session: AsyncSession, site_id: int, kind: str, ref: str, payload: dict[str, Any],
-                              user_ids: set[int]) -> None:
+async def add_personal_change(
+    session: AsyncSession, site_id: int, kind: str, ref: str, payload: dict[str, Any], user_ids: set[int]
+) -> None:
     """A change about personal data (a caller's name and phone): for these users and for leads and up only."""
     for user_id in sorted(user_ids):
         await add_change(session, site_id, kind, ref, payload, user_id=user_id)
@@ -87,33 +102,69 @@ def parse_cursor(raw: str | int | None) -> tuple[int | None, int | None]:
         change, _, content = str(raw).partition(".")
         return int(change), (int(content) if content else None)
     except ValueError:
-        raise Problem(400, "The sync cursor is not one this server gave out; send null to start over.",
-                      errors={"cursor": "invalid"}) from None
+        raise Problem(
+            400,
+            "The sync cursor is not one this server gave out; send null to start over.",
+            errors={"cursor": "invalid"},
+        ) from None
 
 
-async def changes_since(session: AsyncSession, user: CurrentUser, raw_cursor: str | int | None
-                        ) -> tuple[list[dict[str, Any]], str, bool]:
+async def changes_since(
+    session: AsyncSession, user: CurrentUser, raw_cursor: str | int | None
+) -> tuple[list[dict[str, Any]], str, bool]:
     after, seen_content = parse_cursor(raw_cursor)
     site_id = user.site_id
     if after is None:  # a new device starts at the end of the feed; its screens load current state
-        after = (await session.execute(select(func.coalesce(func.max(Change.id), 0))
-                                       .where(Change.site_id == site_id))).scalar_one()
-    rows = (await session.execute(
-        select(Change).where(Change.site_id == site_id, Change.id > after,
-                             or_(Change.user_id == user.id,
-                                 and_(Change.user_id.is_(None),
-                                      or_(Change.min_role.is_(None), Change.min_role.in_(ROLES[:RANK[user.role] + 1])))))
-        .order_by(Change.id).limit(CHANGES_PER_ANSWER + 1))).scalars().all()
+        after = (
+            await session.execute(
+                select(func.coalesce(func.max(Change.id), 0)).where(Change.site_id == site_id)
+            )
+        ).scalar_one()
+    rows = (
+        (
+            await session.execute(
+                select(Change)
+                .where(
+                    Change.site_id == site_id,
+                    Change.id > after,
+                    or_(
+                        Change.user_id == user.id,
+                        and_(
+                            Change.user_id.is_(None),
+                            or_(Change.min_role.is_(None), Change.min_role.in_(ROLES[: RANK[user.role] + 1])),
+                        ),
+                    ),
+                )
+                .order_by(Change.id)
+                .limit(CHANGES_PER_ANSWER + 1)
+            )
+        )
+        .scalars()
+        .all()
+    )
     more = len(rows) > CHANGES_PER_ANSWER
     rows = rows[:CHANGES_PER_ANSWER]
-    out = [{"cursor": c.id, "kind": c.kind, "ref": c.ref, "payload": c.payload,
-            "created_at": c.created_at.isoformat()} for c in rows]
+    out = [
+        {
+            "cursor": c.id,
+            "kind": c.kind,
+            "ref": c.ref,
+            "payload": c.payload,
+            "created_at": c.created_at.isoformat(),
+        }
+        for c in rows
+    ]
     if rows:
         after = rows[-1].id
     content = await documents.cursor(session, site_id)
     if seen_content != content:
-        out.append({"cursor": after, "kind": "content.updated", "ref": None,
-                    "payload": {"content_cursor": content}, "created_at": None})
+        out.append(
+            {
+                "cursor": after,
+                "kind": "content.updated",
+                "ref": None,
+                "payload": {"content_cursor": content},
+                "created_at": None,
+            }
+        )
     return out, f"{after}.{content}", more
-
-

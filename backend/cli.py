@@ -52,8 +52,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     print(f"Outage Desk on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=5, proxy_headers=False)
+    uvicorn.run(
+        create_app(),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=5,
+        proxy_headers=False,
+    )
     return 0
 
 
@@ -77,8 +83,16 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     async def add(session: Any) -> str:
         if (await session.execute(select(User).where(User.username == args.name))).scalar_one_or_none():
             raise SystemExit(f"user {args.name!r} exists already")
-        await create_user(session, args.name, args.role, args.site, args.password, args.display_name, args.phone,
-                          seeders=SITE_SEEDERS)
+        await create_user(
+            session,
+            args.name,
+            args.role,
+            args.site,
+            args.password,
+            args.display_name,
+            args.phone,
+            seeders=SITE_SEEDERS,
+        )
         return args.name
 
     _with_session(add)
@@ -119,8 +133,10 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
     print(f"{'username':24} {'site':16} {'role':8} {'status':8} display name")
     for user, site in _with_session(rows):
-        print(f"{user.username:24} {site:16} {user.role:8} {'active' if user.active else 'disabled':8} "
-              f"{user.display_name}")
+        print(
+            f"{user.username:24} {site:16} {user.role:8} {'active' if user.active else 'disabled':8} "
+            f"{user.display_name}"
+        )
     return 0
 
 
@@ -181,7 +197,12 @@ def cmd_users_revoke(args: argparse.Namespace) -> int:
     return _user_command(args.name, change)
 
 
-DEMO_USERS = [("agent", "坐席 小王"), ("lead", "值班组长 李"), ("manager", "运营主管 陈"), ("admin", "管理员")]
+DEMO_USERS = [
+    ("agent", "坐席 小王"),
+    ("lead", "值班组长 李"),
+    ("manager", "运营主管 陈"),
+    ("admin", "管理员"),
+]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -198,12 +219,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for role, name in DEMO_USERS:
             username = f"{args.site}-{role}"
             password = args.password or secrets.token_urlsafe(9)
-            existing = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
+            existing = (
+                await session.execute(select(User).where(User.username == username))
+            ).scalar_one_or_none()
             if existing is not None:
                 existing.password_hash = hasher.hash(password)
             else:
-                await create_user(session, username, role, args.site, password, name, f"138-0000-000{len(credentials)}",
-                                  seeders=SITE_SEEDERS)
+                await create_user(
+                    session,
+                    username,
+                    role,
+                    args.site,
+                    password,
+                    name,
+                    f"138-0000-000{len(credentials)}",
+                    seeders=SITE_SEEDERS,
+                )
             credentials.append((role, username, password))
 
     _with_session(make)
@@ -262,9 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     listing = users.add_parser("list", help="every user with site, role and status")
     listing.add_argument("--site", help="only this site")
     listing.set_defaults(fn=cmd_users_list)
-    for command, fn, what in (("disable", cmd_users_disable, "disable a user and end their logins"),
-                              ("enable", cmd_users_enable, "enable a disabled user again"),
-                              ("revoke", cmd_users_revoke, "end every login of a user")):
+    for command, fn, what in (
+        ("disable", cmd_users_disable, "disable a user and end their logins"),
+        ("enable", cmd_users_enable, "enable a disabled user again"),
+        ("revoke", cmd_users_revoke, "end every login of a user"),
+    ):
         one = users.add_parser(command, help=what)
         one.add_argument("name")
         one.set_defaults(fn=fn)

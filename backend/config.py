@@ -73,4 +73,3 @@ def load_settings(**overrides: object) -> Settings:
     if "secret_key" not in values:
         values["secret_key"] = _secret_key(var_dir)
     return Settings(**values)  # type: ignore[arg-type]
-

@@ -17,7 +17,9 @@ from .errors import Problem
 
 T = TypeVar("T")
 INT32 = 2_147_483_647  # the largest id an integer column holds: anything bigger is bad input, never a lookup
-JSON_INT = 2**53 - 1  # the largest integer a JSON value keeps exactly everywhere (JavaScript numbers included)
+JSON_INT = (
+    2**53 - 1
+)  # the largest integer a JSON value keeps exactly everywhere (JavaScript numbers included)
 
 
 def has_nul(value: Any) -> bool:
@@ -29,6 +31,7 @@ def has_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(has_nul(v) for v in value)
     return False
+
 
 # Stable constraint names so Alembic autogenerate and batch mode on SQLite agree.
 NAMING = {

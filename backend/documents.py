@@ -126,8 +126,10 @@ class PlaybookDefinition(msgspec.Struct, forbid_unknown_fields=True, omit_defaul
     contacts: list[Contact] = []
 
 
-DEFINITIONS: dict[str, type[FormDefinition] | type[PlaybookDefinition]] = {"form": FormDefinition,
-                                                                         "playbook": PlaybookDefinition}
+DEFINITIONS: dict[str, type[FormDefinition] | type[PlaybookDefinition]] = {
+    "form": FormDefinition,
+    "playbook": PlaybookDefinition,
+}
 
 
 @functools.lru_cache(maxsize=512)
@@ -152,15 +154,17 @@ def check_definition(kind: str, definition: msgspec.Struct) -> dict[str, str]:
                 errors[f"fields.{f.name}"] = "a choice field needs choices"
             if f.choices and len({c.value for c in f.choices}) != len(f.choices):
                 errors[f"fields.{f.name}"] = "choice values must be unique"
-            for other in (f.required_if or {}):
+            for other in f.required_if or {}:
                 if other not in names:
                     errors[f"fields.{f.name}"] = f"required_if names an unknown field {other!r}"
             if f.pattern:
                 try:
                     compile_pattern(f.pattern)
                 except re2.error as exc:
-                    errors[f"fields.{f.name}"] = (f"pattern is not a regular expression this server runs (no "
-                                                  f"backreferences or lookaround): {exc}")
+                    errors[f"fields.{f.name}"] = (
+                        f"pattern is not a regular expression this server runs (no "
+                        f"backreferences or lookaround): {exc}"
+                    )
     else:
         assert isinstance(definition, PlaybookDefinition)
         ids = [s.id for s in definition.steps]
@@ -192,6 +196,7 @@ def as_stored(definition: msgspec.Struct) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- storage
 
+
 def shipped(kind: str) -> list[dict[str, Any]]:
     folder = CONTENT / (kind + "s")
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
@@ -199,33 +204,68 @@ def shipped(kind: str) -> list[dict[str, Any]]:
 
 async def latest(session: AsyncSession, site_id: int, kind: str, slug: str | None = None) -> list[Document]:
     """The newest version of each document (or of one slug) at a site."""
-    versions = (select(Document.slug, func.max(Document.version).label("version"))
-                .where(Document.site_id == site_id, Document.kind == kind).group_by(Document.slug))
+    versions = (
+        select(Document.slug, func.max(Document.version).label("version"))
+        .where(Document.site_id == site_id, Document.kind == kind)
+        .group_by(Document.slug)
+    )
     if slug is not None:
         versions = versions.where(Document.slug == slug)
     newest = versions.subquery()
     rows = await session.execute(
-        select(Document).join(newest, (Document.slug == newest.c.slug) & (Document.version == newest.c.version))
-        .where(Document.site_id == site_id, Document.kind == kind).order_by(Document.slug))
+        select(Document)
+        .join(newest, (Document.slug == newest.c.slug) & (Document.version == newest.c.version))
+        .where(Document.site_id == site_id, Document.kind == kind)
+        .order_by(Document.slug)
+    )
     return list(rows.scalars())
 
 
-async def get_document(session: AsyncSession, site_id: int, kind: str, slug: str,
-                       version: int | None = None) -> Document | None:
+async def get_document(
+    session: AsyncSession, site_id: int, kind: str, slug: str, version: int | None = None
+) -> Document | None:
     if version is None:
         found = await latest(session, site_id, kind, slug)
         return found[0] if found else None
-    return (await session.execute(select(Document).where(
-        Document.site_id == site_id, Document.kind == kind, Document.slug == slug, Document.version == version)
-    )).scalar_one_or_none()
+    return (
+        await session.execute(
+            select(Document).where(
+                Document.site_id == site_id,
+                Document.kind == kind,
+                Document.slug == slug,
+                Document.version == version,
+            )
+        )
+    ).scalar_one_or_none()
 
 
-async def add_version(session: AsyncSession, site_id: int, kind: str, definition: dict[str, Any], *,
-                      source: str, shipped_version: int | None = None, user_id: int | None = None) -> Document:
-    current = (await session.execute(select(func.max(Document.version)).where(
-        Document.site_id == site_id, Document.kind == kind, Document.slug == definition["slug"]))).scalar()
-    document = Document(site_id=site_id, kind=kind, slug=definition["slug"], version=(current or 0) + 1,
-                        definition=definition, source=source, shipped_version=shipped_version, created_by=user_id)
+async def add_version(
+    session: AsyncSession,
+    site_id: int,
+    kind: str,
+    definition: dict[str, Any],
+    *,
+    source: str,
+    shipped_version: int | None = None,
+    user_id: int | None = None,
+) -> Document:
+    current = (
+        await session.execute(
+            select(func.max(Document.version)).where(
+                Document.site_id == site_id, Document.kind == kind, Document.slug == definition["slug"]
+            )
+        )
+    ).scalar()
+    document = Document(
+        site_id=site_id,
+        kind=kind,
+        slug=definition["slug"],
+        version=(current or 0) + 1,
+        definition=definition,
+        source=source,
+        shipped_version=shipped_version,
+        created_by=user_id,
+    )
     session.add(document)
     await session.flush()
     return document
@@ -233,15 +273,23 @@ async def add_version(session: AsyncSession, site_id: int, kind: str, definition
 
 async def seed_site(session: AsyncSession, site: Site) -> None:
     """Give a site every shipped document it lacks at the shipped version (idempotent)."""
-    have = {(k, s, v) for k, s, v in (await session.execute(
-        select(Document.kind, Document.slug, Document.shipped_version)
-        .where(Document.site_id == site.id, Document.source == "shipped"))).all()}
+    have = {
+        (k, s, v)
+        for k, s, v in (
+            await session.execute(
+                select(Document.kind, Document.slug, Document.shipped_version).where(
+                    Document.site_id == site.id, Document.source == "shipped"
+                )
+            )
+        ).all()
+    }
     for kind in DEFINITIONS:
         for raw in shipped(kind):
             if (kind, raw["slug"], raw["version"]) not in have:
                 definition = as_stored(parse_definition(kind, raw))
-                await add_version(session, site.id, kind, definition, source="shipped",
-                                  shipped_version=raw["version"])
+                await add_version(
+                    session, site.id, kind, definition, source="shipped", shipped_version=raw["version"]
+                )
 
 
 async def load_defaults(session: AsyncSession) -> None:
@@ -251,11 +299,15 @@ async def load_defaults(session: AsyncSession) -> None:
 
 async def cursor(session: AsyncSession, site_id: int) -> int:
     """Grows whenever any document of the site gets a new version: devices compare it to refresh."""
-    return (await session.execute(select(func.coalesce(func.max(Document.id), 0))
-                                  .where(Document.site_id == site_id))).scalar_one()
+    return (
+        await session.execute(
+            select(func.coalesce(func.max(Document.id), 0)).where(Document.site_id == site_id)
+        )
+    ).scalar_one()
 
 
 # ---------------------------------------------------------------- output
+
 
 def localize(value: Any, lang: str | None) -> Any:
     """Replace every {"zh-CN": …, "en": …} by the one language asked for (both when lang is None)."""
@@ -272,59 +324,89 @@ def localize(value: Any, lang: str | None) -> Any:
 
 def document_out(document: Document, lang: str | None) -> dict[str, Any]:
     body = localize(document.definition, lang)
-    return {**body, "slug": document.slug, "version": document.version, "lang": lang or "all",
-            "updated_at": document.created_at.isoformat()}
+    return {
+        **body,
+        "slug": document.slug,
+        "version": document.version,
+        "lang": lang or "all",
+        "updated_at": document.created_at.isoformat(),
+    }
 
 
 # ---------------------------------------------------------------- routes, the same for forms and playbooks
+
 
 def make_router(kind: str, path: str, tag: str) -> Router:
     plural = path.rsplit("/", 1)[-1]
 
     @get(path, summary=f"All {plural} of my site, newest versions", name=f"list_{plural}")
-    async def list_documents(request: Request[CurrentUser, str, Any], db: AsyncSession,
-                             lang: Annotated[Lang | None, Parameter(query="lang")] = None) -> Response[Any]:
+    async def list_documents(
+        request: Request[CurrentUser, str, Any],
+        db: AsyncSession,
+        lang: Annotated[Lang | None, Parameter(query="lang")] = None,
+    ) -> Response[Any]:
         site_cursor = await cursor(db, request.user.site_id)
         etag = f'"{kind}-{site_cursor}-{lang or "all"}"'
         if request.headers.get("if-none-match") == etag:
             return Response(None, status_code=304, headers={"ETag": etag})
         documents = await latest(db, request.user.site_id, kind)
-        return Response([document_out(d, lang) for d in documents],
-                        headers={"ETag": etag, "X-Content-Cursor": str(site_cursor), "Cache-Control": "no-cache"})
+        return Response(
+            [document_out(d, lang) for d in documents],
+            headers={"ETag": etag, "X-Content-Cursor": str(site_cursor), "Cache-Control": "no-cache"},
+        )
 
     @get(path + "/{slug:str}", summary=f"One of the {plural} (newest, or ?version=N)", name=f"get_{kind}")
-    async def get_one(request: Request[CurrentUser, str, Any], db: AsyncSession, slug: str,
-                      lang: Annotated[Lang | None, Parameter(query="lang")] = None,
-                      version: Annotated[int | None, Parameter(query="version", ge=1)] = None) -> dict[str, Any]:
+    async def get_one(
+        request: Request[CurrentUser, str, Any],
+        db: AsyncSession,
+        slug: str,
+        lang: Annotated[Lang | None, Parameter(query="lang")] = None,
+        version: Annotated[int | None, Parameter(query="version", ge=1)] = None,
+    ) -> dict[str, Any]:
         document = await get_document(db, request.user.site_id, kind, slug, version)
         if document is None:
-            raise Problem(404, f"No {kind} {slug!r}" + (f" version {version}" if version else "") + " at your site.")
+            raise Problem(
+                404, f"No {kind} {slug!r}" + (f" version {version}" if version else "") + " at your site."
+            )
         return document_out(document, lang)
 
     @post(path, guards=[requires("admin")], summary=f"Add a new {kind} (admin)", name=f"create_{kind}")
-    async def create(request: Request[CurrentUser, str, Any], db: AsyncSession,
-                     data: dict[str, Any]) -> dict[str, Any]:
+    async def create(
+        request: Request[CurrentUser, str, Any], db: AsyncSession, data: dict[str, Any]
+    ) -> dict[str, Any]:
         definition = parse_definition(kind, data)
         await _check_references(db, request.user.site_id, definition)
         if await get_document(db, request.user.site_id, kind, definition.slug) is not None:
-            raise Problem(409, f"A {kind} {definition.slug!r} exists already; PUT {path}/{definition.slug} "
-                               "to make a new version.")
-        document = await add_version(db, request.user.site_id, kind, as_stored(definition), source="admin",
-                                     user_id=request.user.id)
+            raise Problem(
+                409,
+                f"A {kind} {definition.slug!r} exists already; PUT {path}/{definition.slug} "
+                "to make a new version.",
+            )
+        document = await add_version(
+            db, request.user.site_id, kind, as_stored(definition), source="admin", user_id=request.user.id
+        )
         return document_out(document, None)
 
-    @put(path + "/{slug:str}", guards=[requires("admin")], summary=f"Edit a {kind}: makes a new version (admin)",
-         name=f"update_{kind}")
-    async def update(request: Request[CurrentUser, str, Any], db: AsyncSession, slug: str,
-                     data: dict[str, Any]) -> dict[str, Any]:
+    @put(
+        path + "/{slug:str}",
+        guards=[requires("admin")],
+        summary=f"Edit a {kind}: makes a new version (admin)",
+        name=f"update_{kind}",
+    )
+    async def update(
+        request: Request[CurrentUser, str, Any], db: AsyncSession, slug: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
         definition = parse_definition(kind, {**data, "slug": data.get("slug", slug)})
         if definition.slug != slug:
-            raise Problem(422, "The slug in the body must match the address.", errors={"slug": "does not match"})
+            raise Problem(
+                422, "The slug in the body must match the address.", errors={"slug": "does not match"}
+            )
         await _check_references(db, request.user.site_id, definition)
         if await get_document(db, request.user.site_id, kind, slug) is None:
             raise Problem(404, f"No {kind} {slug!r} at your site.")
-        document = await add_version(db, request.user.site_id, kind, as_stored(definition), source="admin",
-                                     user_id=request.user.id)
+        document = await add_version(
+            db, request.user.site_id, kind, as_stored(definition), source="admin", user_id=request.user.id
+        )
         return document_out(document, None)
 
     return Router(path="/", route_handlers=[list_documents, get_one, create, update], tags=[tag])
@@ -337,13 +419,24 @@ async def _check_references(db: AsyncSession, site_id: int, definition: msgspec.
             raise Problem(422, "This playbook names forms that do not exist.", errors={"forms": missing})
 
 
-@get("/api/content/cursor", tags=["content"], summary="The content cursor: changes when any playbook or form does")
+@get(
+    "/api/content/cursor",
+    tags=["content"],
+    summary="The content cursor: changes when any playbook or form does",
+)
 async def content_cursor(request: Request[CurrentUser, str, Any], db: AsyncSession) -> dict[str, Any]:
     site_id = request.user.site_id
-    rows = (await db.execute(select(Document.kind, Document.slug, func.max(Document.version))
-                             .where(Document.site_id == site_id).group_by(Document.kind, Document.slug))).all()
-    return {"cursor": await cursor(db, site_id),
-            "documents": [{"kind": k, "slug": s, "version": v} for k, s, v in sorted(rows)]}
+    rows = (
+        await db.execute(
+            select(Document.kind, Document.slug, func.max(Document.version))
+            .where(Document.site_id == site_id)
+            .group_by(Document.kind, Document.slug)
+        )
+    ).all()
+    return {
+        "cursor": await cursor(db, site_id),
+        "documents": [{"kind": k, "slug": s, "version": v} for k, s, v in sorted(rows)],
+    }
 
 
 router = Router(path="/", route_handlers=[content_cursor])

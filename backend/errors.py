@@ -23,9 +23,20 @@ log = logging.getLogger("outage_desk")
 PROBLEM = "application/problem+json"
 
 
-def problem(status: int, detail: str, *, type_: str = "about:blank", headers: dict[str, str] | None = None,
-            **extra: Any) -> Response[dict[str, Any]]:
-    body: dict[str, Any] = {"type": type_, "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+def problem(
+    status: int,
+    detail: str,
+    *,
+    type_: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
     body.update(extra)
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
@@ -48,23 +59,32 @@ def _http_exception(request: Request, exc: HTTPException) -> Response[dict[str, 
         detail = "Request body is too large; send fewer records per batch."
     if exc.status_code == 400 and isinstance(exc, ValidationException) and not detail:
         detail = "The request body is not valid."
-    return problem(exc.status_code, detail or HTTPStatus(exc.status_code).phrase,
-                   headers=exc.headers, **extra)
+    return problem(
+        exc.status_code, detail or HTTPStatus(exc.status_code).phrase, headers=exc.headers, **extra
+    )
 
 
 def _database_error(request: Request, exc: DBAPIError) -> Response[dict[str, Any]]:
     # Disk full, read-only file, lost PostgreSQL connection: the device keeps its queue and retries.
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
-    return problem(503, "The database is unavailable right now; nothing was lost on your device, it will retry.",
-                   headers={"Retry-After": "10"}, type_="urn:outage-desk:database-unavailable")
+    return problem(
+        503,
+        "The database is unavailable right now; nothing was lost on your device, it will retry.",
+        headers={"Retry-After": "10"},
+        type_="urn:outage-desk:database-unavailable",
+    )
 
 
 def _busy(request: Request, exc: PoolTimeout) -> Response[dict[str, Any]]:
     # Every database connection stayed busy past the pool timeout (hundreds of phones syncing at once after
     # an outage): an overload, not a fault. The device keeps its queue and comes back after Retry-After.
     log.warning("no database connection free on %s %s: %s", request.method, request.url.path, exc)
-    return problem(503, "The server is busy with many devices at once; nothing was lost on your device, it will "
-                        "retry.", headers={"Retry-After": "5"}, type_="urn:outage-desk:busy")
+    return problem(
+        503,
+        "The server is busy with many devices at once; nothing was lost on your device, it will retry.",
+        headers={"Retry-After": "5"},
+        type_="urn:outage-desk:busy",
+    )
 
 
 def _integrity(request: Request, exc: IntegrityError) -> Response[dict[str, Any]]:
@@ -76,8 +96,11 @@ def _bad_value(exc: BaseException) -> bool:
     """Did the driver refuse a value (too big for the column, text it cannot store: SQLSTATE class 22)?"""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, OverflowError) or str(getattr(seen, "sqlstate", "") or "").startswith("22") \
-                or type(seen).__name__ == "DataError":
+        if (
+            isinstance(seen, OverflowError)
+            or str(getattr(seen, "sqlstate", "") or "").startswith("22")
+            or type(seen).__name__ == "DataError"
+        ):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -95,8 +118,12 @@ def _out_of_range(request: Request, exc: Exception) -> Response[dict[str, Any]]:
     # A number too big for the database's integer columns (an id of 10**25 in the path or body): SQLite
     # raises OverflowError while binding it, PostgreSQL a DataError. Bad input, not a server fault.
     log.info("value out of range on %s %s: %s", request.method, request.url.path, exc)
-    return problem(400, "A value in the request is out of range (a number or date too large or too small, or text the "
-                        "database cannot store).", type_="urn:outage-desk:out-of-range")
+    return problem(
+        400,
+        "A value in the request is out of range (a number or date too large or too small, or text the "
+        "database cannot store).",
+        type_="urn:outage-desk:out-of-range",
+    )
 
 
 def _statement(request: Request, exc: StatementError) -> Response[dict[str, Any]]:

@@ -21,8 +21,12 @@ from .auth import Site
 from .db import Base
 
 SECRET_TABLES = {"auth_tokens", "login_failures", "alembic_version"}
-SECRET_COLUMNS = {("users", "password_hash"), ("push_subscriptions", "p256dh"), ("push_subscriptions", "auth"),
-                  ("push_deliveries", "receipt")}
+SECRET_COLUMNS = {
+    ("users", "password_hash"),
+    ("push_subscriptions", "p256dh"),
+    ("push_subscriptions", "auth"),
+    ("push_deliveries", "receipt"),
+}
 
 
 def _value(value: Any) -> Any:
@@ -57,5 +61,10 @@ async def export_site(session: AsyncSession, slug: str) -> dict[str, Any]:
             tables[name] = await _rows(session, table, table.c.site_id == site.id)
         elif "incident_id" in table.c:
             tables[name] = await _rows(session, table, table.c.incident_id.in_(incident_ids))
-    return {"format": "outage-desk-export", "version": 1, "site": slug,
-            "exported_at": (await clock.now(None, session)).isoformat(), "tables": tables}
+    return {
+        "format": "outage-desk-export",
+        "version": 1,
+        "site": slug,
+        "exported_at": (await clock.now(None, session)).isoformat(),
+        "tables": tables,
+    }

@@ -32,6 +32,7 @@ async def definition(session: AsyncSession, site_id: int, form: str, version: in
         _definitions[key] = document.definition
     return _definitions[key]
 
+
 MESSAGES = {
     "required": "This field is required.",
     "unknown": "This form has no such field.",
@@ -97,13 +98,16 @@ def _check(field: dict[str, Any], value: Any) -> dict[str, Any] | None:
 def validate_data(definition: dict[str, Any], data: Any) -> dict[str, dict[str, Any]]:
     """Field-by-field errors of one record against one form version ({} when the record is good)."""
     if not isinstance(data, dict):
-        return {"_": {"code": "type", "message": "The record's data must be an object.", "expected": "object"}}
+        return {
+            "_": {"code": "type", "message": "The record's data must be an object.", "expected": "object"}
+        }
     fields = {f["name"]: f for f in definition["fields"]}
     errors: dict[str, dict[str, Any]] = {name: _error("unknown") for name in data if name not in fields}
     for name, field in fields.items():
         value = data.get(name)
         required = field.get("required", False) or any(
-            data.get(other) == expected for other, expected in (field.get("required_if") or {}).items())
+            data.get(other) == expected for other, expected in (field.get("required_if") or {}).items()
+        )
         if _empty(value):
             if required:
                 errors[name] = _error("required")

@@ -21,20 +21,28 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # style-src-attr allows them; browsers without CSP level 3 fall back to style-src. The service worker and its
 # importScripts are same-origin (worker-src, script-src), the app talks only to us (connect-src: Web Push is
 # delivered by the push service to the browser, not fetched by the page), QR codes are data: images.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; style-src-elem 'self'; "
-       "style-src-attr 'unsafe-inline'; img-src 'self' data:; font-src 'self'; connect-src 'self'; "
-       "worker-src 'self'; manifest-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-       "frame-ancestors 'none'")
-SECURITY_HEADERS: list[tuple[bytes, bytes]] = [(name.encode(), value.encode()) for name, value in (
-    ("content-security-policy", CSP),
-    ("x-frame-options", "DENY"),
-    ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
-    ("permissions-policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), "
-                           "bluetooth=(), accelerometer=(), gyroscope=(), magnetometer=()"),
-    ("cross-origin-opener-policy", "same-origin"),
-    ("cross-origin-resource-policy", "same-origin"),
-)]
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; style-src-elem 'self'; "
+    "style-src-attr 'unsafe-inline'; img-src 'self' data:; font-src 'self'; connect-src 'self'; "
+    "worker-src 'self'; manifest-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (name.encode(), value.encode())
+    for name, value in (
+        ("content-security-policy", CSP),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        (
+            "permissions-policy",
+            "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), "
+            "bluetooth=(), accelerometer=(), gyroscope=(), magnetometer=()",
+        ),
+        ("cross-origin-opener-policy", "same-origin"),
+        ("cross-origin-resource-policy", "same-origin"),
+    )
+]
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 

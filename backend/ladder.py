@@ -42,11 +42,19 @@ def due_at(declared_at: datetime, after_minutes: int, time_scale: int) -> dateti
 
 def schedule(session: AsyncSession, incident: Any) -> list[EscalationStep]:
     """Make the pending rows for a newly declared incident's frozen ladder."""
-    rows = [EscalationStep(incident_id=incident.id, site_id=incident.site_id, rung=i,
-                           after_minutes=rung["after_minutes"], notify=list(rung["notify"]), message=rung["message"],
-                           status="pending", due_at=due_at(incident.declared_at, rung["after_minutes"],
-                                                           incident.time_scale))
-            for i, rung in enumerate(incident.definition.get("escalation", []))]
+    rows = [
+        EscalationStep(
+            incident_id=incident.id,
+            site_id=incident.site_id,
+            rung=i,
+            after_minutes=rung["after_minutes"],
+            notify=list(rung["notify"]),
+            message=rung["message"],
+            status="pending",
+            due_at=due_at(incident.declared_at, rung["after_minutes"], incident.time_scale),
+        )
+        for i, rung in enumerate(incident.definition.get("escalation", []))
+    ]
     session.add_all(rows)
     return rows
 
@@ -54,16 +62,33 @@ def schedule(session: AsyncSession, incident: Any) -> list[EscalationStep]:
 async def end_pending(session: AsyncSession, incident_id: int, status: str, at: datetime) -> int:
     """Stop ('stopped', on ack/recovery) or cancel ('cancelled', on resolve) every rung not fired yet."""
     result = await session.execute(
-        update(EscalationStep).where(EscalationStep.incident_id == incident_id, EscalationStep.status == "pending")
-        .values(status=status, ended_at=at))
+        update(EscalationStep)
+        .where(EscalationStep.incident_id == incident_id, EscalationStep.status == "pending")
+        .values(status=status, ended_at=at)
+    )
     return affected(result)
 
 
 async def ladder(session: AsyncSession, incident_id: int) -> list[EscalationStep]:
-    return list((await session.execute(select(EscalationStep).where(EscalationStep.incident_id == incident_id)
-                                       .order_by(EscalationStep.rung))).scalars())
+    return list(
+        (
+            await session.execute(
+                select(EscalationStep)
+                .where(EscalationStep.incident_id == incident_id)
+                .order_by(EscalationStep.rung)
+            )
+        ).scalars()
+    )
 
 
 def ladder_out(step: EscalationStep) -> dict[str, Any]:
-    return {"rung": step.rung, "after_minutes": step.after_minutes, "notify": step.notify, "message": step.message,
-            "status": step.status, "due_at": step.due_at, "fired_at": step.fired_at, "ended_at": step.ended_at}
+    return {
+        "rung": step.rung,
+        "after_minutes": step.after_minutes,
+        "notify": step.notify,
+        "message": step.message,
+        "status": step.status,
+        "due_at": step.due_at,
+        "fired_at": step.fired_at,
+        "ended_at": step.ended_at,
+    }

@@ -29,5 +29,9 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 def revision(database_url: str, message: str) -> None:
     from datetime import date
 
-    command.revision(alembic_config(database_url), message=message, autogenerate=True,
-                     rev_id=f"{date.today():%Y%m%d}_{message.lower().replace(' ', '_')[:30]}")
+    command.revision(
+        alembic_config(database_url),
+        message=message,
+        autogenerate=True,
+        rev_id=f"{date.today():%Y%m%d}_{message.lower().replace(' ', '_')[:30]}",
+    )

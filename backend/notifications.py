@@ -52,6 +52,7 @@ MAX_PAYLOAD = 3000  # bytes of JSON; Web Push allows ~4 KB after encryption
 
 # ---------------------------------------------------------------- models
 
+
 class Notification(Base):
     """The in-app inbox: every notification, whether or not push reached the phone."""
 
@@ -60,8 +61,9 @@ class Notification(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), nullable=True,
-                                                    index=True)
+    incident_id: Mapped[int | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), nullable=True, index=True
+    )
     kind: Mapped[str] = mapped_column(String(32))
     urgency: Mapped[str] = mapped_column(String(8), default="normal")
     drill: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -78,11 +80,15 @@ class PushDelivery(Base):
     __table_args__ = (Index("ix_push_deliveries_state_next_attempt_at", "state", "next_attempt_at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
-    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id", ondelete="CASCADE"), index=True)
-    subscription_id: Mapped[int | None] = mapped_column(ForeignKey("push_subscriptions.id", ondelete="SET NULL"),
-                                                        nullable=True, index=True)
-    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), nullable=True,
-                                                    index=True)
+    notification_id: Mapped[int] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE"), index=True
+    )
+    subscription_id: Mapped[int | None] = mapped_column(
+        ForeignKey("push_subscriptions.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    incident_id: Mapped[int | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), nullable=True, index=True
+    )
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     urgency: Mapped[str] = mapped_column(String(8), default="normal")
     state: Mapped[str] = mapped_column(String(16), default="pending")
@@ -99,16 +105,31 @@ class PushDelivery(Base):
 
 # ---------------------------------------------------------------- notify
 
+
 def _texts(value: str | dict[str, str]) -> dict[str, str]:
     if isinstance(value, str):
         return {"zh-CN": value, "en": value}
-    return {"zh-CN": value.get("zh-CN") or value.get("en", ""), "en": value.get("en") or value.get("zh-CN", "")}
+    return {
+        "zh-CN": value.get("zh-CN") or value.get("en", ""),
+        "en": value.get("en") or value.get("zh-CN", ""),
+    }
 
 
-async def notify(session: AsyncSession, site_id: int, roles: list[str] | tuple[str, ...],
-                 title: str | dict[str, str], body: str | dict[str, str], incident_id: int | None = None,
-                 kind: str = "info", urgency: str = "normal", *, user_ids: list[int] | None = None,
-                 exclude_user_id: int | None = None, at: datetime, drill: bool | None = None) -> dict[str, Any]:
+async def notify(
+    session: AsyncSession,
+    site_id: int,
+    roles: list[str] | tuple[str, ...],
+    title: str | dict[str, str],
+    body: str | dict[str, str],
+    incident_id: int | None = None,
+    kind: str = "info",
+    urgency: str = "normal",
+    *,
+    user_ids: list[int] | None = None,
+    exclude_user_id: int | None = None,
+    at: datetime,
+    drill: bool | None = None,
+) -> dict[str, Any]:
     """Inbox rows for every active user with one of `roles` at the site (or exactly `user_ids`), and a
     pending push delivery for each of their subscriptions. The caller commits.
     A notification about an incident must say whether that incident is a drill (`drill=`): drill ones are
@@ -120,21 +141,60 @@ async def notify(session: AsyncSession, site_id: int, roles: list[str] | tuple[s
     if drill:
         title = {lang: DRILL_PREFIX[lang] + text for lang, text in title.items()}
     query = select(User.id).where(User.site_id == site_id, User.active.is_(True))
-    query = query.where(User.id.in_(user_ids)) if user_ids is not None else query.where(User.role.in_(list(roles)))
+    query = (
+        query.where(User.id.in_(user_ids))
+        if user_ids is not None
+        else query.where(User.role.in_(list(roles)))
+    )
     if exclude_user_id is not None:
         query = query.where(User.id != exclude_user_id)
     users = list((await session.execute(query.order_by(User.id))).scalars())
-    notes = [Notification(site_id=site_id, user_id=u, incident_id=incident_id, kind=kind, urgency=urgency,
-                          drill=drill, title=title, body=body, created_at=at) for u in users]
+    notes = [
+        Notification(
+            site_id=site_id,
+            user_id=u,
+            incident_id=incident_id,
+            kind=kind,
+            urgency=urgency,
+            drill=drill,
+            title=title,
+            body=body,
+            created_at=at,
+        )
+        for u in users
+    ]
     session.add_all(notes)
     await session.flush()
     by_user = {n.user_id: n for n in notes}
-    subscriptions = (await session.execute(select(PushSubscription.id, PushSubscription.user_id).where(
-        PushSubscription.site_id == site_id, PushSubscription.user_id.in_(users)))).all() if users else []
-    session.add_all([PushDelivery(site_id=site_id, notification_id=by_user[user_id].id, subscription_id=sub_id,
-                                  incident_id=incident_id, user_id=user_id, urgency=urgency, state="pending",
-                                  attempts=0, next_attempt_at=at, receipt=secrets.token_urlsafe(16), created_at=at)
-                     for sub_id, user_id in subscriptions])
+    subscriptions = (
+        (
+            await session.execute(
+                select(PushSubscription.id, PushSubscription.user_id).where(
+                    PushSubscription.site_id == site_id, PushSubscription.user_id.in_(users)
+                )
+            )
+        ).all()
+        if users
+        else []
+    )
+    session.add_all(
+        [
+            PushDelivery(
+                site_id=site_id,
+                notification_id=by_user[user_id].id,
+                subscription_id=sub_id,
+                incident_id=incident_id,
+                user_id=user_id,
+                urgency=urgency,
+                state="pending",
+                attempts=0,
+                next_attempt_at=at,
+                receipt=secrets.token_urlsafe(16),
+                created_at=at,
+            )
+            for sub_id, user_id in subscriptions
+        ]
+    )
     await session.flush()
     return {"users": len(users), "notifications": [n.id for n in notes], "deliveries": len(subscriptions)}
 
@@ -142,25 +202,38 @@ async def notify(session: AsyncSession, site_id: int, roles: list[str] | tuple[s
 async def cancel_pending(session: AsyncSession, incident_id: int, at: datetime) -> int:
     """Ack / resolve: deliveries for this incident not sent yet are not needed any more."""
     result = await session.execute(
-        update(PushDelivery).where(PushDelivery.incident_id == incident_id,
-                                   PushDelivery.state.in_(("pending", "failed")),
-                                   PushDelivery.next_attempt_at.is_not(None))
-        .values(state="cancelled", next_attempt_at=None, last_error="cancelled (acknowledged or resolved)"))
+        update(PushDelivery)
+        .where(
+            PushDelivery.incident_id == incident_id,
+            PushDelivery.state.in_(("pending", "failed")),
+            PushDelivery.next_attempt_at.is_not(None),
+        )
+        .values(state="cancelled", next_attempt_at=None, last_error="cancelled (acknowledged or resolved)")
+    )
     return affected(result)
 
 
 # ---------------------------------------------------------------- sending
 
+
 def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def payload_for(note: Notification, delivery: PushDelivery) -> str:
     """Ids plus a short title and body in both languages; the service worker picks one."""
-    data = {"v": 1, "id": note.id, "delivery": delivery.id, "receipt": delivery.receipt,
-            "incident_id": note.incident_id, "kind": note.kind, "urgency": note.urgency, "drill": note.drill,
-            "title": {k: _short(v, 120) for k, v in note.title.items()},
-            "body": {k: _short(v, 300) for k, v in note.body.items()}}
+    data = {
+        "v": 1,
+        "id": note.id,
+        "delivery": delivery.id,
+        "receipt": delivery.receipt,
+        "incident_id": note.incident_id,
+        "kind": note.kind,
+        "urgency": note.urgency,
+        "drill": note.drill,
+        "title": {k: _short(v, 120) for k, v in note.title.items()},
+        "body": {k: _short(v, 300) for k, v in note.body.items()},
+    }
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     if len(text.encode()) > MAX_PAYLOAD:  # the app fetches the full text from the inbox anyway
         data["body"] = {}
@@ -188,9 +261,14 @@ def _backoff(attempts: int) -> float:
 
 
 def _claimable(at: datetime) -> Any:
-    return or_(and_(PushDelivery.state.in_(("pending", "failed")), PushDelivery.next_attempt_at <= at,
-                    PushDelivery.attempts < MAX_ATTEMPTS),
-               and_(PushDelivery.state == "sending", PushDelivery.deadline_at <= at))
+    return or_(
+        and_(
+            PushDelivery.state.in_(("pending", "failed")),
+            PushDelivery.next_attempt_at <= at,
+            PushDelivery.attempts < MAX_ATTEMPTS,
+        ),
+        and_(PushDelivery.state == "sending", PushDelivery.deadline_at <= at),
+    )
 
 
 async def deliver_due(app: Any) -> int:
@@ -200,19 +278,27 @@ async def deliver_due(app: Any) -> int:
     async with state.sessionmaker() as session:
         at = await clock.now(state, session)
         deadline = at + SEND_LEASE  # also marks this claim: only its holder may record the outcome
-        claimed = await workers.claim(session, PushDelivery.id, [_claimable(at)],
-                                      [PushDelivery.next_attempt_at, PushDelivery.id], BATCH,
-                                      {"state": "sending", "deadline_at": deadline,
-                                       "attempts": PushDelivery.attempts + 1})
+        claimed = await workers.claim(
+            session,
+            PushDelivery.id,
+            [_claimable(at)],
+            [PushDelivery.next_attempt_at, PushDelivery.id],
+            BATCH,
+            {"state": "sending", "deadline_at": deadline, "attempts": PushDelivery.attempts + 1},
+        )
         if not claimed:
             await session.rollback()
             return 0
-        rows = (await session.execute(
-            select(PushDelivery, Notification, PushSubscription, User.display_name)
-            .join(Notification, Notification.id == PushDelivery.notification_id)
-            .join(User, User.id == PushDelivery.user_id)
-            .outerjoin(PushSubscription, PushSubscription.id == PushDelivery.subscription_id)
-            .where(PushDelivery.id.in_(claimed)).order_by(PushDelivery.id))).all()
+        rows = (
+            await session.execute(
+                select(PushDelivery, Notification, PushSubscription, User.display_name)
+                .join(Notification, Notification.id == PushDelivery.notification_id)
+                .join(User, User.id == PushDelivery.user_id)
+                .outerjoin(PushSubscription, PushSubscription.id == PushDelivery.subscription_id)
+                .where(PushDelivery.id.in_(claimed))
+                .order_by(PushDelivery.id)
+            )
+        ).all()
         await session.commit()
 
     limit = asyncio.Semaphore(PARALLEL)
@@ -224,21 +310,31 @@ async def deliver_due(app: Any) -> int:
         async with limit:
             try:
                 return await push.send(state, sub, payload_for(note, delivery), note.urgency, topic)
-            except Exception:  # whatever goes wrong is this delivery's outcome, never the other rows' in the round
+            except (
+                Exception
+            ):  # whatever goes wrong is this delivery's outcome, never the other rows' in the round
                 log.exception("push delivery %s failed", delivery.id)
                 return {"status": None, "error": "internal error while sending"}
 
     outcomes = await asyncio.gather(*(one(d, n, s) for d, n, s, _ in rows))
     async with state.sessionmaker() as session:
         at = await clock.now(state, session)
-        await _record(session, [(d, s, name, o) for (d, _n, s, name), o in zip(rows, outcomes, strict=True)],
-                      deadline, at)
+        await _record(
+            session,
+            [(d, s, name, o) for (d, _n, s, name), o in zip(rows, outcomes, strict=True)],
+            deadline,
+            at,
+        )
         await session.commit()
     return len(rows)
 
 
-async def _record(session: AsyncSession, results: list[tuple[PushDelivery, PushSubscription | None, str, dict]],
-                  deadline: datetime, at: datetime) -> None:
+async def _record(
+    session: AsyncSession,
+    results: list[tuple[PushDelivery, PushSubscription | None, str, dict]],
+    deadline: datetime,
+    at: datetime,
+) -> None:
     """Write each outcome, but only where our claim still holds (same deadline, still 'sending'): a sender
     whose lease ran out changes nothing. Accepted deliveries (the common case) go in one statement."""
     table = table_of(PushDelivery)
@@ -246,47 +342,91 @@ async def _record(session: AsyncSession, results: list[tuple[PushDelivery, PushS
     events: list[tuple[PushDelivery, str, dict[str, Any]]] = []
 
     def info(delivery: PushDelivery, name: str, status: int | None) -> dict[str, Any]:
-        return {"delivery": delivery.id, "user_id": delivery.user_id, "user": name, "status": status,
-                "attempt": delivery.attempts}
+        return {
+            "delivery": delivery.id,
+            "user_id": delivery.user_id,
+            "user": name,
+            "status": status,
+            "attempt": delivery.attempts,
+        }
 
-    accepted = [(d, name, o["status"]) for d, _s, name, o in results if o.get("status") and 200 <= o["status"] < 300]
+    accepted = [
+        (d, name, o["status"]) for d, _s, name, o in results if o.get("status") and 200 <= o["status"] < 300
+    ]
     for status in {s for _d, _n, s in accepted}:
         group = {d.id: (d, name) for d, name, s in accepted if s == status}
-        done = (await session.execute(table.update().where(table.c.id.in_(list(group)), ours).values(
-            state="sent", sent_at=at, next_attempt_at=None, last_status=status, last_error=None, deadline_at=None)
-            .returning(table.c.id))).scalars()
+        done = (
+            await session.execute(
+                table.update()
+                .where(table.c.id.in_(list(group)), ours)
+                .values(
+                    state="sent",
+                    sent_at=at,
+                    next_attempt_at=None,
+                    last_status=status,
+                    last_error=None,
+                    deadline_at=None,
+                )
+                .returning(table.c.id)
+            )
+        ).scalars()
         events += [(group[i][0], "notification_sent", info(group[i][0], group[i][1], status)) for i in done]
 
     for delivery, sub, name, outcome in results:
         status = outcome.get("status")
         if status and 200 <= status < 300:
             continue
-        values: dict[str, Any] = {"last_status": status, "last_error": outcome.get("error"), "deadline_at": None}
+        values: dict[str, Any] = {
+            "last_status": status,
+            "last_error": outcome.get("error"),
+            "deadline_at": None,
+        }
         if outcome.get("gone") or status in (404, 410):
             values.update(state="gone", next_attempt_at=None)
             kind, data = "notification_gone", info(delivery, name, status)
         else:
             retryable = not outcome.get("permanent") and (status is None or status == 429 or status >= 500)
             if retryable and delivery.attempts < MAX_ATTEMPTS:
-                wait = _retry_after(outcome.get("retry_after"), at) if status == 429 else _backoff(delivery.attempts)
+                wait = (
+                    _retry_after(outcome.get("retry_after"), at)
+                    if status == 429
+                    else _backoff(delivery.attempts)
+                )
                 retry_at = at + timedelta(seconds=wait)
             else:
-                retry_at = None  # 3xx/400/401/403/413, refused, bad keys, out of attempts: give up; the inbox has it
+                retry_at = (
+                    None  # 3xx/400/401/403/413, refused, bad keys, out of attempts: give up; the inbox has it
+                )
             values.update(state="failed", next_attempt_at=retry_at)
-            kind, data = "notification_failed", {**info(delivery, name, status), "error": outcome.get("error"),
-                                                 "retry_at": retry_at.isoformat() if retry_at else None}
-        if not affected(await session.execute(table.update().where(table.c.id == delivery.id, ours).values(**values))):
+            kind, data = (
+                "notification_failed",
+                {
+                    **info(delivery, name, status),
+                    "error": outcome.get("error"),
+                    "retry_at": retry_at.isoformat() if retry_at else None,
+                },
+            )
+        if not affected(
+            await session.execute(table.update().where(table.c.id == delivery.id, ours).values(**values))
+        ):
             continue
         if kind == "notification_gone" and sub is not None:
             # That exact subscription is dead: remove it and whatever else was queued for it.
-            await session.execute(table.update().where(
-                table.c.subscription_id == sub.id, table.c.state.in_(("pending", "failed")))
-                .values(state="gone", next_attempt_at=None))
+            await session.execute(
+                table.update()
+                .where(table.c.subscription_id == sub.id, table.c.state.in_(("pending", "failed")))
+                .values(state="gone", next_attempt_at=None)
+            )
             await session.execute(table_of(PushSubscription).delete().where(PushSubscription.id == sub.id))
         events.append((delivery, kind, data))
 
-    session.add_all([IncidentEvent(incident_id=d.incident_id, kind=kind, actor_id=None, data=data, at=at)
-                     for d, kind, data in sorted(events, key=lambda e: e[0].id) if d.incident_id is not None])
+    session.add_all(
+        [
+            IncidentEvent(incident_id=d.incident_id, kind=kind, actor_id=None, data=data, at=at)
+            for d, kind, data in sorted(events, key=lambda e: e[0].id)
+            if d.incident_id is not None
+        ]
+    )
 
 
 async def deliver_round(state: Any) -> int:
@@ -304,10 +444,19 @@ Req = Request[CurrentUser, str, Any]
 @post("/api/push/test", status_code=200, summary="Send myself a test notification (inbox + push)")
 async def send_test(request: Req, db: AsyncSession) -> dict[str, Any]:
     at = await clock.now(request.app, db)
-    result = await notify(db, request.user.site_id, [], {"zh-CN": "测试通知", "en": "Test notification"},
-                          {"zh-CN": "这是一条测试通知。如果手机上也弹出了它，推送工作正常。",
-                           "en": "This is a test. If it also popped up on your phone, push works."},
-                          kind="test", user_ids=[request.user.id], at=at)
+    result = await notify(
+        db,
+        request.user.site_id,
+        [],
+        {"zh-CN": "测试通知", "en": "Test notification"},
+        {
+            "zh-CN": "这是一条测试通知。如果手机上也弹出了它，推送工作正常。",
+            "en": "This is a test. If it also popped up on your phone, push works.",
+        },
+        kind="test",
+        user_ids=[request.user.id],
+        at=at,
+    )
     return result
 
 
@@ -326,29 +475,54 @@ async def receipt(request: Request, db: AsyncSession, data: ReceiptIn) -> None:
         delivery.delivered_at = at
         if delivery.incident_id is not None:
             user = await db.get(User, delivery.user_id)
-            await add_event(db, delivery.incident_id, "notification_delivered", None,
-                                      {"delivery": delivery.id, "user_id": delivery.user_id,
-                                       "user": user.display_name if user else None}, at=at)
+            await add_event(
+                db,
+                delivery.incident_id,
+                "notification_delivered",
+                None,
+                {
+                    "delivery": delivery.id,
+                    "user_id": delivery.user_id,
+                    "user": user.display_name if user else None,
+                },
+                at=at,
+            )
 
 
 def inbox_out(note: Notification) -> dict[str, Any]:
-    return {"id": note.id, "kind": note.kind, "urgency": note.urgency, "drill": note.drill,
-            "incident_id": note.incident_id, "title": note.title, "body": note.body, "created_at": note.created_at,
-            "read_at": note.read_at}
+    return {
+        "id": note.id,
+        "kind": note.kind,
+        "urgency": note.urgency,
+        "drill": note.drill,
+        "incident_id": note.incident_id,
+        "title": note.title,
+        "body": note.body,
+        "created_at": note.created_at,
+        "read_at": note.read_at,
+    }
 
 
 @get("/api/inbox", summary="My notifications, newest first, with the unread count")
-async def inbox(request: Req, db: AsyncSession,
-                unread: Annotated[bool, Parameter(query="unread")] = False,
-                limit: Annotated[int, Parameter(query="limit", ge=1, le=200)] = 50) -> Response[dict[str, Any]]:
+async def inbox(
+    request: Req,
+    db: AsyncSession,
+    unread: Annotated[bool, Parameter(query="unread")] = False,
+    limit: Annotated[int, Parameter(query="limit", ge=1, le=200)] = 50,
+) -> Response[dict[str, Any]]:
     mine = Notification.user_id == request.user.id
     query = select(Notification).where(mine)
     if unread:
         query = query.where(Notification.read_at.is_(None))
     notes = (await db.execute(query.order_by(Notification.id.desc()).limit(limit))).scalars()
-    count = (await db.execute(select(func.count()).select_from(Notification)
-                              .where(mine, Notification.read_at.is_(None)))).scalar_one()
-    return Response({"items": [inbox_out(n) for n in notes], "unread": count}, headers={"Cache-Control": "no-store"})
+    count = (
+        await db.execute(
+            select(func.count()).select_from(Notification).where(mine, Notification.read_at.is_(None))
+        )
+    ).scalar_one()
+    return Response(
+        {"items": [inbox_out(n) for n in notes], "unread": count}, headers={"Cache-Control": "no-store"}
+    )
 
 
 @post("/api/inbox/{notification_id:int}/read", status_code=200, summary="Mark one notification read")
@@ -364,10 +538,14 @@ async def mark_read(request: Req, db: AsyncSession, notification_id: int) -> dic
 @post("/api/inbox/read-all", status_code=200, summary="Mark all my notifications read")
 async def mark_all_read(request: Req, db: AsyncSession) -> dict[str, int]:
     at = await clock.now(request.app, db)
-    result = await db.execute(update(Notification).where(Notification.user_id == request.user.id,
-                                                         Notification.read_at.is_(None)).values(read_at=at))
+    result = await db.execute(
+        update(Notification)
+        .where(Notification.user_id == request.user.id, Notification.read_at.is_(None))
+        .values(read_at=at)
+    )
     return {"marked": affected(result)}
 
 
-router = Router(path="/", tags=["notifications"], route_handlers=[
-    send_test, receipt, inbox, mark_read, mark_all_read])
+router = Router(
+    path="/", tags=["notifications"], route_handlers=[send_test, receipt, inbox, mark_read, mark_all_read]
+)

@@ -34,8 +34,10 @@ RESOLVE_TIMEOUT = 5  # seconds for a lookup while a user waits (registration)
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT's IPv4-translated addresses
-NOT_GLOBAL_V6 = [ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
-                 ipaddress.ip_network("fec0::/10")]  # site-local (deprecated, still routed inside some sites)
+NOT_GLOBAL_V6 = [
+    ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
+    ipaddress.ip_network("fec0::/10"),
+]  # site-local (deprecated, still routed inside some sites)
 
 
 class Refused(OSError):
@@ -55,8 +57,11 @@ def public(ip: Address) -> bool:
         if ip.scope_id or any(ip in net for net in NOT_GLOBAL_V6):
             return False
         low = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        embedded = ip.ipv4_mapped or ip.sixtofour or (
-            low if ip in NAT64 or ip in TRANSLATED or int(ip) >> 32 == 0 else None)
+        embedded = (
+            ip.ipv4_mapped
+            or ip.sixtofour
+            or (low if ip in NAT64 or ip in TRANSLATED or int(ip) >> 32 == 0 else None)
+        )
         if embedded is not None:
             return public(embedded)
     return ip.is_global and not ip.is_multicast
@@ -131,8 +136,9 @@ class GuardedResolver(AbstractResolver):
         self.rules = rules
         self.inner = inner or DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         try:
             results = await self.inner.resolve(host, port, family)
         except ValueError as exc:  # IDNA refuses the name (an empty label …), a NUL in it: it never resolves
@@ -156,8 +162,11 @@ class Client:
         self.rules = Rules(allow)
         self.resolver = GuardedResolver(self.rules)
         # trust_env=False: an HTTP(S)_PROXY from the environment would connect for us, to unchecked addresses.
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=self.resolver),
-                                             timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=self.resolver),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            trust_env=False,
+        )
 
     async def check(self, url: str) -> None:
         """Raise Refused unless `url` may be sent to: for storing a URL a user gave (resolves the name now,

@@ -56,6 +56,7 @@ class PrintedSheet(Base):
 
 # ---------------------------------------------------------------- sheet IDs
 
+
 def check_char(payload: str) -> str:
     """Luhn mod 32 over the Crockford alphabet (catches any single wrong character and most swaps)."""
     factor, total = 2, 0
@@ -105,15 +106,27 @@ async def on_records_stored(session: AsyncSession, stored: list[tuple[Any, str]]
     for record, _ in stored:
         sheet_id = normalize_sheet_id(record.sheet_id or "") if record.source == "paper" else None
         if sheet_id is not None:
-            sheets.setdefault(sheet_id, {"sheet_id": sheet_id, "site_id": record.site_id, "form": record.form,
-                                         "form_version": record.form_version, "origin": sheet_origin(sheet_id),
-                                         "created_by": record.agent_id, "created_at": now})
+            sheets.setdefault(
+                sheet_id,
+                {
+                    "sheet_id": sheet_id,
+                    "site_id": record.site_id,
+                    "form": record.form,
+                    "form_version": record.form_version,
+                    "origin": sheet_origin(sheet_id),
+                    "created_by": record.agent_id,
+                    "created_at": now,
+                },
+            )
     if sheets:
-        await session.execute(insert_for(session, PrintedSheet.__table__)
-                              .on_conflict_do_nothing(index_elements=["sheet_id"]), list(sheets.values()))
+        await session.execute(
+            insert_for(session, PrintedSheet.__table__).on_conflict_do_nothing(index_elements=["sheet_id"]),
+            list(sheets.values()),
+        )
 
 
 # ---------------------------------------------------------------- API
+
 
 class SheetsIn(msgspec.Struct, forbid_unknown_fields=True):
     form: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
@@ -131,12 +144,20 @@ class SheetOut(msgspec.Struct):
 
 
 def sheet_out(sheet: PrintedSheet) -> SheetOut:
-    return SheetOut(sheet.sheet_id, sheet.form, sheet.form_version, sheet.origin, sheet.created_at.isoformat(),
-                    qr_svg(sheet.sheet_id))
+    return SheetOut(
+        sheet.sheet_id,
+        sheet.form,
+        sheet.form_version,
+        sheet.origin,
+        sheet.created_at.isoformat(),
+        qr_svg(sheet.sheet_id),
+    )
 
 
 @post("/api/print/sheets", status_code=201, summary="Allocate sheet IDs (with QR codes) for printing a form")
-async def allocate_sheets(request: Request[CurrentUser, str, Any], db: AsyncSession, data: SheetsIn) -> list[SheetOut]:
+async def allocate_sheets(
+    request: Request[CurrentUser, str, Any], db: AsyncSession, data: SheetsIn
+) -> list[SheetOut]:
     user = request.user
     document = await documents.get_document(db, user.site_id, "form", data.form)
     if document is None:
@@ -150,8 +171,14 @@ async def allocate_sheets(request: Request[CurrentUser, str, Any], db: AsyncSess
     sheets = []
     for _ in range(data.count):
         for _attempt in range(8):  # a clash needs the same day and 5 random characters: retry a new one
-            sheet = PrintedSheet(sheet_id=make_sheet_id(day), site_id=user.site_id, form=document.slug,
-                                 form_version=document.version, origin="server", created_by=user.id)
+            sheet = PrintedSheet(
+                sheet_id=make_sheet_id(day),
+                site_id=user.site_id,
+                form=document.slug,
+                form_version=document.version,
+                origin="server",
+                created_by=user.id,
+            )
             try:
                 async with db.begin_nested():
                     db.add(sheet)
@@ -165,19 +192,34 @@ async def allocate_sheets(request: Request[CurrentUser, str, Any], db: AsyncSess
 
 
 @get("/api/print/sheets/{sheet_id:str}", summary="Check a typed sheet ID before transcribing the sheet")
-async def check_sheet(request: Request[CurrentUser, str, Any], db: AsyncSession, sheet_id: str) -> dict[str, Any]:
+async def check_sheet(
+    request: Request[CurrentUser, str, Any], db: AsyncSession, sheet_id: str
+) -> dict[str, Any]:
     canonical = normalize_sheet_id(sheet_id)
     if canonical is None:
-        raise Problem(422, "This is not a valid sheet ID: check every character against the paper.",
-                      errors={"sheet_id": "check character does not match"})
-    sheet = (await db.execute(select(PrintedSheet).where(PrintedSheet.sheet_id == canonical,
-                                                         PrintedSheet.site_id == request.user.site_id)))\
-        .scalar_one_or_none()
+        raise Problem(
+            422,
+            "This is not a valid sheet ID: check every character against the paper.",
+            errors={"sheet_id": "check character does not match"},
+        )
+    sheet = (
+        await db.execute(
+            select(PrintedSheet).where(
+                PrintedSheet.sheet_id == canonical, PrintedSheet.site_id == request.user.site_id
+            )
+        )
+    ).scalar_one_or_none()
     if sheet is None:
         # Printed offline (device-made) sheets are valid but only become known when a row arrives.
         return {"sheet_id": canonical, "known": False, "origin": sheet_origin(canonical)}
-    return {"sheet_id": canonical, "known": True, "origin": sheet.origin, "form": sheet.form,
-            "form_version": sheet.form_version, "created_at": sheet.created_at.isoformat()}
+    return {
+        "sheet_id": canonical,
+        "known": True,
+        "origin": sheet.origin,
+        "form": sheet.form,
+        "form_version": sheet.form_version,
+        "created_at": sheet.created_at.isoformat(),
+    }
 
 
 router = Router(path="/", route_handlers=[allocate_sheets, check_sheet], tags=["printing"])

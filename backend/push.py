@@ -42,7 +42,9 @@ TTL = {"high": 3600, "normal": 12 * 3600}  # seconds a push service may hold the
 # it for 10 minutes, as production senders do.
 VAPID_VALID = 12 * 3600
 VAPID_REUSE = 10 * 60
-_vapid_headers: dict[tuple[str, str, str], tuple[str, float]] = {}  # (key, sub, aud) -> (header, sign again at)
+_vapid_headers: dict[
+    tuple[str, str, str], tuple[str, float]
+] = {}  # (key, sub, aud) -> (header, sign again at)
 
 
 class PushSubscription(Base):
@@ -59,6 +61,7 @@ class PushSubscription(Base):
 
 
 # ---------------------------------------------------------------- VAPID keys
+
 
 def vapid_key(settings: Settings) -> Vapid02:
     """Load the VAPID key, making it on first run. Written via a temp file and a hard link, so two
@@ -84,7 +87,9 @@ def public_key_of(vapid: Vapid02) -> str:
     """The applicationServerKey browsers subscribe with: the uncompressed P-256 point, base64url."""
     from cryptography.hazmat.primitives import serialization
 
-    raw = vapid.public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    raw = vapid.public_key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
     return b64urlencode(raw)
 
 
@@ -121,7 +126,9 @@ def vapid_authorization(vapid: Vapid02, public_key: str, subject: str, endpoint:
     return header
 
 
-async def send(state: Any, sub: PushSubscription, payload: str, urgency: str, topic: str | None) -> dict[str, Any]:
+async def send(
+    state: Any, sub: PushSubscription, payload: str, urgency: str, topic: str | None
+) -> dict[str, Any]:
     """Encrypt and POST one message; returns {"status", "retry_after"?, "error"?, "permanent"?} and never
     raises. "error" is a short classification, never the push service's reply: whoever registered the
     endpoint chose who answers. "permanent": sending this again can never succeed."""
@@ -129,23 +136,33 @@ async def send(state: Any, sub: PushSubscription, payload: str, urgency: str, to
         state.outbound.rules.check_url(sub.endpoint)  # refused anyway when posting: spare the work
         # pywebpush encrypts (RFC 8291, aes128gcm); we POST ourselves, through the outbound rules and without
         # following redirects (its webpush_async posts with aiohttp's default, which follows them).
-        body = WebPusher({"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}}
-                         ).encode(payload.encode(), "aes128gcm")["body"]
-        authorization = vapid_authorization(state.vapid, public_key_of(state.vapid), state.settings.vapid_subject,
-                                            sub.endpoint)
+        body = WebPusher({"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}}).encode(
+            payload.encode(), "aes128gcm"
+        )["body"]
+        authorization = vapid_authorization(
+            state.vapid, public_key_of(state.vapid), state.settings.vapid_subject, sub.endpoint
+        )
     except outbound.Refused as exc:
         return {"status": None, "error": outbound.describe(exc), "permanent": True}
     except Exception as exc:  # a stored key that is not a P-256 point, an endpoint VAPID cannot name …
         log.warning("push delivery to subscription %s: cannot encrypt or sign: %r", sub.id, exc)
         return {"status": None, "error": "cannot encrypt or sign for this subscription", "permanent": True}
-    headers = {"Content-Encoding": "aes128gcm", "TTL": str(TTL.get(urgency, TTL["normal"])),
-               "Urgency": "high" if urgency == "high" else "normal", "Authorization": authorization}
+    headers = {
+        "Content-Encoding": "aes128gcm",
+        "TTL": str(TTL.get(urgency, TTL["normal"])),
+        "Urgency": "high" if urgency == "high" else "normal",
+        "Authorization": authorization,
+    }
     if topic is not None:
         headers["Topic"] = topic  # a newer message replaces an undelivered older one
     try:
         reply = await state.outbound.post(sub.endpoint, data=body, headers=headers)
     except Exception as exc:  # refused by the rules, timeout, connection failure …
-        return {"status": None, "error": outbound.describe(exc), "permanent": outbound.refusal(exc) is not None}
+        return {
+            "status": None,
+            "error": outbound.describe(exc),
+            "permanent": outbound.refusal(exc) is not None,
+        }
     if 200 <= reply.status < 300:
         return {"status": reply.status}
     error = f"push service answered {reply.status}"
@@ -196,8 +213,9 @@ def _key_errors(keys: KeysIn) -> dict[str, str]:
 def _same_keys(sub: PushSubscription, keys: KeysIn) -> bool:
     """The same browser subscription: only the browser holding it knows its keys (auth is a secret)."""
     try:
-        return (hmac.compare_digest(_b64decode(sub.p256dh.rstrip("=")), _b64decode(keys.p256dh.rstrip("=")))
-                and hmac.compare_digest(_b64decode(sub.auth.rstrip("=")), _b64decode(keys.auth.rstrip("="))))
+        return hmac.compare_digest(
+            _b64decode(sub.p256dh.rstrip("=")), _b64decode(keys.p256dh.rstrip("="))
+        ) and hmac.compare_digest(_b64decode(sub.auth.rstrip("=")), _b64decode(keys.auth.rstrip("=")))
     except (binascii.Error, ValueError):
         return False
 
@@ -207,8 +225,11 @@ async def get_vapid_public_key(request: Request) -> dict[str, str]:
     return {"public_key": public_key_of(request.app.state.vapid)}
 
 
-@post("/api/push/subscriptions", status_code=200,
-      summary="Save this device's push subscription for me (upsert by endpoint)")
+@post(
+    "/api/push/subscriptions",
+    status_code=200,
+    summary="Save this device's push subscription for me (upsert by endpoint)",
+)
 async def subscribe(request: Req, db: AsyncSession, data: SubscriptionIn) -> dict[str, Any]:
     errors = _key_errors(data.keys)
     try:
@@ -220,8 +241,9 @@ async def subscribe(request: Req, db: AsyncSession, data: SubscriptionIn) -> dic
     user = request.user
     at = await clock.now(request.app, db)
     agent = (request.headers.get("user-agent") or "")[:300] or None
-    sub = (await db.execute(select(PushSubscription).where(PushSubscription.endpoint == data.endpoint))
-           ).scalar_one_or_none()
+    sub = (
+        await db.execute(select(PushSubscription).where(PushSubscription.endpoint == data.endpoint))
+    ).scalar_one_or_none()
     created = sub is None
     if sub is None:
         sub = PushSubscription(endpoint=data.endpoint, created_at=at)
@@ -229,8 +251,11 @@ async def subscribe(request: Req, db: AsyncSession, data: SubscriptionIn) -> dic
     elif sub.user_id != user.id and (sub.site_id != user.site_id or not _same_keys(sub, data.keys)):
         # Knowing an endpoint is not owning it: only the same browser subscription (a shared phone where
         # someone else logs in) moves to another user, and never to another site.
-        raise Problem(409, "This push endpoint belongs to another user. To get notifications here, unsubscribe "
-                           "this browser from push and subscribe again (that makes a new endpoint).")
+        raise Problem(
+            409,
+            "This push endpoint belongs to another user. To get notifications here, unsubscribe "
+            "this browser from push and subscribe again (that makes a new endpoint).",
+        )
     sub.site_id, sub.user_id, sub.p256dh, sub.auth = user.site_id, user.id, data.keys.p256dh, data.keys.auth
     sub.user_agent, sub.last_seen_at = agent, at
     await db.flush()
@@ -238,21 +263,39 @@ async def subscribe(request: Req, db: AsyncSession, data: SubscriptionIn) -> dic
 
 
 @delete("/api/push/subscriptions", status_code=204, summary="Unsubscribe this device (?endpoint=…)")
-async def unsubscribe(request: Req, db: AsyncSession,
-                      endpoint: Annotated[str, Parameter(query="endpoint", max_length=1000)]) -> None:
-    result = await db.execute(table_of(PushSubscription).delete().where(
-        PushSubscription.endpoint == endpoint, PushSubscription.user_id == request.user.id))
+async def unsubscribe(
+    request: Req, db: AsyncSession, endpoint: Annotated[str, Parameter(query="endpoint", max_length=1000)]
+) -> None:
+    result = await db.execute(
+        table_of(PushSubscription)
+        .delete()
+        .where(PushSubscription.endpoint == endpoint, PushSubscription.user_id == request.user.id)
+    )
     if not affected(result):
         raise Problem(404, "You have no push subscription with that endpoint.")
 
 
 @get("/api/push/subscriptions", summary="My devices that receive push")
 async def my_subscriptions(request: Req, db: AsyncSession) -> list[dict[str, Any]]:
-    rows = (await db.execute(select(PushSubscription).where(PushSubscription.user_id == request.user.id)
-                             .order_by(PushSubscription.id))).scalars()
-    return [{"id": s.id, "endpoint": s.endpoint, "user_agent": s.user_agent, "created_at": s.created_at,
-             "last_seen_at": s.last_seen_at} for s in rows]
+    rows = (
+        await db.execute(
+            select(PushSubscription)
+            .where(PushSubscription.user_id == request.user.id)
+            .order_by(PushSubscription.id)
+        )
+    ).scalars()
+    return [
+        {
+            "id": s.id,
+            "endpoint": s.endpoint,
+            "user_agent": s.user_agent,
+            "created_at": s.created_at,
+            "last_seen_at": s.last_seen_at,
+        }
+        for s in rows
+    ]
 
 
-router = Router(path="/", tags=["push"], route_handlers=[get_vapid_public_key, subscribe, unsubscribe,
-                                                    my_subscriptions])
+router = Router(
+    path="/", tags=["push"], route_handlers=[get_vapid_public_key, subscribe, unsubscribe, my_subscriptions]
+)

@@ -23,14 +23,18 @@ REENTRY = ("pending", "reentered", "closed")
 
 class Record(Base):
     __tablename__ = "records"
-    __table_args__ = (Index("ix_records_site_id_seq", "site_id", "seq"),
-                      Index("ix_records_site_id_form", "site_id", "form"))
+    __table_args__ = (
+        Index("ix_records_site_id_seq", "site_id", "seq"),
+        Index("ix_records_site_id_form", "site_id", "form"),
+    )
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)  # made on the device
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
     device_id: Mapped[str] = mapped_column(String(100))
     form: Mapped[str] = mapped_column(String(64))
     form_version: Mapped[int] = mapped_column(Integer)
-    incident_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # incidents come later
+    incident_id: Mapped[int | None] = mapped_column(
+        Integer, nullable=True, index=True
+    )  # incidents come later
     agent_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     rev: Mapped[int] = mapped_column(Integer)
     data: Mapped[dict] = mapped_column(JSON)
@@ -71,13 +75,30 @@ class RecordOut(msgspec.Struct):
 
 
 def record_out(record: Record) -> RecordOut:
-    return RecordOut(record.id, record.form, record.form_version, record.rev, record.data, record.incident_id,
-                     record.captured_at, record.received_at, record.updated_at, record.receipt, record.seq,
-                     record.agent_id, record.device_id, record.source, record.sheet_id, record.sheet_row,
-                     record.reentry_status, record.crm_ref)
+    return RecordOut(
+        record.id,
+        record.form,
+        record.form_version,
+        record.rev,
+        record.data,
+        record.incident_id,
+        record.captured_at,
+        record.received_at,
+        record.updated_at,
+        record.receipt,
+        record.seq,
+        record.agent_id,
+        record.device_id,
+        record.source,
+        record.sheet_id,
+        record.sheet_row,
+        record.reentry_status,
+        record.crm_ref,
+    )
 
 
 # ---------------------------------------------------------------- reading
+
 
 class RecordPage(msgspec.Struct):
     items: list[RecordOut]
@@ -87,15 +108,17 @@ class RecordPage(msgspec.Struct):
 
 @get("/api/records", summary="Records I may see (agents: their own; leads and up: the site's)")
 async def list_records(
-    request: Request[CurrentUser, str, Any], db: AsyncSession,
+    request: Request[CurrentUser, str, Any],
+    db: AsyncSession,
     incident_id: int | None = None,
     status: Annotated[Literal["pending", "reentered", "closed"] | None, Parameter(query="status")] = None,
     form: str | None = None,
     agent: int | None = None,
     source: Literal["device", "paper"] | None = None,
     sheet_id: str | None = None,
-    since: Annotated[datetime | None, Parameter(query="since", description="updated at or after (ISO 8601)")]
-    = None,
+    since: Annotated[
+        datetime | None, Parameter(query="since", description="updated at or after (ISO 8601)")
+    ] = None,
     after: Annotated[int, Parameter(query="after", ge=0, description="seq cursor from next_after")] = 0,
     limit: Annotated[int, Parameter(query="limit", ge=1, le=1000)] = 100,
 ) -> RecordPage:
@@ -105,27 +128,44 @@ async def list_records(
         where.append(Record.agent_id == user.id)
     elif agent is not None:
         where.append(Record.agent_id == agent)
-    for column, value in ((Record.incident_id, incident_id), (Record.reentry_status, status), (Record.form, form),
-                          (Record.source, source), (Record.sheet_id, sheet_id)):
+    for column, value in (
+        (Record.incident_id, incident_id),
+        (Record.reentry_status, status),
+        (Record.form, form),
+        (Record.source, source),
+        (Record.sheet_id, sheet_id),
+    ):
         if value is not None:
             where.append(column == value)
     if since is not None:
         if since.tzinfo is None:
-            raise Problem(400, "since needs a timezone, e.g. 2026-11-23T08:00:00+08:00", errors={"since": "naive"})
+            raise Problem(
+                400, "since needs a timezone, e.g. 2026-11-23T08:00:00+08:00", errors={"since": "naive"}
+            )
         where.append(Record.updated_at >= since)
     total = (await db.execute(select(func.count()).select_from(Record).where(*where))).scalar_one()
-    rows = (await db.execute(select(Record).where(*where, Record.seq > after).order_by(Record.seq)
-                             .limit(limit + 1))).scalars().all()
+    rows = (
+        (
+            await db.execute(
+                select(Record).where(*where, Record.seq > after).order_by(Record.seq).limit(limit + 1)
+            )
+        )
+        .scalars()
+        .all()
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     return RecordPage([record_out(r) for r in rows], total, rows[-1].seq if more else None)
 
 
 @get("/api/records/{record_id:uuid}", summary="One record")
-async def get_record(request: Request[CurrentUser, str, Any], db: AsyncSession, record_id: uuid.UUID) -> RecordOut:
+async def get_record(
+    request: Request[CurrentUser, str, Any], db: AsyncSession, record_id: uuid.UUID
+) -> RecordOut:
     user = request.user
-    record = (await db.execute(select(Record).where(Record.id == record_id, Record.site_id == user.site_id)
-                               )).scalar_one_or_none()
+    record = (
+        await db.execute(select(Record).where(Record.id == record_id, Record.site_id == user.site_id))
+    ).scalar_one_or_none()
     if record is None or (user.role == "agent" and record.agent_id != user.id):
         raise Problem(404, "No such record at your site.")
     return record_out(record)

@@ -29,6 +29,7 @@ Req = Request[CurrentUser, str, Any]
 
 # ---------------------------------------------------------------- CRM re-entry
 
+
 class ReentryItem(msgspec.Struct, forbid_unknown_fields=True):
     id: uuid.UUID
     crm_ref: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
@@ -40,14 +41,22 @@ class ReentryIn(msgspec.Struct, forbid_unknown_fields=True):
     crm_ref: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None  # one ref for all
 
 
-@post("/api/recovery/reentry", status_code=200, guards=[requires("lead")],
-      summary="Mark records re-entered into the CRM (with its reference), closed, or back to pending (lead+)")
+@post(
+    "/api/recovery/reentry",
+    status_code=200,
+    guards=[requires("lead")],
+    summary="Mark records re-entered into the CRM (with its reference), closed, or back to pending (lead+)",
+)
 async def mark_reentry(request: Req, db: AsyncSession, data: ReentryIn) -> dict[str, Any]:
     user = request.user
     now = await clock.now(request.app, db)
     ids = [item.id for item in data.records]
-    found = {r.id: r for r in (await db.execute(select(Record).where(Record.id.in_(ids),
-                                                                    Record.site_id == user.site_id))).scalars()}
+    found = {
+        r.id: r
+        for r in (
+            await db.execute(select(Record).where(Record.id.in_(ids), Record.site_id == user.site_id))
+        ).scalars()
+    }
     errors: dict[str, str] = {}
     updated = []
     for item in data.records:
@@ -63,9 +72,14 @@ async def mark_reentry(request: Req, db: AsyncSession, data: ReentryIn) -> dict[
         record.crm_ref = None if data.status == "pending" else crm_ref
         record.reentered_by = None if data.status == "pending" else user.id
         record.reentered_at = None if data.status == "pending" else now
-        await add_personal_change(db, user.site_id, "record.status", str(record.id),
-                                  {"id": str(record.id), "reentry_status": record.reentry_status,
-                                   "crm_ref": record.crm_ref}, {record.agent_id})
+        await add_personal_change(
+            db,
+            user.site_id,
+            "record.status",
+            str(record.id),
+            {"id": str(record.id), "reentry_status": record.reentry_status, "crm_ref": record.crm_ref},
+            {record.agent_id},
+        )
         updated.append(str(record.id))
     body = {"updated": updated, "errors": errors, "counts": await reentry_counts(db, user.site_id)}
     if errors and not updated:
@@ -73,12 +87,19 @@ async def mark_reentry(request: Req, db: AsyncSession, data: ReentryIn) -> dict[
     return body
 
 
-async def reentry_counts(session: AsyncSession, site_id: int, incident_id: int | None = None) -> dict[str, Any]:
+async def reentry_counts(
+    session: AsyncSession, site_id: int, incident_id: int | None = None
+) -> dict[str, Any]:
     where = [Record.site_id == site_id]
     if incident_id is not None:
         where.append(Record.incident_id == incident_id)
-    rows = (await session.execute(select(Record.form, Record.reentry_status, func.count())
-                                  .where(*where).group_by(Record.form, Record.reentry_status))).all()
+    rows = (
+        await session.execute(
+            select(Record.form, Record.reentry_status, func.count())
+            .where(*where)
+            .group_by(Record.form, Record.reentry_status)
+        )
+    ).all()
     counts = {"pending": 0, "reentered": 0, "closed": 0}
     by_form: dict[str, dict[str, int]] = {}
     for form, status, n in rows:
@@ -88,36 +109,59 @@ async def reentry_counts(session: AsyncSession, site_id: int, incident_id: int |
 
 
 @get("/api/recovery/counts", guards=[requires("lead")], summary="What is still to re-enter (?incident_id=)")
-async def counts(request: Req, db: AsyncSession,
-                 incident_id: IncidentRef = None) -> dict[str, Any]:
+async def counts(request: Req, db: AsyncSession, incident_id: IncidentRef = None) -> dict[str, Any]:
     return await reentry_counts(db, request.user.site_id, incident_id)
 
 
-async def _export_rows(db: AsyncSession, user: CurrentUser, form: str | None, incident_id: int | None,
-                       status: str | None, since: datetime | None, until: datetime | None) -> list[Record]:
+async def _export_rows(
+    db: AsyncSession,
+    user: CurrentUser,
+    form: str | None,
+    incident_id: int | None,
+    status: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[Record]:
     where = [Record.site_id == user.site_id]
-    for column, value in ((Record.form, form), (Record.incident_id, incident_id), (Record.reentry_status, status)):
+    for column, value in (
+        (Record.form, form),
+        (Record.incident_id, incident_id),
+        (Record.reentry_status, status),
+    ):
         if value is not None:
             where.append(column == value)
     for name, bound in (("since", since), ("until", until)):
         if bound is not None and bound.tzinfo is None:
-            raise Problem(400, f"{name} needs a timezone, e.g. 2026-11-23T08:00:00+08:00", errors={name: "naive"})
+            raise Problem(
+                400, f"{name} needs a timezone, e.g. 2026-11-23T08:00:00+08:00", errors={name: "naive"}
+            )
     if since is not None:
         where.append(Record.captured_at >= since)
     if until is not None:
         where.append(Record.captured_at < until)
-    return list((await db.execute(select(Record).where(*where).order_by(Record.captured_at, Record.id))).scalars())
+    return list(
+        (await db.execute(select(Record).where(*where).order_by(Record.captured_at, Record.id))).scalars()
+    )
 
 
 ExportStatus = Literal["pending", "reentered", "closed"] | None
 Since = Annotated[datetime | None, Parameter(description="captured at or after (ISO 8601)")]
 Until = Annotated[datetime | None, Parameter(description="captured before (ISO 8601)")]
-META = [("id", "记录编号", "Record ID"), ("receipt", "回执", "Receipt"), ("source", "来源", "Source"),
-        ("sheet_id", "纸表编号", "Sheet ID"), ("sheet_row", "纸表行号", "Sheet row"), ("agent", "坐席", "Agent"),
-        ("captured_at", "记录时间", "Captured at"), ("received_at", "服务器收到", "Received at"),
-        ("incident_id", "事件", "Incident"), ("reentry_status", "录入状态", "Re-entry status"),
-        ("crm_ref", "系统单号", "CRM reference"), ("reentered_by", "录入人", "Re-entered by"),
-        ("reentered_at", "录入时间", "Re-entered at")]
+META = [
+    ("id", "记录编号", "Record ID"),
+    ("receipt", "回执", "Receipt"),
+    ("source", "来源", "Source"),
+    ("sheet_id", "纸表编号", "Sheet ID"),
+    ("sheet_row", "纸表行号", "Sheet row"),
+    ("agent", "坐席", "Agent"),
+    ("captured_at", "记录时间", "Captured at"),
+    ("received_at", "服务器收到", "Received at"),
+    ("incident_id", "事件", "Incident"),
+    ("reentry_status", "录入状态", "Re-entry status"),
+    ("crm_ref", "系统单号", "CRM reference"),
+    ("reentered_by", "录入人", "Re-entered by"),
+    ("reentered_at", "录入时间", "Re-entered at"),
+]
 STATUS_TEXT = {"pending": "待录入 pending", "reentered": "已录入 re-entered", "closed": "已关闭 closed"}
 
 
@@ -144,11 +188,20 @@ def _cell(field: dict[str, Any], value: Any) -> str:
     return str(value)
 
 
-@get("/api/recovery/export.csv", guards=[requires("lead")],
-     summary="One form's records as CSV (UTF-8 with BOM; bilingual headers) by incident / status / date range")
-async def export_csv(request: Req, db: AsyncSession, form: str = CALLBACK_FORM,
-                     incident_id: IncidentRef = None,
-                     status: ExportStatus = None, since: Since = None, until: Until = None) -> Response[bytes]:
+@get(
+    "/api/recovery/export.csv",
+    guards=[requires("lead")],
+    summary="One form's records as CSV (UTF-8 with BOM; bilingual headers) by incident / status / date range",
+)
+async def export_csv(
+    request: Req,
+    db: AsyncSession,
+    form: str = CALLBACK_FORM,
+    incident_id: IncidentRef = None,
+    status: ExportStatus = None,
+    since: Since = None,
+    until: Until = None,
+) -> Response[bytes]:
     user = request.user
     document = await documents.get_document(db, user.site_id, "form", form)
     if document is None:
@@ -167,43 +220,93 @@ async def export_csv(request: Req, db: AsyncSession, form: str = CALLBACK_FORM,
     names = await site_names(db, user.site_id)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([csv_safe(f"{f['label']['zh-CN']} {f['label']['en']}") for f in fields]
-                    + [f"{zh} {en}" for _, zh, en in META])
+    writer.writerow(
+        [csv_safe(f"{f['label']['zh-CN']} {f['label']['en']}") for f in fields]
+        + [f"{zh} {en}" for _, zh, en in META]
+    )
     for r in records:
-        meta = {"id": str(r.id), "receipt": r.receipt, "source": r.source, "sheet_id": r.sheet_id or "",
-                "sheet_row": r.sheet_row or "", "agent": names.get(r.agent_id, r.agent_id),
-                "captured_at": r.captured_at.isoformat(), "received_at": r.received_at.isoformat(),
-                "incident_id": r.incident_id or "", "reentry_status": STATUS_TEXT.get(r.reentry_status, r.reentry_status),
-                "crm_ref": r.crm_ref or "", "reentered_by": names.get(r.reentered_by, "") if r.reentered_by else "",
-                "reentered_at": r.reentered_at.isoformat() if r.reentered_at else ""}
-        writer.writerow([csv_safe(_cell(f, (r.data or {}).get(f["name"]))) for f in fields]
-                        + [csv_safe(meta[k]) for k, _, _ in META])
+        meta = {
+            "id": str(r.id),
+            "receipt": r.receipt,
+            "source": r.source,
+            "sheet_id": r.sheet_id or "",
+            "sheet_row": r.sheet_row or "",
+            "agent": names.get(r.agent_id, r.agent_id),
+            "captured_at": r.captured_at.isoformat(),
+            "received_at": r.received_at.isoformat(),
+            "incident_id": r.incident_id or "",
+            "reentry_status": STATUS_TEXT.get(r.reentry_status, r.reentry_status),
+            "crm_ref": r.crm_ref or "",
+            "reentered_by": names.get(r.reentered_by, "") if r.reentered_by else "",
+            "reentered_at": r.reentered_at.isoformat() if r.reentered_at else "",
+        }
+        writer.writerow(
+            [csv_safe(_cell(f, (r.data or {}).get(f["name"]))) for f in fields]
+            + [csv_safe(meta[k]) for k, _, _ in META]
+        )
     filename = f"{form}-records.csv"
-    return Response(b"\xef\xbb\xbf" + out.getvalue().encode("utf-8"), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        b"\xef\xbb\xbf" + out.getvalue().encode("utf-8"),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
-@get("/api/recovery/export.json", guards=[requires("lead")],
-     summary="Records as JSON (raw values plus re-entry state) by form / incident / status / date range")
-async def export_json(request: Req, db: AsyncSession, form: str | None = None,
-                      incident_id: IncidentRef = None,
-                      status: ExportStatus = None, since: Since = None, until: Until = None) -> Response[bytes]:
+@get(
+    "/api/recovery/export.json",
+    guards=[requires("lead")],
+    summary="Records as JSON (raw values plus re-entry state) by form / incident / status / date range",
+)
+async def export_json(
+    request: Req,
+    db: AsyncSession,
+    form: str | None = None,
+    incident_id: IncidentRef = None,
+    status: ExportStatus = None,
+    since: Since = None,
+    until: Until = None,
+) -> Response[bytes]:
     user = request.user
     records = await _export_rows(db, user, form, incident_id, status, since, until)
     names = await site_names(db, user.site_id)
-    body = {"site": user.site_slug, "exported_at": (await clock.now(request.app, db)).isoformat(),
-            "filters": {"form": form, "incident_id": incident_id, "status": status,
-                        "since": since.isoformat() if since else None, "until": until.isoformat() if until else None},
-            "records": [{"id": str(r.id), "form": r.form, "form_version": r.form_version, "rev": r.rev,
-                         "data": r.data, "incident_id": r.incident_id, "agent": {"id": r.agent_id,
-                                                                                "name": names.get(r.agent_id)},
-                         "source": r.source, "sheet_id": r.sheet_id, "sheet_row": r.sheet_row,
-                         "captured_at": r.captured_at.isoformat(), "received_at": r.received_at.isoformat(),
-                         "receipt": r.receipt, "reentry_status": r.reentry_status, "crm_ref": r.crm_ref,
-                         "reentered_by": r.reentered_by,
-                         "reentered_at": r.reentered_at.isoformat() if r.reentered_at else None} for r in records]}
-    return Response(msgspec.json.encode(body), media_type="application/json",
-                    headers={"Content-Disposition": 'attachment; filename="records.json"'})
+    body = {
+        "site": user.site_slug,
+        "exported_at": (await clock.now(request.app, db)).isoformat(),
+        "filters": {
+            "form": form,
+            "incident_id": incident_id,
+            "status": status,
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+        },
+        "records": [
+            {
+                "id": str(r.id),
+                "form": r.form,
+                "form_version": r.form_version,
+                "rev": r.rev,
+                "data": r.data,
+                "incident_id": r.incident_id,
+                "agent": {"id": r.agent_id, "name": names.get(r.agent_id)},
+                "source": r.source,
+                "sheet_id": r.sheet_id,
+                "sheet_row": r.sheet_row,
+                "captured_at": r.captured_at.isoformat(),
+                "received_at": r.received_at.isoformat(),
+                "receipt": r.receipt,
+                "reentry_status": r.reentry_status,
+                "crm_ref": r.crm_ref,
+                "reentered_by": r.reentered_by,
+                "reentered_at": r.reentered_at.isoformat() if r.reentered_at else None,
+            }
+            for r in records
+        ],
+    }
+    return Response(
+        msgspec.json.encode(body),
+        media_type="application/json",
+        headers={"Content-Disposition": 'attachment; filename="records.json"'},
+    )
 
 
 router = Router(path="/", route_handlers=[mark_reentry, counts, export_csv, export_json], tags=["reentry"])

@@ -70,25 +70,57 @@ def review_due(incident: Incident) -> datetime | None:
 
 
 async def build_report(session: AsyncSession, incident: Incident, now: datetime) -> dict[str, Any]:
-    records = list((await session.execute(select(Record).where(Record.site_id == incident.site_id,
-                                                              Record.incident_id == incident.id))).scalars())
-    starts = [t for r in records if r.form == "incident-log" for t in [parse_time((r.data or {}).get("started_at"))] if t]
+    records = list(
+        (
+            await session.execute(
+                select(Record).where(Record.site_id == incident.site_id, Record.incident_id == incident.id)
+            )
+        ).scalars()
+    )
+    starts = [
+        t
+        for r in records
+        if r.form == "incident-log"
+        for t in [parse_time((r.data or {}).get("started_at"))]
+        if t
+    ]
     fault_started = min([incident.declared_at, *starts])
     first_report = _seconds(fault_started, incident.declared_at)
 
     rungs = []
     for step in await ladder(session, incident.id):
-        acked = incident.acknowledged_at if step.fired_at and incident.acknowledged_at and \
-            incident.acknowledged_at >= step.fired_at else None
-        rungs.append({"rung": step.rung, "after_minutes": step.after_minutes, "notify": step.notify,
-                      "message": step.message, "status": step.status, "due_at": _iso(step.due_at),
-                      "fired_at": _iso(step.fired_at), "acked_at": _iso(acked),
-                      "seconds_fire_to_ack": _seconds(step.fired_at, acked), "ended_at": _iso(step.ended_at)})
+        acked = (
+            incident.acknowledged_at
+            if step.fired_at and incident.acknowledged_at and incident.acknowledged_at >= step.fired_at
+            else None
+        )
+        rungs.append(
+            {
+                "rung": step.rung,
+                "after_minutes": step.after_minutes,
+                "notify": step.notify,
+                "message": step.message,
+                "status": step.status,
+                "due_at": _iso(step.due_at),
+                "fired_at": _iso(step.fired_at),
+                "acked_at": _iso(acked),
+                "seconds_fire_to_ack": _seconds(step.fired_at, acked),
+                "ended_at": _iso(step.ended_at),
+            }
+        )
 
     outage_end = incident.recovered_at or incident.resolved_at
-    callbacks = list((await session.execute(select(Callback).where(Callback.site_id == incident.site_id,
-                                                                  Callback.incident_id == incident.id,
-                                                                  Callback.status != "cancelled"))).scalars())
+    callbacks = list(
+        (
+            await session.execute(
+                select(Callback).where(
+                    Callback.site_id == incident.site_id,
+                    Callback.incident_id == incident.id,
+                    Callback.status != "cancelled",
+                )
+            )
+        ).scalars()
+    )
     made = [(c, c.completed_at) for c in callbacks if c.completed_at is not None]
     still_open = [c for c in callbacks if c.status in OPEN_STATES]
     by_form: dict[str, int] = {}
@@ -103,38 +135,62 @@ async def build_report(session: AsyncSession, incident: Incident, now: datetime)
     names = await site_names(session, incident.site_id)
     events = await timeline(session, incident.id, limit=5000)
     return {
-        "incident": {"id": incident.id, "title": incident.title, "playbook": incident.playbook,
-                     "playbook_version": incident.playbook_version, "status": incident.status,
-                     "drill": incident.drill, "time_scale": incident.time_scale,
-                     "declared_at": _iso(incident.declared_at), "acknowledged_at": _iso(incident.acknowledged_at),
-                     "recovered_at": _iso(incident.recovered_at), "resolved_at": _iso(incident.resolved_at),
-                     "declared_by": names.get(incident.declared_by or 0)},
-        "first_report": {"fault_started_at": _iso(fault_started),
-                         "fault_start_source": "incident-log" if starts and min(starts) < incident.declared_at
-                         else "declared",
-                         "reported_at": _iso(incident.declared_at), "seconds": first_report,
-                         "limit_seconds": FIRST_REPORT_LIMIT.total_seconds(),
-                         "within_limit": first_report is not None and first_report <= FIRST_REPORT_LIMIT.total_seconds()},
-        "acknowledgement": {"at": _iso(incident.acknowledged_at),
-                            "seconds_from_declared": _seconds(incident.declared_at, incident.acknowledged_at)},
+        "incident": {
+            "id": incident.id,
+            "title": incident.title,
+            "playbook": incident.playbook,
+            "playbook_version": incident.playbook_version,
+            "status": incident.status,
+            "drill": incident.drill,
+            "time_scale": incident.time_scale,
+            "declared_at": _iso(incident.declared_at),
+            "acknowledged_at": _iso(incident.acknowledged_at),
+            "recovered_at": _iso(incident.recovered_at),
+            "resolved_at": _iso(incident.resolved_at),
+            "declared_by": names.get(incident.declared_by or 0),
+        },
+        "first_report": {
+            "fault_started_at": _iso(fault_started),
+            "fault_start_source": "incident-log"
+            if starts and min(starts) < incident.declared_at
+            else "declared",
+            "reported_at": _iso(incident.declared_at),
+            "seconds": first_report,
+            "limit_seconds": FIRST_REPORT_LIMIT.total_seconds(),
+            "within_limit": first_report is not None and first_report <= FIRST_REPORT_LIMIT.total_seconds(),
+        },
+        "acknowledgement": {
+            "at": _iso(incident.acknowledged_at),
+            "seconds_from_declared": _seconds(incident.declared_at, incident.acknowledged_at),
+        },
         "escalations": rungs,
-        "outage": {"started_at": _iso(fault_started), "ended_at": _iso(outage_end),
-                   "seconds": _seconds(fault_started, outage_end), "ongoing": outage_end is None,
-                   "seconds_so_far": _seconds(fault_started, outage_end or now)},
+        "outage": {
+            "started_at": _iso(fault_started),
+            "ended_at": _iso(outage_end),
+            "seconds": _seconds(fault_started, outage_end),
+            "ongoing": outage_end is None,
+            "seconds_so_far": _seconds(fault_started, outage_end or now),
+        },
         "records": {"total": len(records), "by_form": by_form, "by_source": by_source},
-        "callbacks": {"promised": len(callbacks),
-                      "on_time": sum(1 for c, done in made if done <= c.due_at),
-                      "late": sum(1 for c, done in made if done > c.due_at),
-                      "open": len(still_open),
-                      "overdue": sum(1 for c in still_open if c.due_at < now),
-                      "failed": sum(1 for c in callbacks if c.status == "failed")},
+        "callbacks": {
+            "promised": len(callbacks),
+            "on_time": sum(1 for c, done in made if done <= c.due_at),
+            "late": sum(1 for c, done in made if done > c.due_at),
+            "open": len(still_open),
+            "overdue": sum(1 for c in still_open if c.due_at < now),
+            "failed": sum(1 for c in callbacks if c.status == "failed"),
+        },
         "reentry": await reentry_counts(session, incident.site_id, incident.id),
-        "review": {"due_at": _iso(due), "cause": report.cause if report else None,
-                   "actions": report.actions if report else None,
-                   "written_by": names.get(report.written_by) if report and report.written_by else None,
-                   "written_at": _iso(written_at), "updated_at": _iso(report.updated_at if report else None),
-                   "overdue": due is not None and written_at is None and now > due,
-                   "reminder_sent_at": _iso(report.reminder_sent_at if report else None)},
+        "review": {
+            "due_at": _iso(due),
+            "cause": report.cause if report else None,
+            "actions": report.actions if report else None,
+            "written_by": names.get(report.written_by) if report and report.written_by else None,
+            "written_at": _iso(written_at),
+            "updated_at": _iso(report.updated_at if report else None),
+            "overdue": due is not None and written_at is None and now > due,
+            "reminder_sent_at": _iso(report.reminder_sent_at if report else None),
+        },
         "timeline": events,
         "generated_at": _iso(now),
     }
@@ -144,8 +200,11 @@ async def _incident(db: AsyncSession, user: CurrentUser, incident_id: int) -> In
     return await get_for_site(db, Incident, incident_id, user.site_id, "incident")
 
 
-@get("/api/incidents/{incident_id:int}/report", guards=[requires("lead")],
-     summary="The post-incident review: figures, timeline, and the written cause and actions (lead+)")
+@get(
+    "/api/incidents/{incident_id:int}/report",
+    guards=[requires("lead")],
+    summary="The post-incident review: figures, timeline, and the written cause and actions (lead+)",
+)
 async def get_report(request: Req, db: AsyncSession, incident_id: int) -> dict[str, Any]:
     incident = await _incident(db, request.user, incident_id)
     return await build_report(db, incident, await clock.now(request.app, db))
@@ -159,15 +218,22 @@ class ReportIn(msgspec.Struct, forbid_unknown_fields=True):
     actions: LongText
 
 
-@put("/api/incidents/{incident_id:int}/report", guards=[requires("lead")],
-     summary="Write (or rewrite) the review's cause and actions (lead+)")
+@put(
+    "/api/incidents/{incident_id:int}/report",
+    guards=[requires("lead")],
+    summary="Write (or rewrite) the review's cause and actions (lead+)",
+)
 async def put_report(request: Req, db: AsyncSession, incident_id: int, data: ReportIn) -> dict[str, Any]:
     user = request.user
     incident = await _incident(db, user, incident_id)
     if not data.cause.strip() or not data.actions.strip():
-        raise Problem(422, "Write both the cause and the actions.",
-                      errors={k: "required" for k, v in (("cause", data.cause), ("actions", data.actions))
-                              if not v.strip()})
+        raise Problem(
+            422,
+            "Write both the cause and the actions.",
+            errors={
+                k: "required" for k, v in (("cause", data.cause), ("actions", data.actions)) if not v.strip()
+            },
+        )
     now = await clock.now(request.app, db)
     report = await db.get(IncidentReport, incident.id)
     if report is None:
@@ -181,32 +247,60 @@ async def put_report(request: Req, db: AsyncSession, incident_id: int, data: Rep
 
 # ---------------------------------------------------------------- the 24-hour reminder
 
+
 async def remind_due(app: Any) -> int:
     """One pass: each resolved incident whose review is past due and unwritten reminds leads and managers
     once. The reminder row's primary key is the claim, so two processes never both send it."""
     state = getattr(app, "state", app)
     async with state.sessionmaker() as session:
         at = await clock.now(state, session)
-        candidates = (await session.execute(
-            select(Incident).outerjoin(IncidentReport, IncidentReport.incident_id == Incident.id)
-            .where(Incident.status == "resolved", IncidentReport.incident_id.is_(None))
-            .order_by(Incident.resolved_at).limit(500))).scalars().all()
+        candidates = (
+            (
+                await session.execute(
+                    select(Incident)
+                    .outerjoin(IncidentReport, IncidentReport.incident_id == Incident.id)
+                    .where(Incident.status == "resolved", IncidentReport.incident_id.is_(None))
+                    .order_by(Incident.resolved_at)
+                    .limit(500)
+                )
+            )
+            .scalars()
+            .all()
+        )
         sent = 0
         for incident in candidates:
             due = review_due(incident)
             if due is None or due > at:
                 continue
-            claimed = (await session.execute(insert_for(session, IncidentReport.__table__).values(
-                incident_id=incident.id, site_id=incident.site_id, reminder_sent_at=at)
-                .on_conflict_do_nothing(index_elements=["incident_id"]).returning(IncidentReport.incident_id))
+            claimed = (
+                await session.execute(
+                    insert_for(session, IncidentReport.__table__)
+                    .values(incident_id=incident.id, site_id=incident.site_id, reminder_sent_at=at)
+                    .on_conflict_do_nothing(index_elements=["incident_id"])
+                    .returning(IncidentReport.incident_id)
+                )
             ).scalar_one_or_none()
             if claimed is None:
                 continue
-            title = {"zh-CN": f"复盘报告未写：{incident.title['zh-CN']}", "en": f"Review not written: {incident.title['en']}"}
-            body = {"zh-CN": "事件结束已满24小时，请填写原因和改进措施。",
-                    "en": "24 hours since the incident was resolved: write down the cause and the actions."}
-            await notify(session, incident.site_id, ["lead", "manager"], title, body, incident_id=incident.id,
-                              kind="review_due", at=at, drill=incident.drill)
+            title = {
+                "zh-CN": f"复盘报告未写：{incident.title['zh-CN']}",
+                "en": f"Review not written: {incident.title['en']}",
+            }
+            body = {
+                "zh-CN": "事件结束已满24小时，请填写原因和改进措施。",
+                "en": "24 hours since the incident was resolved: write down the cause and the actions.",
+            }
+            await notify(
+                session,
+                incident.site_id,
+                ["lead", "manager"],
+                title,
+                body,
+                incident_id=incident.id,
+                kind="review_due",
+                at=at,
+                drill=incident.drill,
+            )
             sent += 1
         await session.commit()
         return sent

@@ -34,7 +34,9 @@ async def revoke_sessions(session: AsyncSession, user_id: int) -> int:
 async def set_password(session: AsyncSession, user: User, password_hash: str) -> int:
     user.password_hash = password_hash
     # A reset also lifts the login throttle on the account (the owner can log in with the new password now).
-    await session.execute(delete(throttle.LoginFailure).where(throttle.LoginFailure.username == user.username))
+    await session.execute(
+        delete(throttle.LoginFailure).where(throttle.LoginFailure.username == user.username)
+    )
     return await revoke_sessions(session, user.id)
 
 
@@ -64,43 +66,70 @@ async def logout_all(request: Request[CurrentUser, str, Any], db: AsyncSession) 
     await revoke_sessions(db, request.user.id)
 
 
-@post("/api/users/{user_id:int}/password", status_code=204, guards=[requires("admin")],
-      summary="Set a user's password (ends their logins)")
-async def reset_password(user_id: int, data: PasswordIn, request: Request[CurrentUser, str, Any],
-                         db: AsyncSession) -> None:
+@post(
+    "/api/users/{user_id:int}/password",
+    status_code=204,
+    guards=[requires("admin")],
+    summary="Set a user's password (ends their logins)",
+)
+async def reset_password(
+    user_id: int, data: PasswordIn, request: Request[CurrentUser, str, Any], db: AsyncSession
+) -> None:
     user = await _site_user(db, request.user, user_id)
     if rule := password_problem(user.username, data.password):
         raise Problem(400, rule, errors={"password": rule})
     await set_password(db, user, await throttle.hash_password(request.app.state, data.password))
 
 
-@post("/api/users/{user_id:int}/disable", status_code=204, guards=[requires("admin")],
-      summary="Disable a user (ends their logins)")
+@post(
+    "/api/users/{user_id:int}/disable",
+    status_code=204,
+    guards=[requires("admin")],
+    summary="Disable a user (ends their logins)",
+)
 async def disable_user(user_id: int, request: Request[CurrentUser, str, Any], db: AsyncSession) -> None:
-    await set_active(db, await _site_user(db, request.user, user_id, not_me="You cannot disable yourself."), False)
+    await set_active(
+        db, await _site_user(db, request.user, user_id, not_me="You cannot disable yourself."), False
+    )
 
 
-@post("/api/users/{user_id:int}/enable", status_code=204, guards=[requires("admin")],
-      summary="Enable a disabled user again")
+@post(
+    "/api/users/{user_id:int}/enable",
+    status_code=204,
+    guards=[requires("admin")],
+    summary="Enable a disabled user again",
+)
 async def enable_user(user_id: int, request: Request[CurrentUser, str, Any], db: AsyncSession) -> None:
     user = await _site_user(db, request.user, user_id)
     user.active = True
 
 
-@put("/api/users/{user_id:int}/role", guards=[requires("admin")], summary="Change a user's role (ends their logins)")
-async def change_role(user_id: int, data: RoleIn, request: Request[CurrentUser, str, Any],
-                      db: AsyncSession) -> UserOut:
+@put(
+    "/api/users/{user_id:int}/role",
+    guards=[requires("admin")],
+    summary="Change a user's role (ends their logins)",
+)
+async def change_role(
+    user_id: int, data: RoleIn, request: Request[CurrentUser, str, Any], db: AsyncSession
+) -> UserOut:
     user = await _site_user(db, request.user, user_id, not_me="You cannot change your own role.")
     await set_role(db, user, data.role)
     site = (await db.execute(select(Site).where(Site.id == user.site_id))).scalar_one()
     return user_out(user, site)
 
 
-@post("/api/users/{user_id:int}/revoke", status_code=204, guards=[requires("admin")],
-      summary="End every login of a user")
+@post(
+    "/api/users/{user_id:int}/revoke",
+    status_code=204,
+    guards=[requires("admin")],
+    summary="End every login of a user",
+)
 async def revoke_user(user_id: int, request: Request[CurrentUser, str, Any], db: AsyncSession) -> None:
     await revoke_sessions(db, (await _site_user(db, request.user, user_id)).id)
 
 
-router = Router(path="/", route_handlers=[logout_all, reset_password, disable_user, enable_user, change_role,
-                                          revoke_user], tags=["auth"])
+router = Router(
+    path="/",
+    route_handlers=[logout_all, reset_password, disable_user, enable_user, change_role, revoke_user],
+    tags=["auth"],
+)

@@ -42,10 +42,15 @@ def build_info() -> dict:
             digest.update(f"{folder.name}/{path.relative_to(folder).as_posix()}".encode())
             digest.update(path.read_bytes())
         assets = ["/", "/manifest.webmanifest"] + [
-            "/static/" + p.relative_to(FRONTEND).as_posix() for p in _files(FRONTEND)
-            if p.name not in ("index.html", "manifest.webmanifest")]
-        assets += ["/sw/" + p.relative_to(SERVICE_WORKER).as_posix() for p in _files(SERVICE_WORKER)
-                   if p.name != "sw.js"]
+            "/static/" + p.relative_to(FRONTEND).as_posix()
+            for p in _files(FRONTEND)
+            if p.name not in ("index.html", "manifest.webmanifest")
+        ]
+        assets += [
+            "/sw/" + p.relative_to(SERVICE_WORKER).as_posix()
+            for p in _files(SERVICE_WORKER)
+            if p.name != "sw.js"
+        ]
         _build_cache.clear()
         _build_cache[key] = {"version": digest.hexdigest()[:16], "assets": assets}
     return next(iter(_build_cache.values()))
@@ -60,8 +65,11 @@ def index_html() -> bytes:
     """
     build = build_info()
     if build["version"] not in _index_cache:
-        links = "".join(f'  <link rel="modulepreload" href="{url}">\n' for url in build["assets"]
-                        if url.startswith("/static/") and url.endswith(".js"))
+        links = "".join(
+            f'  <link rel="modulepreload" href="{url}">\n'
+            for url in build["assets"]
+            if url.startswith("/static/") and url.endswith(".js")
+        )
         html = (FRONTEND / "index.html").read_text(encoding="utf-8")
         _index_cache.clear()
         _index_cache[build["version"]] = html.replace("</head>", links + "</head>", 1).encode()
@@ -75,8 +83,11 @@ async def index() -> Response[bytes]:
 
 @get("/manifest.webmanifest", include_in_schema=False)
 async def manifest() -> Response[bytes]:
-    return Response((FRONTEND / "manifest.webmanifest").read_bytes(), media_type="application/manifest+json",
-                    headers=NO_CACHE)
+    return Response(
+        (FRONTEND / "manifest.webmanifest").read_bytes(),
+        media_type="application/manifest+json",
+        headers=NO_CACHE,
+    )
 
 
 @get("/sw.js", include_in_schema=False)
@@ -84,8 +95,9 @@ async def service_worker() -> Response[str]:
     # The build line is prepended so the worker's cache names follow the shipped files.
     source = (SERVICE_WORKER / "sw.js").read_text(encoding="utf-8")
     body = f"self.__BUILD__ = {json.dumps(build_info())};\n{source}"
-    return Response(body, media_type="text/javascript; charset=utf-8",
-                    headers={**NO_CACHE, "Service-Worker-Allowed": "/"})
+    return Response(
+        body, media_type="text/javascript; charset=utf-8", headers={**NO_CACHE, "Service-Worker-Allowed": "/"}
+    )
 
 
 @get("/sw/{name:path}", include_in_schema=False)
@@ -118,9 +130,15 @@ class ShellFileSystem(BaseLocalFileSystem):
             raise FileNotFoundError(str(path)) from exc
 
 
-static = create_static_files_router(path="/static", directories=[FRONTEND], send_as_attachment=False,
-                                    file_system=ShellFileSystem(),
-                                    include_in_schema=False,
-                                    cache_control=CacheControlHeader(no_cache=True))
+static = create_static_files_router(
+    path="/static",
+    directories=[FRONTEND],
+    send_as_attachment=False,
+    file_system=ShellFileSystem(),
+    include_in_schema=False,
+    cache_control=CacheControlHeader(no_cache=True),
+)
 
-router = Router(path="/", route_handlers=[index, manifest, service_worker, service_worker_part, build, static])
+router = Router(
+    path="/", route_handlers=[index, manifest, service_worker, service_worker_part, build, static]
+)

@@ -96,9 +96,18 @@ class SyncOut(msgspec.Struct):
 
 def content_hash(item: RecordIn) -> str:
     """What makes two copies of one rev "the same": the form, its version, the links and the data."""
-    canonical = msgspec.json.encode({"form": item.form, "form_version": item.form_version, "data": item.data,
-                                     "incident_id": item.incident_id, "source": item.source,
-                                     "sheet_id": item.sheet_id, "sheet_row": item.sheet_row}, order="sorted")
+    canonical = msgspec.json.encode(
+        {
+            "form": item.form,
+            "form_version": item.form_version,
+            "data": item.data,
+            "incident_id": item.incident_id,
+            "source": item.source,
+            "sheet_id": item.sheet_id,
+            "sheet_row": item.sheet_row,
+        },
+        order="sorted",
+    )
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -113,6 +122,7 @@ def new_receipt() -> str:
 
 # ---------------------------------------------------------------- storing
 
+
 def _parse(index: int, raw: Any, site_slug: str) -> RecordIn | SyncResult:
     raw_id = raw.get("id") if isinstance(raw, dict) else None
     shown_id = str(raw_id)[:100] if raw_id is not None else None
@@ -121,17 +131,33 @@ def _parse(index: int, raw: Any, site_slug: str) -> RecordIn | SyncResult:
     except msgspec.ValidationError as exc:
         where = re.search(r"at `\$\.(\w+)", str(exc))
         path = where.group(1) if where else "_"
-        return SyncResult(index, shown_id, "rejected", message=f"This record is malformed: {exc}",
-                          errors={path: {"code": "malformed", "message": str(exc)}})
+        return SyncResult(
+            index,
+            shown_id,
+            "rejected",
+            message=f"This record is malformed: {exc}",
+            errors={path: {"code": "malformed", "message": str(exc)}},
+        )
     if not in_window(item.captured_at):
-        return SyncResult(index, str(item.id), "rejected", rev=item.rev,
-                          message="captured_at is not a plausible time (the device's clock?).",
-                          errors={"captured_at": {"code": "datetime", "message": "must be between 2000 and 2100"}})
+        return SyncResult(
+            index,
+            str(item.id),
+            "rejected",
+            rev=item.rev,
+            message="captured_at is not a plausible time (the device's clock?).",
+            errors={"captured_at": {"code": "datetime", "message": "must be between 2000 and 2100"}},
+        )
     if (item.source == "paper") != (item.sheet_id is not None and item.sheet_row is not None):
-        return SyncResult(index, str(item.id), "rejected", rev=item.rev,
-                          message="A paper record needs sheet_id and sheet_row, a device record neither.",
-                          errors={"source": {"code": "paper", "message": "source 'paper' goes with sheet_id and "
-                                                                        "sheet_row"}})
+        return SyncResult(
+            index,
+            str(item.id),
+            "rejected",
+            rev=item.rev,
+            message="A paper record needs sheet_id and sheet_row, a device record neither.",
+            errors={
+                "source": {"code": "paper", "message": "source 'paper' goes with sheet_id and sheet_row"}
+            },
+        )
     if item.source == "paper":
         return _check_paper(index, item, site_slug)
     return item
@@ -143,19 +169,30 @@ def _check_paper(index: int, item: RecordIn, site_slug: str) -> RecordIn | SyncR
     records), and another site can never take the id of one of ours."""
     sheet_id = normalize_sheet_id(item.sheet_id or "")
     if sheet_id is None:
-        return SyncResult(index, str(item.id), "rejected", rev=item.rev,
-                          message="This is not a valid sheet ID (see the top right corner of the paper sheet).",
-                          errors={"sheet_id": {"code": "sheet_id", "message": "not a valid sheet ID"}})
+        return SyncResult(
+            index,
+            str(item.id),
+            "rejected",
+            rev=item.rev,
+            message="This is not a valid sheet ID (see the top right corner of the paper sheet).",
+            errors={"sheet_id": {"code": "sheet_id", "message": "not a valid sheet ID"}},
+        )
     if item.id != paper_record_id(site_slug, sheet_id, item.sheet_row or 0):
-        return SyncResult(index, str(item.id), "rejected", rev=item.rev,
-                          message="A paper record's id must be derived from its sheet ID and row number.",
-                          errors={"id": {"code": "paper_id", "message": "id does not match sheet_id and sheet_row"}})
+        return SyncResult(
+            index,
+            str(item.id),
+            "rejected",
+            rev=item.rev,
+            message="A paper record's id must be derived from its sheet ID and row number.",
+            errors={"id": {"code": "paper_id", "message": "id does not match sheet_id and sheet_row"}},
+        )
     item.sheet_id = sheet_id  # stored in canonical form, so lists by sheet find every row
     return item
 
 
-async def _validate(session: AsyncSession, site_id: int, items: Sequence[RecordIn | SyncResult]
-                    ) -> list[RecordIn | SyncResult]:
+async def _validate(
+    session: AsyncSession, site_id: int, items: Sequence[RecordIn | SyncResult]
+) -> list[RecordIn | SyncResult]:
     """Check each record against its own form version (old versions stay valid for old records)."""
     definitions: dict[tuple[str, int], dict[str, Any] | None] = {}
     out: list[RecordIn | SyncResult] = []
@@ -168,33 +205,76 @@ async def _validate(session: AsyncSession, site_id: int, items: Sequence[RecordI
             definitions[key] = await forms.definition(session, site_id, item.form, item.form_version)
         definition = definitions[key]
         if definition is None:
-            out.append(SyncResult(index, str(item.id), "rejected", rev=item.rev,
-                                  message=f"Unknown form {item.form!r} version {item.form_version} at this site.",
-                                  errors={"form": {"code": "unknown_form",
-                                                   "message": f"no form {item.form!r} v{item.form_version}"}}))
+            out.append(
+                SyncResult(
+                    index,
+                    str(item.id),
+                    "rejected",
+                    rev=item.rev,
+                    message=f"Unknown form {item.form!r} version {item.form_version} at this site.",
+                    errors={
+                        "form": {
+                            "code": "unknown_form",
+                            "message": f"no form {item.form!r} v{item.form_version}",
+                        }
+                    },
+                )
+            )
             continue
         if errors := forms.validate_data(definition, item.data):
-            out.append(SyncResult(index, str(item.id), "rejected", rev=item.rev, errors=errors,
-                                  message="Some fields are not valid."))
+            out.append(
+                SyncResult(
+                    index,
+                    str(item.id),
+                    "rejected",
+                    rev=item.rev,
+                    errors=errors,
+                    message="Some fields are not valid.",
+                )
+            )
             continue
         out.append(item)
     return out
 
 
 def _new_row(user: CurrentUser, device_id: str, item: RecordIn, digest: str, now: datetime) -> dict[str, Any]:
-    return {"id": item.id, "site_id": user.site_id, "device_id": device_id, "form": item.form,
-            "form_version": item.form_version, "incident_id": item.incident_id, "agent_id": user.id,
-            "rev": item.rev, "data": item.data, "content_hash": digest, "captured_at": item.captured_at,
-            "received_at": now, "updated_at": now, "receipt": new_receipt(), "seq": 0,  # seq: numbered at the end
-            "source": item.source, "sheet_id": item.sheet_id, "sheet_row": item.sheet_row,
-            "reentry_status": "pending"}
+    return {
+        "id": item.id,
+        "site_id": user.site_id,
+        "device_id": device_id,
+        "form": item.form,
+        "form_version": item.form_version,
+        "incident_id": item.incident_id,
+        "agent_id": user.id,
+        "rev": item.rev,
+        "data": item.data,
+        "content_hash": digest,
+        "captured_at": item.captured_at,
+        "received_at": now,
+        "updated_at": now,
+        "receipt": new_receipt(),
+        "seq": 0,  # seq: numbered at the end
+        "source": item.source,
+        "sheet_id": item.sheet_id,
+        "sheet_row": item.sheet_row,
+        "reentry_status": "pending",
+    }
 
 
-async def store_batch(session: AsyncSession, user: CurrentUser, device_id: str, raw_records: list[Any], *,
-                      hooks: Sequence[RecordHook], now: datetime) -> list[SyncResult]:
+async def store_batch(
+    session: AsyncSession,
+    user: CurrentUser,
+    device_id: str,
+    raw_records: list[Any],
+    *,
+    hooks: Sequence[RecordHook],
+    now: datetime,
+) -> list[SyncResult]:
     """Store a batch idempotently and return one result per record, in order; run `hooks` once on what was
     created or updated, in the same transaction. Does not commit."""
-    items = await _validate(session, user.site_id, [_parse(i, raw, user.site_slug) for i, raw in enumerate(raw_records)])
+    items = await _validate(
+        session, user.site_id, [_parse(i, raw, user.site_slug) for i, raw in enumerate(raw_records)]
+    )
     results: dict[int, SyncResult] = {i: r for i, r in enumerate(items) if isinstance(r, SyncResult)}
     good = [(i, r) for i, r in enumerate(items) if isinstance(r, RecordIn)]
     if not good:
@@ -208,14 +288,23 @@ async def store_batch(session: AsyncSession, user: CurrentUser, device_id: str, 
         first.setdefault(r.id, i)
     # Rows in id order: two batches holding the same records in another order lock them in the same order,
     # so PostgreSQL never has to break a deadlock between them.
-    rows = [_new_row(user, device_id, items[i], hashes[i], now)  # type: ignore[arg-type]
-            for _, i in sorted(first.items())]
+    rows = [
+        _new_row(user, device_id, items[i], hashes[i], now)  # type: ignore[arg-type]
+        for _, i in sorted(first.items())
+    ]
     table = table_of(Record)
     # executemany form: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues") from one cached
     # compiled statement, instead of compiling a new 100-row VALUES clause per request.
-    inserted = set((await session.execute(
-        insert_for(session, table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id), rows
-    )).scalars())
+    inserted = set(
+        (
+            await session.execute(
+                insert_for(session, table)
+                .on_conflict_do_nothing(index_elements=["id"])
+                .returning(table.c.id),
+                rows,
+            )
+        ).scalars()
+    )
     stored: dict[uuid.UUID, str] = {}  # id -> "created" | "updated" (latest outcome wins)
     for rid in inserted:
         stored[rid] = "created"
@@ -223,35 +312,68 @@ async def store_batch(session: AsyncSession, user: CurrentUser, device_id: str, 
 
     # 2. Everything else meets a row that exists: same rev and content = duplicate, newer rev = updated
     #    (a conditional UPDATE, so two racing newer revs cannot both win), otherwise a conflict.
-    rest = sorted(((i, r) for i, r in good if not (r.id in inserted and first[r.id] == i)),
-                  key=lambda pair: (pair[1].id, pair[0]))  # id order again; one id's copies keep batch order
-    known = {rec.id: rec for rec in (await session.execute(
-        select(Record).where(Record.id.in_({r.id for _, r in rest})).execution_options(populate_existing=True)
-    )).scalars()} if rest else {}
+    rest = sorted(
+        ((i, r) for i, r in good if not (r.id in inserted and first[r.id] == i)),
+        key=lambda pair: (pair[1].id, pair[0]),
+    )  # id order again; one id's copies keep batch order
+    known = (
+        {
+            rec.id: rec
+            for rec in (
+                await session.execute(
+                    select(Record)
+                    .where(Record.id.in_({r.id for _, r in rest}))
+                    .execution_options(populate_existing=True)
+                )
+            ).scalars()
+        }
+        if rest
+        else {}
+    )
     for i, r in rest:
-        results[i] = await _against_existing(session, user, device_id, i, r, hashes[i], now, stored,
-                                             known.pop(r.id, None))
+        results[i] = await _against_existing(
+            session, user, device_id, i, r, hashes[i], now, stored, known.pop(r.id, None)
+        )
 
     # 3. Cursor order: number what this batch stored under the per-site lock, then run the hooks.
     if stored:
         await lock_site(session, user.site_id)
-        top = (await session.execute(select(func.coalesce(func.max(Record.seq), 0))
-                                     .where(Record.site_id == user.site_id))).scalar_one()
+        top = (
+            await session.execute(
+                select(func.coalesce(func.max(Record.seq), 0)).where(Record.site_id == user.site_id)
+            )
+        ).scalar_one()
         seqs = {rid: top + n for n, rid in enumerate(sorted(stored), 1)}
-        await session.execute(update(table).where(table.c.id == bindparam("rid")).values(seq=bindparam("nseq"))
-                              .execution_options(synchronize_session=False),
-                              [{"rid": rid, "nseq": seq} for rid, seq in seqs.items()])
+        await session.execute(
+            update(table)
+            .where(table.c.id == bindparam("rid"))
+            .values(seq=bindparam("nseq"))
+            .execution_options(synchronize_session=False),
+            [{"rid": rid, "nseq": seq} for rid, seq in seqs.items()],
+        )
         # A row this batch only inserted is exactly what was sent: build it instead of reading it back.
         # Rows that were updated (by a later rev in this batch too) are read back.
         changed_later = {r.id for i, r in rest if results[i].status in ("created", "updated")}
         # (A plain namespace with the Record's attributes: hooks only read them, and building ORM objects
         # through their instrumented __init__ costs more than the insert.)
-        records: dict[uuid.UUID, Any] = {row["id"]: SimpleNamespace(**{**row, "seq": seqs[row["id"]]})
-                                         for row in rows if row["id"] in inserted and row["id"] not in changed_later}
+        records: dict[uuid.UUID, Any] = {
+            row["id"]: SimpleNamespace(**{**row, "seq": seqs[row["id"]]})
+            for row in rows
+            if row["id"] in inserted and row["id"] not in changed_later
+        }
         if reread := [rid for rid in stored if rid not in records]:
-            records.update({rec.id: rec for rec in (await session.execute(
-                select(Record).where(Record.id.in_(reread)).execution_options(populate_existing=True)
-            )).scalars()})
+            records.update(
+                {
+                    rec.id: rec
+                    for rec in (
+                        await session.execute(
+                            select(Record)
+                            .where(Record.id.in_(reread))
+                            .execution_options(populate_existing=True)
+                        )
+                    ).scalars()
+                }
+            )
         batch = [(records[rid], outcome) for rid, outcome in sorted(stored.items())]
         for hook in hooks:
             await hook(session, batch, now)
@@ -260,22 +382,37 @@ async def store_batch(session: AsyncSession, user: CurrentUser, device_id: str, 
             if result is None or (result.status in ("created", "updated") and r.id in records):
                 rec = records[r.id]
                 status = "created" if result is None else result.status
-                results[i] = SyncResult(i, str(rec.id), status, rev=r.rev, receipt=rec.receipt,
-                                        received_at=rec.received_at)
+                results[i] = SyncResult(
+                    i, str(rec.id), status, rev=r.rev, receipt=rec.receipt, received_at=rec.received_at
+                )
     return [results[i] for i in range(len(items))]
 
 
-async def _against_existing(session: AsyncSession, user: CurrentUser, device_id: str, index: int, item: RecordIn,
-                            digest: str, now: datetime, stored: dict[uuid.UUID, str], existing: Record | None
-                            ) -> SyncResult:
+async def _against_existing(
+    session: AsyncSession,
+    user: CurrentUser,
+    device_id: str,
+    index: int,
+    item: RecordIn,
+    digest: str,
+    now: datetime,
+    stored: dict[uuid.UUID, str],
+    existing: Record | None,
+) -> SyncResult:
     for attempt in range(3):  # a concurrent newer rev can slip in between the read and the conditional update
         if attempt or existing is None:
-            existing = (await session.execute(select(Record).where(Record.id == item.id)
-                                              .execution_options(populate_existing=True))).scalar_one_or_none()
+            existing = (
+                await session.execute(
+                    select(Record).where(Record.id == item.id).execution_options(populate_existing=True)
+                )
+            ).scalar_one_or_none()
         if existing is None:  # the row was inserted by a transaction that then rolled back: insert again
-            done = await session.execute(insert_for(session, Record.__table__)
-                                         .values(_new_row(user, device_id, item, digest, now))
-                                         .on_conflict_do_nothing(index_elements=["id"]).returning(Record.id))
+            done = await session.execute(
+                insert_for(session, Record.__table__)
+                .values(_new_row(user, device_id, item, digest, now))
+                .on_conflict_do_nothing(index_elements=["id"])
+                .returning(Record.id)
+            )
             if done.scalar_one_or_none() is not None:
                 stored[item.id] = "created"
                 return SyncResult(index, str(item.id), "created", rev=item.rev)
@@ -283,36 +420,79 @@ async def _against_existing(session: AsyncSession, user: CurrentUser, device_id:
         if existing.site_id != user.site_id or (user.role == "agent" and existing.agent_id != user.id):
             # Another site's record (a UUID clash), or another agent's: sync applies the rules of
             # GET /api/records/{id}, so nothing about it is shown or changed, not even that it differs.
-            return SyncResult(index, str(item.id), "rejected", rev=item.rev, message="This record id is taken.",
-                              errors={"id": {"code": "taken", "message": "make a new id for this record"}})
+            return SyncResult(
+                index,
+                str(item.id),
+                "rejected",
+                rev=item.rev,
+                message="This record id is taken.",
+                errors={"id": {"code": "taken", "message": "make a new id for this record"}},
+            )
         if item.rev == existing.rev and digest == existing.content_hash:
-            return SyncResult(index, str(item.id), "duplicate", rev=existing.rev, receipt=existing.receipt,
-                              received_at=existing.received_at)
+            return SyncResult(
+                index,
+                str(item.id),
+                "duplicate",
+                rev=existing.rev,
+                receipt=existing.receipt,
+                received_at=existing.received_at,
+            )
         if item.rev <= existing.rev:
-            return SyncResult(index, str(item.id), "conflict", rev=existing.rev, server=record_out(existing),
-                              message="The server holds another version of this record.")
+            return SyncResult(
+                index,
+                str(item.id),
+                "conflict",
+                rev=existing.rev,
+                server=record_out(existing),
+                message="The server holds another version of this record.",
+            )
         done = await session.execute(
-            update(Record).where(Record.id == item.id, Record.rev < item.rev).values(
-                rev=item.rev, data=item.data, content_hash=digest, form=item.form, form_version=item.form_version,
-                incident_id=item.incident_id, captured_at=item.captured_at, updated_at=now, device_id=device_id,
-                receipt=new_receipt(), source=item.source, sheet_id=item.sheet_id, sheet_row=item.sheet_row)
-            .returning(Record.id).execution_options(synchronize_session=False))
+            update(Record)
+            .where(Record.id == item.id, Record.rev < item.rev)
+            .values(
+                rev=item.rev,
+                data=item.data,
+                content_hash=digest,
+                form=item.form,
+                form_version=item.form_version,
+                incident_id=item.incident_id,
+                captured_at=item.captured_at,
+                updated_at=now,
+                device_id=device_id,
+                receipt=new_receipt(),
+                source=item.source,
+                sheet_id=item.sheet_id,
+                sheet_row=item.sheet_row,
+            )
+            .returning(Record.id)
+            .execution_options(synchronize_session=False)
+        )
         if done.scalar_one_or_none() is not None:
             stored.setdefault(item.id, "updated")
             return SyncResult(index, str(item.id), "updated", rev=item.rev)
-    raise Problem(503, "This record changed too often while storing; please retry.", headers={"Retry-After": "2"})
+    raise Problem(
+        503, "This record changed too often while storing; please retry.", headers={"Retry-After": "2"}
+    )
 
 
-@post("/api/sync", summary="Upload queued records; get per-record outcomes and changes since the cursor",
-      status_code=200)
+@post(
+    "/api/sync",
+    summary="Upload queued records; get per-record outcomes and changes since the cursor",
+    status_code=200,
+)
 async def sync(request: Request[CurrentUser, str, Any], db: AsyncSession, data: SyncIn) -> SyncOut:
     settings = request.app.state.settings
     if len(data.records) > settings.sync_max_records:
-        raise Problem(413, f"Too many records in one batch: {len(data.records)}; send at most "
-                           f"{settings.sync_max_records} per request.", max_records=settings.sync_max_records)
+        raise Problem(
+            413,
+            f"Too many records in one batch: {len(data.records)}; send at most "
+            f"{settings.sync_max_records} per request.",
+            max_records=settings.sync_max_records,
+        )
     now = await clock.now(request.app, db)
-    results = await store_batch(db, request.user, data.device_id, data.records,
-                                hooks=request.app.state.record_hooks, now=now)
+    results = await store_batch(
+        db, request.user, data.device_id, data.records, hooks=request.app.state.record_hooks, now=now
+    )
     changes, cursor, more = await changes_since(db, request.user, data.cursor)
     # Committed by the request's transaction before the answer is sent: an acknowledged record is a committed one.
     return SyncOut(results, [ChangeOut(**c) for c in changes], cursor, more, now)

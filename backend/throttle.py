@@ -38,8 +38,10 @@ _dummy: list[str] = []
 
 class LoginFailure(Base):
     __tablename__ = "login_failures"
-    __table_args__ = (Index("ix_login_failures_username_at", "username", "at"),
-                      Index("ix_login_failures_address_at", "address", "at"))
+    __table_args__ = (
+        Index("ix_login_failures_username_at", "username", "at"),
+        Index("ix_login_failures_address_at", "address", "at"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64))
     address: Mapped[str] = mapped_column(String(64))
@@ -62,21 +64,40 @@ async def reserve(session: AsyncSession, username: str, address: str) -> int | N
     since = now - FAIL_WINDOW
     if is_postgresql(session):
         for key in sorted({f"u:{username}", f"a:{address}"}):
-            await session.execute(text("SELECT pg_advisory_xact_lock(:c, hashtext(:k))"),
-                                  {"c": LOCK_CLASS, "k": key})
-    by_user = (select(func.count()).select_from(LoginFailure)
-               .where(LoginFailure.username == username, LoginFailure.at > since).scalar_subquery())
-    by_address = (select(func.count()).select_from(LoginFailure)
-                  .where(LoginFailure.address == address, LoginFailure.at > since).scalar_subquery())
-    known = exists().where(LoginAddress.username == username, LoginAddress.address == address,
-                           LoginAddress.last_at > now - KNOWN_FOR)
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:c, hashtext(:k))"), {"c": LOCK_CLASS, "k": key}
+            )
+    by_user = (
+        select(func.count())
+        .select_from(LoginFailure)
+        .where(LoginFailure.username == username, LoginFailure.at > since)
+        .scalar_subquery()
+    )
+    by_address = (
+        select(func.count())
+        .select_from(LoginFailure)
+        .where(LoginFailure.address == address, LoginFailure.at > since)
+        .scalar_subquery()
+    )
+    known = exists().where(
+        LoginAddress.username == username,
+        LoginAddress.address == address,
+        LoginAddress.last_at > now - KNOWN_FOR,
+    )
     allowed = select(literal(username), literal(address), literal(now, UTCDateTime)).where(
-        by_user < FAILS_PER_USER, or_(by_address < FAILS_PER_ADDRESS, known))
-    statement = (table_of(LoginFailure).insert()
-                 .from_select(["username", "address", "at"], allowed).returning(LoginFailure.id))
+        by_user < FAILS_PER_USER, or_(by_address < FAILS_PER_ADDRESS, known)
+    )
+    statement = (
+        table_of(LoginFailure)
+        .insert()
+        .from_select(["username", "address", "at"], allowed)
+        .returning(LoginFailure.id)
+    )
     reserved = (await session.execute(statement)).scalar_one_or_none()
     # Failures older than the window no longer count: this address's go (the index on address, at).
-    await session.execute(delete(LoginFailure).where(LoginFailure.address == address, LoginFailure.at <= since))
+    await session.execute(
+        delete(LoginFailure).where(LoginFailure.address == address, LoginFailure.at <= since)
+    )
     await session.commit()
     return reserved
 
@@ -86,10 +107,12 @@ async def succeeded(session: AsyncSession, username: str, address: str) -> None:
     now = utcnow()
     await session.execute(delete(LoginFailure).where(LoginFailure.username == username))
     upsert = insert_for(session, LoginAddress).values(username=username, address=address, last_at=now)
-    await session.execute(upsert.on_conflict_do_update(index_elements=["username", "address"],
-                                                       set_={"last_at": now}))
-    await session.execute(delete(LoginAddress).where(LoginAddress.username == username,
-                                                     LoginAddress.last_at < now - KNOWN_FOR))
+    await session.execute(
+        upsert.on_conflict_do_update(index_elements=["username", "address"], set_={"last_at": now})
+    )
+    await session.execute(
+        delete(LoginAddress).where(LoginAddress.username == username, LoginAddress.last_at < now - KNOWN_FOR)
+    )
 
 
 def _limiter(state: State) -> anyio.CapacityLimiter:

@@ -42,8 +42,15 @@ class IncidentEvent(Base):
     data: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
-async def add_event(session: AsyncSession, incident_id: int, kind: str, actor_id: int | None,
-                    data: dict[str, Any] | None = None, *, at: datetime) -> IncidentEvent:
+async def add_event(
+    session: AsyncSession,
+    incident_id: int,
+    kind: str,
+    actor_id: int | None,
+    data: dict[str, Any] | None = None,
+    *,
+    at: datetime,
+) -> IncidentEvent:
     """Append one event (the caller's transaction commits it)."""
     event = IncidentEvent(incident_id=incident_id, kind=kind, actor_id=actor_id, data=data or {}, at=at)
     session.add(event)
@@ -54,9 +61,19 @@ async def add_event(session: AsyncSession, incident_id: int, kind: str, actor_id
 async def timeline(session: AsyncSession, incident_id: int, after: int = 0, limit: int = 1000) -> list[dict]:
     """[{"id", "at", "kind", "actor": {"id", "name"} | None, "data"}], oldest first."""
     rows = await session.execute(
-        select(IncidentEvent, User.display_name).outerjoin(User, User.id == IncidentEvent.actor_id)
+        select(IncidentEvent, User.display_name)
+        .outerjoin(User, User.id == IncidentEvent.actor_id)
         .where(IncidentEvent.incident_id == incident_id, IncidentEvent.id > after)
-        .order_by(IncidentEvent.id).limit(limit))
-    return [{"id": e.id, "at": e.at, "kind": e.kind,
-             "actor": {"id": e.actor_id, "name": name} if e.actor_id else None, "data": e.data}
-            for e, name in rows.all()]
+        .order_by(IncidentEvent.id)
+        .limit(limit)
+    )
+    return [
+        {
+            "id": e.id,
+            "at": e.at,
+            "kind": e.kind,
+            "actor": {"id": e.actor_id, "name": name} if e.actor_id else None,
+            "data": e.data,
+        }
+        for e, name in rows.all()
+    ]

@@ -73,8 +73,14 @@ async def stop(tasks: Sequence[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def claim(session: AsyncSession, key: Any, due: Sequence[Any], order_by: Sequence[Any], limit: int,
-                values: dict[str, Any]) -> list[Any]:
+async def claim(
+    session: AsyncSession,
+    key: Any,
+    due: Sequence[Any],
+    order_by: Sequence[Any],
+    limit: int,
+    values: dict[str, Any],
+) -> list[Any]:
     """Mark up to `limit` rows matching `due` with `values` and return their keys, exactly once across processes.
 
     On PostgreSQL the inner SELECT locks the rows it picks with SKIP LOCKED, so a second process skips them and
@@ -83,6 +89,7 @@ async def claim(session: AsyncSession, key: Any, due: Sequence[Any], order_by: S
     pick = select(key).where(*due).order_by(*order_by).limit(limit)
     if is_postgresql(session):
         pick = pick.with_for_update(skip_locked=True)
-    result = await session.execute(update(key.class_).where(key.in_(pick.scalar_subquery()), *due)
-                                   .values(**values).returning(key))
+    result = await session.execute(
+        update(key.class_).where(key.in_(pick.scalar_subquery()), *due).values(**values).returning(key)
+    )
     return list(result.scalars())

@@ -23,18 +23,25 @@ MB = 1024 * 1024
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--devices", type=int, default=500, help="devices in the recovery burst (500)")
     parser.add_argument("--records", type=int, default=100, help="queued records per device (100)")
     parser.add_argument("--concurrent", type=int, default=50, help="devices for the batch p99 figure (50)")
     parser.add_argument("--rounds", type=int, default=6, help="100-record batches per device for the p99 (6)")
     parser.add_argument("--backends", default="sqlite,postgresql", help="sqlite,postgresql")
-    parser.add_argument("--postgres-url", default=os.environ.get("TEST_POSTGRES_URL")
-                        or "postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/postgres",
+    )
     parser.add_argument("--push", type=int, default=1000, help="push subscriptions for the fan-out (1000)")
-    parser.add_argument("--rtt", type=float, default=0.05,
-                        help="push service round trip for the second fan-out row, seconds (0.05)")
+    parser.add_argument(
+        "--rtt",
+        type=float,
+        default=0.05,
+        help="push service round trip for the second fan-out row, seconds (0.05)",
+    )
     parser.add_argument("--steps", type=int, default=200, help="escalation rungs to fire (200)")
     parser.add_argument("--runs", type=int, default=7, help="cold starts per mode (7)")
     parser.add_argument("--only", default=",".join(PARTS), help="comma-separated: " + ",".join(PARTS))
@@ -44,8 +51,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def machine() -> str:
     free = subprocess.run(["free", "-h"], capture_output=True, text=True).stdout.splitlines()
     memory = free[1].split()[1] if len(free) > 1 else "?"
-    return f"{os.cpu_count()} cores (nproc {os.cpu_count()}), {memory} RAM, {platform.system()} {platform.machine()}, " \
-           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}"
+    return (
+        f"{os.cpu_count()} cores (nproc {os.cpu_count()}), {memory} RAM, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}"
+    )
 
 
 class Table:
@@ -53,15 +62,25 @@ class Table:
         self.rows: list[tuple[str, str, str, str, str, str]] = []
 
     def add(self, figure: str, value: str, baseline: str, ratio: float | None, target: str, met: bool | None):
-        self.rows.append((figure, value, baseline, "—" if ratio is None else f"{ratio:.2f}×", target,
-                          "—" if met is None else ("yes" if met else "NO")))
+        self.rows.append(
+            (
+                figure,
+                value,
+                baseline,
+                "—" if ratio is None else f"{ratio:.2f}×",
+                target,
+                "—" if met is None else ("yes" if met else "NO"),
+            )
+        )
 
     def render(self) -> str:
         head = ("figure", "value", "baseline", "ratio", "target", "met?")
         rows = [head] + self.rows
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
-        return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows[1:]])
+        return "\n".join(
+            [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows[1:]]
+        )
 
 
 def ms(seconds: float) -> str:
@@ -80,22 +99,56 @@ def main(argv: list[str]) -> int:
 
         for backend in args.backends.split(","):
             log(f"recovery burst on {backend}…")
-            r = run_burst(backend, args.devices, args.records, postgres_admin=args.postgres_url, log=log,
-                          concurrent_p99=args.concurrent, p99_rounds=args.rounds)
+            r = run_burst(
+                backend,
+                args.devices,
+                args.records,
+                postgres_admin=args.postgres_url,
+                log=log,
+                concurrent_p99=args.concurrent,
+                p99_rounds=args.rounds,
+            )
             total = r.devices * r.records
-            table.add(f"{backend}: ingest, {r.devices} devices × {r.records} records", f"{r.rate:,.0f} rec/s",
-                      f"{r.raw_rate:,.0f} rows/s raw executemany", r.rate / r.raw_rate, "≥ 0.50× raw",
-                      r.rate >= 0.5 * r.raw_rate)
-            table.add(f"{backend}: exactly-once after the burst", f"{r.stored:,} stored, {r.duplicates} dup",
-                      f"{total:,} sent", r.stored / total, "= sent, 0 dup", r.stored == total and not r.duplicates)
-            table.add(f"{backend}: batch p50 / p99, {r.devices} devices at once",
-                      f"{ms(r.p50)} / {ms(r.p99)}", f"{ms(r.single_batch)} one device alone",
-                      r.p99 / r.single_batch, "—", None)
-            table.add(f"{backend}: 100-record batch p99, {args.concurrent} devices at once",
-                      f"{ms(r.p99_50)} (p50 {ms(r.p50_50)})", f"{ms(r.single_batch)} one device alone",
-                      r.p99_50 / r.single_batch, "≤ 150 ms", r.p99_50 <= 0.150)
-            table.add(f"{backend}: server peak RSS", f"{r.peak_rss / MB:.0f} MB", f"{r.idle_rss / MB:.0f} MB idle",
-                      r.peak_rss / r.idle_rss, "≤ 150 MB", r.peak_rss <= 150 * MB)
+            table.add(
+                f"{backend}: ingest, {r.devices} devices × {r.records} records",
+                f"{r.rate:,.0f} rec/s",
+                f"{r.raw_rate:,.0f} rows/s raw executemany",
+                r.rate / r.raw_rate,
+                "≥ 0.50× raw",
+                r.rate >= 0.5 * r.raw_rate,
+            )
+            table.add(
+                f"{backend}: exactly-once after the burst",
+                f"{r.stored:,} stored, {r.duplicates} dup",
+                f"{total:,} sent",
+                r.stored / total,
+                "= sent, 0 dup",
+                r.stored == total and not r.duplicates,
+            )
+            table.add(
+                f"{backend}: batch p50 / p99, {r.devices} devices at once",
+                f"{ms(r.p50)} / {ms(r.p99)}",
+                f"{ms(r.single_batch)} one device alone",
+                r.p99 / r.single_batch,
+                "—",
+                None,
+            )
+            table.add(
+                f"{backend}: 100-record batch p99, {args.concurrent} devices at once",
+                f"{ms(r.p99_50)} (p50 {ms(r.p50_50)})",
+                f"{ms(r.single_batch)} one device alone",
+                r.p99_50 / r.single_batch,
+                "≤ 150 ms",
+                r.p99_50 <= 0.150,
+            )
+            table.add(
+                f"{backend}: server peak RSS",
+                f"{r.peak_rss / MB:.0f} MB",
+                f"{r.idle_rss / MB:.0f} MB idle",
+                r.peak_rss / r.idle_rss,
+                "≤ 150 MB",
+                r.peak_rss <= 150 * MB,
+            )
 
     if "fanout" in parts:
         from .fanout import run_fanout
@@ -103,32 +156,55 @@ def main(argv: list[str]) -> int:
         for rtt in (0.0, args.rtt):
             log(f"push fan-out to {args.push} subscriptions, receiver round trip {rtt * 1000:.0f} ms…")
             f = run_fanout(args.push, delay=rtt, baseline_count=args.push if not rtt else min(args.push, 200))
-            table.add(f"push fan-out, {f.subscriptions} subscriptions, {rtt * 1000:.0f} ms push-service RTT",
-                      f"{f.rate:,.0f} msg/s ({f.seconds:.1f} s)", f"{f.baseline_rate:,.0f} msg/s sequential loop",
-                      f.rate / f.baseline_rate, "≥ 10×", f.rate >= 10 * f.baseline_rate)
+            table.add(
+                f"push fan-out, {f.subscriptions} subscriptions, {rtt * 1000:.0f} ms push-service RTT",
+                f"{f.rate:,.0f} msg/s ({f.seconds:.1f} s)",
+                f"{f.baseline_rate:,.0f} msg/s sequential loop",
+                f.rate / f.baseline_rate,
+                "≥ 10×",
+                f.rate >= 10 * f.baseline_rate,
+            )
 
     if "escalation" in parts:
         from .escalation_lateness import run_lateness
 
         log(f"escalation lateness over {args.steps} drill rungs…")
         e = run_lateness(args.steps)
-        table.add(f"escalation lateness, {e.steps} drill rungs (p50 / p99 / max)",
-                  f"{ms(e.p50)} / {ms(e.p99)} / {ms(e.worst)}", f"{ms(e.poll)} poll interval", e.worst / e.poll,
-                  "≤ 1 s late", e.worst <= 1.0)
+        table.add(
+            f"escalation lateness, {e.steps} drill rungs (p50 / p99 / max)",
+            f"{ms(e.p50)} / {ms(e.p99)} / {ms(e.worst)}",
+            f"{ms(e.poll)} poll interval",
+            e.worst / e.poll,
+            "≤ 1 s late",
+            e.worst <= 1.0,
+        )
 
     if "coldstart" in parts:
         from .coldstart import run_coldstart
 
         log("offline cold start in Chromium…")
         c = run_coldstart(args.runs)
-        table.add(f"offline cold start to call-record form (median of {c.runs})", f"{c.offline_ms:.0f} ms",
-                  f"{c.online_ms:.0f} ms same, online", c.offline_ms / c.online_ms, "≤ 300 ms", c.offline_ms <= 300)
-        table.add(f"app shell download (sw.js + precache, {c.shell_files} files)", f"{c.shell_wire / 1024:.0f} KB",
-                  f"{c.shell_bytes / 1024:.0f} KB uncompressed", c.shell_wire / c.shell_bytes, "≤ 150 KB",
-                  c.shell_wire <= 150 * 1024)
+        table.add(
+            f"offline cold start to call-record form (median of {c.runs})",
+            f"{c.offline_ms:.0f} ms",
+            f"{c.online_ms:.0f} ms same, online",
+            c.offline_ms / c.online_ms,
+            "≤ 300 ms",
+            c.offline_ms <= 300,
+        )
+        table.add(
+            f"app shell download (sw.js + precache, {c.shell_files} files)",
+            f"{c.shell_wire / 1024:.0f} KB",
+            f"{c.shell_bytes / 1024:.0f} KB uncompressed",
+            c.shell_wire / c.shell_bytes,
+            "≤ 150 KB",
+            c.shell_wire <= 150 * 1024,
+        )
 
-    print(f"\nOutage Desk benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}, "
-          f"{time.monotonic() - started:.0f} s\n")
+    print(
+        f"\nOutage Desk benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}, "
+        f"{time.monotonic() - started:.0f} s\n"
+    )
     print(table.render())
     return 0
 

@@ -80,8 +80,15 @@ def run_coldstart(runs: int = 7) -> ColdStartResult:
         try:
             wire, size, files = shell_bytes(server.base)
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-                    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+                browser = playwright.chromium.launch(
+                    executable_path=CHROMIUM,
+                    args=[
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--disable-background-networking",
+                        "--no-first-run",
+                    ],
+                )
                 try:
                     context = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN")
                     context.set_default_timeout(30000)

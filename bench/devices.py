@@ -24,11 +24,22 @@ STORED = ("created", "duplicate", "updated")
 
 def call_record(n: int, device: str) -> dict[str, Any]:
     """A valid call-record (form version 1) as a device makes it."""
-    return {"id": str(uuid.uuid4()), "form": "call-record", "form_version": 1, "rev": 1,
-            "captured_at": datetime.now(UTC).isoformat(),
-            "data": {"called_at": "2026-11-23T10:00:00+08:00", "caller_name": f"客户{n}",
-                     "phone": f"1380000{n % 10000:04d}", "category": "fault_report", "urgency": "normal",
-                     "details": f"{device} 断电期间来电 {n}：查询订单，承诺回电", "callback_promised": False}}
+    return {
+        "id": str(uuid.uuid4()),
+        "form": "call-record",
+        "form_version": 1,
+        "rev": 1,
+        "captured_at": datetime.now(UTC).isoformat(),
+        "data": {
+            "called_at": "2026-11-23T10:00:00+08:00",
+            "caller_name": f"客户{n}",
+            "phone": f"1380000{n % 10000:04d}",
+            "category": "fault_report",
+            "urgency": "normal",
+            "details": f"{device} 断电期间来电 {n}：查询订单，承诺回电",
+            "callback_promised": False,
+        },
+    }
 
 
 @dataclass
@@ -42,16 +53,20 @@ class Device:
     statuses: list[int] = field(default_factory=list)  # every non-200 answer seen
 
 
-async def upload(http: aiohttp.ClientSession, base: str, device: Device, *, deadline: float,
-                 batch: int = BATCH) -> None:
+async def upload(
+    http: aiohttp.ClientSession, base: str, device: Device, *, deadline: float, batch: int = BATCH
+) -> None:
     """Send the queue until it is empty or the deadline passes (then the rest simply stays queued)."""
     attempt = 0
     while device.queue and time.monotonic() < deadline:
         chunk = device.queue[:batch]
         started = time.perf_counter()
         try:
-            async with http.post(f"{base}/api/sync", json={"device_id": device.device_id, "records": chunk},
-                                 headers={"Authorization": f"Bearer {device.token}"}) as response:
+            async with http.post(
+                f"{base}/api/sync",
+                json={"device_id": device.device_id, "records": chunk},
+                headers={"Authorization": f"Bearer {device.token}"},
+            ) as response:
                 status = response.status
                 body = await response.json(content_type=None) if status == 200 else await response.read()
         except (aiohttp.ClientError, TimeoutError, OSError):
@@ -77,8 +92,14 @@ async def upload(http: aiohttp.ClientSession, base: str, device: Device, *, dead
         await asyncio.sleep(min(0.2 * 2 ** min(attempt, 5), 3) * random.uniform(0.5, 1.0))
 
 
-async def upload_all(base: str, devices: list[Device], *, timeout: float = 600, batch: int = BATCH,
-                     connections: int | None = None) -> float:
+async def upload_all(
+    base: str,
+    devices: list[Device],
+    *,
+    timeout: float = 600,
+    batch: int = BATCH,
+    connections: int | None = None,
+) -> float:
     """Every device uploads at once; returns the wall time in seconds."""
     connector = aiohttp.TCPConnector(limit=connections or len(devices), force_close=False)
     deadline = time.monotonic() + timeout
@@ -95,9 +116,16 @@ def make_agents(base: str, admin_token: str, prefix: str, count: int, password: 
     with httpx.Client(base_url=base, timeout=60) as client:
         for n in range(count):
             username = f"{prefix}-a{n}"
-            response = client.post("/api/users", headers=headers,
-                                   json={"username": username, "password": password, "role": "agent",
-                                         "display_name": f"坐席 {n}"})
+            response = client.post(
+                "/api/users",
+                headers=headers,
+                json={
+                    "username": username,
+                    "password": password,
+                    "role": "agent",
+                    "display_name": f"坐席 {n}",
+                },
+            )
             assert response.status_code in (200, 201), response.text
             login = client.post("/api/auth/login", json={"username": username, "password": password})
             login.raise_for_status()
@@ -106,9 +134,14 @@ def make_agents(base: str, admin_token: str, prefix: str, count: int, password: 
 
 
 def make_devices(tokens: list[str], prefix: str, devices: int, records: int) -> list[Device]:
-    return [Device(f"{prefix}-d{d}", tokens[d % len(tokens)],
-                   [call_record(d * records + n, f"{prefix}-d{d}") for n in range(records)])
-            for d in range(devices)]
+    return [
+        Device(
+            f"{prefix}-d{d}",
+            tokens[d % len(tokens)],
+            [call_record(d * records + n, f"{prefix}-d{d}") for n in range(records)],
+        )
+        for d in range(devices)
+    ]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -41,8 +41,9 @@ def run_lateness(steps: int = 200, time_scale: int = 600) -> LatenessResult:
             with httpx.Client(base_url=server.base, headers=headers, timeout=30) as client:
                 ids = []
                 for _ in range(incidents):  # spread over a few seconds, as real declarations would be
-                    response = client.post("/api/incidents", json={"playbook": PLAYBOOK,
-                                                                    "drill": {"time_scale": time_scale}})
+                    response = client.post(
+                        "/api/incidents", json={"playbook": PLAYBOOK, "drill": {"time_scale": time_scale}}
+                    )
                     assert response.status_code in (200, 201), response.text
                     ids.append(response.json()["id"])
                     time.sleep(0.03)
@@ -54,10 +55,16 @@ def run_lateness(steps: int = 200, time_scale: int = 600) -> LatenessResult:
                         ladder = client.get(f"/api/incidents/{incident_id}").json()["ladder"]
                         if all(r["status"] == "fired" for r in ladder):
                             break
-                        assert time.monotonic() < deadline, f"incident {incident_id}: rungs never fired {ladder}"
+                        assert time.monotonic() < deadline, (
+                            f"incident {incident_id}: rungs never fired {ladder}"
+                        )
                         time.sleep(0.5)
-                    late += [(datetime.fromisoformat(r["fired_at"]) - datetime.fromisoformat(r["due_at"]))
-                             .total_seconds() for r in ladder]
+                    late += [
+                        (
+                            datetime.fromisoformat(r["fired_at"]) - datetime.fromisoformat(r["due_at"])
+                        ).total_seconds()
+                        for r in ladder
+                    ]
         finally:
             server.stop()
     late = late[:steps]

@@ -39,18 +39,22 @@ class FanoutResult:
     baseline_rate: float
 
 
-def run_fanout(subscriptions: int = 1000, delay: float = 0.0, baseline_count: int | None = None) -> FanoutResult:
+def run_fanout(
+    subscriptions: int = 1000, delay: float = 0.0, baseline_count: int | None = None
+) -> FanoutResult:
     """delay: seconds the receiver waits before answering, like a real push service's round trip (a real
     one is tens to hundreds of ms away; loopback is ~0). The baseline loop may cover fewer subscriptions
     (baseline_count) to save time: its rate is per message."""
     with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'push.db'}"
         upgrade(url)
-        settings = load_settings(database_url=url, secret_key="bench", vapid_key_path=Path(tmp) / "vapid.pem",
-                                 run_workers=False)
+        settings = load_settings(
+            database_url=url, secret_key="bench", vapid_key_path=Path(tmp) / "vapid.pem", run_workers=False
+        )
         parent, child = multiprocessing.get_context("spawn").Pipe()
-        receiver = multiprocessing.get_context("spawn").Process(target=_receiver_process, args=(child, subscriptions, delay),
-                                                                daemon=True)
+        receiver = multiprocessing.get_context("spawn").Process(
+            target=_receiver_process, args=(child, subscriptions, delay), daemon=True
+        )
         receiver.start()
         try:
             return asyncio.run(_fanout(settings, parent, parent.recv(), baseline_count or subscriptions))
@@ -96,31 +100,59 @@ def _received(pipe, clear: bool = False) -> tuple[int, bool]:
 async def _fanout(settings, receiver, subs: list[dict], baseline_count: int) -> FanoutResult:
     count = len(subs)
     engine = make_engine(settings.database_url)
-    state = SimpleNamespace(settings=settings, sessionmaker=sessionmaker(engine), vapid=push.vapid_key(settings))
+    state = SimpleNamespace(
+        settings=settings, sessionmaker=sessionmaker(engine), vapid=push.vapid_key(settings)
+    )
     now = datetime.now(UTC)
     async with state.sessionmaker() as session:
         await load_defaults(session)
-        user = await create_user(session, "bench-lead", "lead", "bench-push", "bench-pass-1", "值班组长", None)
-        session.add_all([push.PushSubscription(site_id=user.site_id, user_id=user.id, endpoint=s["endpoint"],
-                                               p256dh=s["keys"]["p256dh"], auth=s["keys"]["auth"], created_at=now,
-                                               last_seen_at=now) for s in subs])
+        user = await create_user(
+            session, "bench-lead", "lead", "bench-push", "bench-pass-1", "值班组长", None
+        )
+        session.add_all(
+            [
+                push.PushSubscription(
+                    site_id=user.site_id,
+                    user_id=user.id,
+                    endpoint=s["endpoint"],
+                    p256dh=s["keys"]["p256dh"],
+                    auth=s["keys"]["auth"],
+                    created_at=now,
+                    last_seen_at=now,
+                )
+                for s in subs
+            ]
+        )
         await session.commit()
 
     # Baseline: what a naive sender does, one request after another.
     payload = '{"v":1,"title":{"zh-CN":"升级：停电","en":"Escalation: power outage"},"body":{}}'
     started = time.perf_counter()
     for s in subs[:baseline_count]:
-        webpush(s, data=payload, vapid_private_key=state.vapid, vapid_claims={"sub": settings.vapid_subject},
-                ttl=3600, timeout=10, headers={"Urgency": "high"})
+        webpush(
+            s,
+            data=payload,
+            vapid_private_key=state.vapid,
+            vapid_claims={"sub": settings.vapid_subject},
+            ttl=3600,
+            timeout=10,
+            headers={"Urgency": "high"},
+        )
     baseline = time.perf_counter() - started
     assert _received(receiver, clear=True) == (baseline_count, True), "the baseline loop lost messages"
 
     state.push_http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=push.SEND_TIMEOUT))
     try:
         async with state.sessionmaker() as session:
-            queued = await notifications.notify(session, user.site_id, ["lead"], {"zh-CN": "升级：停电", "en": "Escalation"},
-                                                     {"zh-CN": "请确认", "en": "Please acknowledge"}, urgency="high",
-                                                     at=datetime.now(UTC))
+            queued = await notifications.notify(
+                session,
+                user.site_id,
+                ["lead"],
+                {"zh-CN": "升级：停电", "en": "Escalation"},
+                {"zh-CN": "请确认", "en": "Please acknowledge"},
+                urgency="high",
+                at=datetime.now(UTC),
+            )
             await session.commit()
         assert queued["deliveries"] == count
         started = time.perf_counter()

@@ -77,16 +77,47 @@ class PeakRSS:
 
 # ---------------------------------------------------------------- the database, directly
 
+
 def _row_values(site_id: int, agent_id: int, device: Device, record: dict[str, Any]) -> dict[str, Any]:
     now = datetime.now(UTC)
-    return {"id": uuid.uuid4(), "site_id": site_id, "device_id": device.device_id + "-raw", "form": record["form"],
-            "form_version": record["form_version"], "agent_id": agent_id, "rev": 1, "data": record["data"],
-            "content_hash": "0" * 64, "captured_at": now, "received_at": now, "updated_at": now,
-            "receipt": "R-RAW0-0000", "seq": 0, "source": "device", "reentry_status": "pending"}
+    return {
+        "id": uuid.uuid4(),
+        "site_id": site_id,
+        "device_id": device.device_id + "-raw",
+        "form": record["form"],
+        "form_version": record["form_version"],
+        "agent_id": agent_id,
+        "rev": 1,
+        "data": record["data"],
+        "content_hash": "0" * 64,
+        "captured_at": now,
+        "received_at": now,
+        "updated_at": now,
+        "receipt": "R-RAW0-0000",
+        "seq": 0,
+        "source": "device",
+        "reentry_status": "pending",
+    }
 
 
-COLUMNS = ["id", "site_id", "device_id", "form", "form_version", "agent_id", "rev", "data", "content_hash",
-           "captured_at", "received_at", "updated_at", "receipt", "seq", "source", "reentry_status"]
+COLUMNS = [
+    "id",
+    "site_id",
+    "device_id",
+    "form",
+    "form_version",
+    "agent_id",
+    "rev",
+    "data",
+    "content_hash",
+    "captured_at",
+    "received_at",
+    "updated_at",
+    "receipt",
+    "seq",
+    "source",
+    "reentry_status",
+]
 
 
 class Database:
@@ -99,8 +130,13 @@ class Database:
     async def _pg(self):
         import asyncpg
 
-        return await asyncpg.connect(host=self.url.host, port=self.url.port or 5432, user=self.url.username,
-                                     password=self.url.password, database=self.url.database)
+        return await asyncpg.connect(
+            host=self.url.host,
+            port=self.url.port or 5432,
+            user=self.url.username,
+            password=self.url.password,
+            database=self.url.database,
+        )
 
     async def fetch(self, sql: str, *args: Any) -> list[tuple]:
         if self.dialect == "sqlite":
@@ -130,10 +166,17 @@ class Database:
                 seconds = time.perf_counter() - started
                 conn.execute("DELETE FROM records WHERE device_id LIKE '%-raw'")
             return total / seconds
-        sql = (f"INSERT INTO records ({', '.join(COLUMNS)}) VALUES "
-               f"({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})")
-        prepared = [[tuple(json.dumps(row[c], ensure_ascii=False) if c == "data" else row[c] for c in COLUMNS)
-                     for row in b] for b in batches]
+        sql = (
+            f"INSERT INTO records ({', '.join(COLUMNS)}) VALUES "
+            f"({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})"
+        )
+        prepared = [
+            [
+                tuple(json.dumps(row[c], ensure_ascii=False) if c == "data" else row[c] for c in COLUMNS)
+                for row in b
+            ]
+            for b in batches
+        ]
         conn = await self._pg()
         try:
             started = time.perf_counter()
@@ -163,19 +206,29 @@ def _sqlite_value(value: Any) -> Any:
 
 # ---------------------------------------------------------------- one backend
 
+
 def check_exactly_once(sent: set[str], stored: list[str]) -> tuple[int, int]:
     """(stored count, duplicates); raises if any acknowledged record is missing or unknown ones appear."""
     duplicates = len(stored) - len(set(stored))
     missing = sent - set(stored)
     extra = set(stored) - sent
     if missing or extra or duplicates:
-        raise AssertionError(f"exactly-once broken: {len(missing)} missing, {len(extra)} unknown, "
-                             f"{duplicates} duplicated")
+        raise AssertionError(
+            f"exactly-once broken: {len(missing)} missing, {len(extra)} unknown, {duplicates} duplicated"
+        )
     return len(stored), duplicates
 
 
-def run_burst(backend: str, devices: int, records: int, *, postgres_admin: str | None, log=print,
-              concurrent_p99: int = 50, p99_rounds: int = 6) -> BurstResult:
+def run_burst(
+    backend: str,
+    devices: int,
+    records: int,
+    *,
+    postgres_admin: str | None,
+    log=print,
+    concurrent_p99: int = 50,
+    p99_rounds: int = 6,
+) -> BurstResult:
     with tempfile.TemporaryDirectory(prefix=f"bench-{backend}-") as tmp:
         url = None
         if backend == "postgresql":
@@ -194,8 +247,15 @@ def run_burst(backend: str, devices: int, records: int, *, postgres_admin: str |
                 drop_postgres_database(postgres_admin, url)
 
 
-async def _burst(server: ServerProcess, backend: str, n_devices: int, n_records: int, log, concurrent_p99: int,
-                 p99_rounds: int) -> BurstResult:
+async def _burst(
+    server: ServerProcess,
+    backend: str,
+    n_devices: int,
+    n_records: int,
+    log,
+    concurrent_p99: int,
+    p99_rounds: int,
+) -> BurstResult:
     users = await asyncio.to_thread(server.add_users, "bench", ("agent", "admin"))
     await asyncio.to_thread(server.start)
     admin = server.login(users["admin"])
@@ -227,7 +287,21 @@ async def _burst(server: ServerProcess, backend: str, n_devices: int, n_records:
     stored, duplicates = check_exactly_once(sent, await db.stored_ids("burst-"))
     latencies = [x for d in devices for x in d.latencies]
     few_latencies = [x for d in few for x in d.latencies]
-    return BurstResult(backend, n_devices, n_records, seconds, len(sent) / seconds, percentile(latencies, 50),
-                       percentile(latencies, 99), rss.peak, raw_rate, stored, duplicates,
-                       sum(d.retries for d in devices), percentile(few_latencies, 99), percentile(few_latencies, 50),
-                       single, idle_rss)
+    return BurstResult(
+        backend,
+        n_devices,
+        n_records,
+        seconds,
+        len(sent) / seconds,
+        percentile(latencies, 50),
+        percentile(latencies, 99),
+        rss.peak,
+        raw_rate,
+        stored,
+        duplicates,
+        sum(d.retries for d in devices),
+        percentile(few_latencies, 99),
+        percentile(few_latencies, 50),
+        single,
+        idle_rss,
+    )

@@ -24,21 +24,36 @@ from tests.servers import ServerProcess
 
 
 def call_record(n: int, callback: bool = True) -> dict:
-    return {"id": str(uuid.uuid4()), "form": "call-record", "form_version": 1, "rev": 1,
-            "captured_at": "2026-11-23T10:00:00+08:00",
-            "data": {"called_at": "2026-11-23T10:00:00+08:00", "caller_name": f"客户{n}",
-                     "phone": f"138{n:08d}", "category": "order_billing", "urgency": "normal",
-                     "details": f"系统故障期间来电，查询订单 {n}，承诺两小时内回电。", "callback_promised": callback,
-                     "callback_due": "2026-11-23T12:00:00+08:00"}}
+    return {
+        "id": str(uuid.uuid4()),
+        "form": "call-record",
+        "form_version": 1,
+        "rev": 1,
+        "captured_at": "2026-11-23T10:00:00+08:00",
+        "data": {
+            "called_at": "2026-11-23T10:00:00+08:00",
+            "caller_name": f"客户{n}",
+            "phone": f"138{n:08d}",
+            "category": "order_billing",
+            "urgency": "normal",
+            "details": f"系统故障期间来电，查询订单 {n}，承诺两小时内回电。",
+            "callback_promised": callback,
+            "callback_due": "2026-11-23T12:00:00+08:00",
+        },
+    }
 
 
 async def upload(base: str, token: str, device: str, records: list[dict], batch: int) -> dict[str, int]:
     outcomes: dict[str, int] = {}
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120
+    ) as client:
         cursor = None
         for start in range(0, len(records), batch):
-            response = await client.post("/api/sync", json={"device_id": device, "cursor": cursor,
-                                                            "records": records[start:start + batch]})
+            response = await client.post(
+                "/api/sync",
+                json={"device_id": device, "cursor": cursor, "records": records[start : start + batch]},
+            )
             response.raise_for_status()
             body = response.json()
             cursor = body["cursor"]
@@ -49,8 +64,12 @@ async def upload(base: str, token: str, device: str, records: list[dict], batch:
 
 async def run_round(base: str, tokens: list[str], shares: list[list[dict]], batch: int) -> tuple[float, dict]:
     started = time.perf_counter()
-    results = await asyncio.gather(*[upload(base, token, f"bench-{i}", share, batch)
-                                     for i, (token, share) in enumerate(zip(tokens, shares, strict=True))])
+    results = await asyncio.gather(
+        *[
+            upload(base, token, f"bench-{i}", share, batch)
+            for i, (token, share) in enumerate(zip(tokens, shares, strict=True))
+        ]
+    )
     elapsed = time.perf_counter() - started
     total: dict[str, int] = {}
     for outcome in results:
@@ -60,7 +79,9 @@ async def run_round(base: str, tokens: list[str], shares: list[list[dict]], batc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--devices", type=int, default=4)
     parser.add_argument("--batch", type=int, default=100)
@@ -76,10 +97,12 @@ def main() -> None:
         try:
             tokens = [server.login(name) for name in names]
             records = [call_record(n, callback=not args.no_callback) for n in range(args.records)]
-            shares = [records[i::args.devices] for i in range(args.devices)]
+            shares = [records[i :: args.devices] for i in range(args.devices)]
             database = httpx.get(f"{server.base}/api/health").json()["database"]
             promise = "no callback" if args.no_callback else "each promising a callback"
-            print(f"{args.records} records ({promise}), {args.devices} devices, batches of {args.batch}, {database}")
+            print(
+                f"{args.records} records ({promise}), {args.devices} devices, batches of {args.batch}, {database}"
+            )
             for label in ("first upload", "replay (all duplicates)"):
                 elapsed, outcomes = asyncio.run(run_round(server.base, tokens, shares, args.batch))
                 print(f"  {label:24s} {args.records / elapsed:8.0f} records/s  ({elapsed:.2f} s, {outcomes})")

@@ -17,8 +17,11 @@ config = context.config
 
 
 def database_url() -> str:
-    return config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url") \
+    return (
+        config.attributes.get("database_url")
+        or config.get_main_option("sqlalchemy.url")
         or load_settings().database_url
+    )
 
 
 def do_run_migrations(connection: Connection) -> None:
@@ -26,8 +29,9 @@ def do_run_migrations(connection: Connection) -> None:
     if not is_sqlite:
         # Several app processes may start at once against one PostgreSQL: migrate one at a time.
         connection.execute(text("SELECT pg_advisory_xact_lock(7345001)"))
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=is_sqlite,
-                      compare_type=True)
+    context.configure(
+        connection=connection, target_metadata=target_metadata, render_as_batch=is_sqlite, compare_type=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -41,8 +45,12 @@ async def run_async_migrations() -> None:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=database_url(), target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=database_url().startswith("sqlite"))
+    context.configure(
+        url=database_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=database_url().startswith("sqlite"),
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -51,6 +51,7 @@ def require(condition: bool, what: str) -> None:
 
 # ---------------------------------------------------------------- databases
 
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated database with the default playbooks and forms, once per test session per backend."""
@@ -87,8 +88,13 @@ def settings_for(tmp_path_factory: pytest.TempPathFactory):
 
     def make(database_url: str, **overrides):
         # Push stand-ins listen on 127.0.0.1: allow it (a test of the outbound rules passes outbound_allow="").
-        values = dict(database_url=database_url, secret_key=SECRET, vapid_key_path=var_dir / "vapid.pem",
-                      run_workers=False, outbound_allow="127.0.0.1")
+        values = dict(
+            database_url=database_url,
+            secret_key=SECRET,
+            vapid_key_path=var_dir / "vapid.pem",
+            run_workers=False,
+            outbound_allow="127.0.0.1",
+        )
         values.update(overrides)
         return load_settings(**values)
 
@@ -114,6 +120,7 @@ async def db(database_url: str):
 
 # ---------------------------------------------------------------- sites and users
 
+
 @dataclass
 class TestSite:
     slug: str
@@ -130,8 +137,17 @@ async def make_site(factory, roles=ROLES, prefix: str = "site") -> TestSite:
     async with factory() as session:
         for role in roles:
             username = f"{site.slug}-{role}"
-            user = await create_user(session, username, role, site.slug, PASSWORD, f"{role.title()} {site.slug}",
-                                     "13800000000", password_hash=PASSWORD_HASH, seeders=SITE_SEEDERS)
+            user = await create_user(
+                session,
+                username,
+                role,
+                site.slug,
+                PASSWORD,
+                f"{role.title()} {site.slug}",
+                "13800000000",
+                password_hash=PASSWORD_HASH,
+                seeders=SITE_SEEDERS,
+            )
             token, _ = issue_token(session, SECRET, user.id, timedelta(hours=1))
             site.users[role], site.tokens[role], site.usernames[role] = user.id, token, username
         await session.commit()
@@ -141,6 +157,7 @@ async def make_site(factory, roles=ROLES, prefix: str = "site") -> TestSite:
 @contextlib.contextmanager
 def sync_client_and_site(database_url: str, settings_for, prefix: str):
     """A blocking TestClient on the app and a fresh site, for hypothesis tests (which are not async)."""
+
     async def new_site() -> TestSite:
         engine = make_engine(database_url)
         try:
@@ -166,6 +183,7 @@ async def other_site(db) -> TestSite:
 
 # ---------------------------------------------------------------- live server and browser
 
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The real server (`python -m backend serve`) on a free port with its own SQLite file and a demo site."""
@@ -186,13 +204,23 @@ def browser():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-quic",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         yield browser
         browser.close()
 
 
-ARTIFACTS = Path(os.environ.get("OUTAGE_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("OUTAGE_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts")
+)
 
 
 @pytest.fixture

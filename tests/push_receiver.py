@@ -90,12 +90,23 @@ class PushReceiver:
         endpoint = f"{self.base}/push/{secrets.token_urlsafe(12)}"
         with self.lock:
             self.subscribers[endpoint] = _Subscriber(key, auth)
-        public = key.public_key().public_bytes(serialization.Encoding.X962,
-                                               serialization.PublicFormat.UncompressedPoint)
-        return {"endpoint": endpoint, "expirationTime": None, "keys": {"p256dh": b64url(public), "auth": b64url(auth)}}
+        public = key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        return {
+            "endpoint": endpoint,
+            "expirationTime": None,
+            "keys": {"p256dh": b64url(public), "auth": b64url(auth)},
+        }
 
-    def answer(self, endpoint: str, *statuses: int, retry_after: str | None = None,
-               headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+    def answer(
+        self,
+        endpoint: str,
+        *statuses: int,
+        retry_after: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+    ) -> None:
         """Queue the statuses the next requests to this endpoint get (then 201 again), with these headers
         and body."""
         headers = {**({"Retry-After": retry_after} if retry_after is not None else {}), **(headers or {})}
@@ -104,8 +115,12 @@ class PushReceiver:
 
     def messages(self, endpoint: str | None = None, answered: int | None = None) -> list[Received]:
         with self.lock:
-            return [r for r in self.received if (endpoint is None or r.endpoint == endpoint)
-                    and (answered is None or r.answered == answered)]
+            return [
+                r
+                for r in self.received
+                if (endpoint is None or r.endpoint == endpoint)
+                and (answered is None or r.answered == answered)
+            ]
 
     def wait_for(self, count: int, timeout: float = 10, **filters: Any) -> list[Received]:
         deadline = time.monotonic() + timeout
@@ -122,14 +137,16 @@ class PushReceiver:
         headers = {k.lower(): v for k, v in request.headers.items()}
         with self.lock:
             subscriber = self.subscribers.get(endpoint)
-            status, extra, reply = (subscriber.answers.pop(0) if subscriber and subscriber.answers
-                                    else (201, {}, b""))
+            status, extra, reply = (
+                subscriber.answers.pop(0) if subscriber and subscriber.answers else (201, {}, b"")
+            )
         if subscriber is None:
             status, extra, reply = 404, {}, b""
         payload = None
         if subscriber is not None and body:
-            plain = http_ece.decrypt(body, private_key=subscriber.key, auth_secret=subscriber.auth,
-                                     version="aes128gcm")
+            plain = http_ece.decrypt(
+                body, private_key=subscriber.key, auth_secret=subscriber.auth, version="aes128gcm"
+            )
             payload = json.loads(plain)
         authorization = headers.get("authorization", "")
         valid, key, claims = False, None, {}

@@ -29,8 +29,11 @@ def fresh_postgres_database(admin_url: str) -> str:
     """CREATE DATABASE with a unique name; returns its asyncpg URL."""
     name = f"outage_test_{uuid.uuid4().hex[:10]}"
     _admin(admin_url, f'CREATE DATABASE "{name}"')
-    return make_url(admin_url).set(drivername="postgresql+asyncpg", database=name).render_as_string(
-        hide_password=False)
+    return (
+        make_url(admin_url)
+        .set(drivername="postgresql+asyncpg", database=name)
+        .render_as_string(hide_password=False)
+    )
 
 
 def drop_postgres_database(admin_url: str, url: str) -> None:
@@ -47,8 +50,13 @@ def _admin(admin_url: str, sql: str) -> None:
     url = make_url(admin_url)
 
     async def run() -> None:
-        conn = await asyncpg.connect(host=url.host or "127.0.0.1", port=url.port or 5432, user=url.username,
-                                     password=url.password, database=url.database or "postgres")
+        conn = await asyncpg.connect(
+            host=url.host or "127.0.0.1",
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            database=url.database or "postgres",
+        )
         try:
             await conn.execute(sql)
         finally:
@@ -72,16 +80,27 @@ class ServerProcess:
         self.var_dir = Path(var_dir)
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "OUTAGE_VAR_DIR": str(self.var_dir), "OUTAGE_SECRET_KEY": "live-secret",
-                    "OUTAGE_PUBLIC_BASE_URL": self.base, **env}
+        self.env = {
+            **os.environ,
+            "OUTAGE_VAR_DIR": str(self.var_dir),
+            "OUTAGE_SECRET_KEY": "live-secret",
+            "OUTAGE_PUBLIC_BASE_URL": self.base,
+            **env,
+        }
         if database_url:
             self.env["DATABASE_URL"] = database_url
         self.proc: subprocess.Popen | None = None
         self.log = self.var_dir / "server.log"
 
     def cli(self, *args: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "backend", *args], cwd=ROOT, env=self.env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "backend", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"backend {' '.join(args)} failed: {result.stderr[-2000:]}")
         return result.stdout
@@ -91,17 +110,43 @@ class ServerProcess:
         names = {}
         for role in roles:
             names[role] = f"{site}-{role}"
-            self.cli("users", "add", names[role], "--role", role, "--site", site, "--password", self.PASSWORD,
-                     "--display-name", f"{role} {site}")
+            self.cli(
+                "users",
+                "add",
+                names[role],
+                "--role",
+                role,
+                "--site",
+                site,
+                "--password",
+                self.PASSWORD,
+                "--display-name",
+                f"{role} {site}",
+            )
         return names
 
     def start(self, timeout: float = 60) -> None:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "warning"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "backend",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -131,8 +176,11 @@ class ServerProcess:
         self.proc = None
 
     def login(self, username: str, password: str | None = None) -> str:
-        response = httpx.post(f"{self.base}/api/auth/login",
-                              json={"username": username, "password": password or self.PASSWORD}, timeout=10)
+        response = httpx.post(
+            f"{self.base}/api/auth/login",
+            json={"username": username, "password": password or self.PASSWORD},
+            timeout=10,
+        )
         response.raise_for_status()
         return response.json()["token"]
 
@@ -142,7 +190,9 @@ def service_worker_registration(page, timeout: float = 10) -> tuple[object, str]
     dispatchSyncEvent. The listener goes on before ServiceWorker.enable, or the event is missed."""
     cdp = page.context.new_cdp_session(page)
     registrations: list[dict] = []
-    cdp.on("ServiceWorker.workerRegistrationUpdated", lambda event: registrations.extend(event["registrations"]))
+    cdp.on(
+        "ServiceWorker.workerRegistrationUpdated", lambda event: registrations.extend(event["registrations"])
+    )
     cdp.send("ServiceWorker.enable")
     deadline = time.monotonic() + timeout
     while not any(not r.get("isDeleted") for r in registrations) and time.monotonic() < deadline:

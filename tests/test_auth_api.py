@@ -18,7 +18,9 @@ async def test_health(client):
 
 
 async def test_login_and_me(client, site):
-    response = await client.post("/api/auth/login", json={"username": site.usernames["lead"], "password": PASSWORD})
+    response = await client.post(
+        "/api/auth/login", json={"username": site.usernames["lead"], "password": PASSWORD}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["user"]["role"] == "lead" and body["user"]["site"] == site.slug
@@ -28,14 +30,18 @@ async def test_login_and_me(client, site):
 
 
 async def test_wrong_password_is_401_problem(client, site):
-    response = await client.post("/api/auth/login", json={"username": site.usernames["agent"], "password": "nope"})
+    response = await client.post(
+        "/api/auth/login", json={"username": site.usernames["agent"], "password": "nope"}
+    )
     assert response.status_code == 401
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["detail"] == "Wrong username or password."
 
 
 async def test_unknown_user_and_missing_token(client):
-    assert (await client.post("/api/auth/login", json={"username": "ghost", "password": "x"})).status_code == 401
+    assert (
+        await client.post("/api/auth/login", json={"username": "ghost", "password": "x"})
+    ).status_code == 401
     response = await client.get("/api/me")
     assert response.status_code == 401 and response.json()["status"] == 401
 
@@ -77,7 +83,9 @@ async def test_site_scoping(client, site, other_site):
 async def test_login_throttled_per_user(client, site, db):
     username = site.usernames["agent"]
     for _ in range(5):
-        assert (await client.post("/api/auth/login", json={"username": username, "password": "bad"})).status_code == 401
+        assert (
+            await client.post("/api/auth/login", json={"username": username, "password": "bad"})
+        ).status_code == 401
     blocked = await client.post("/api/auth/login", json={"username": username, "password": PASSWORD})
     assert blocked.status_code == 429
     assert int(blocked.headers["retry-after"]) > 0
@@ -92,15 +100,22 @@ async def test_bad_input_gives_problem_details(client, site):
         ("POST", "/api/auth/login", b'{"username": 5, "password": "x"}', {}, 400),
         ("POST", "/api/auth/login", b'{"username": "", "password": "x"}', {}, 400),
         ("POST", "/api/auth/login", b'{"username": "a", "password": "x", "extra": 1}', {}, 400),
-        ("POST", "/api/users", b'{"username": "x y", "password": "short", "role": "king"}', site.headers("admin"), 400),
+        (
+            "POST",
+            "/api/users",
+            b'{"username": "x y", "password": "short", "role": "king"}',
+            site.headers("admin"),
+            400,
+        ),
         ("GET", "/api/users?role=king", None, site.headers("lead"), 400),
         ("GET", "/api/no-such-thing", None, site.headers("lead"), 404),
         ("DELETE", "/api/me", None, site.headers("lead"), 405),
         ("POST", "/api/auth/login", b"x" * (5 * 1024 * 1024), {}, 413),
     ]
     for method, path, body, headers, status in cases:
-        response = await client.request(method, path, content=body,
-                                        headers={"Content-Type": "application/json", **headers})
+        response = await client.request(
+            method, path, content=body, headers={"Content-Type": "application/json", **headers}
+        )
         assert response.status_code == status, (method, path, response.status_code, response.text[:300])
         assert response.headers["content-type"].startswith("application/problem+json"), path
         problem = response.json()

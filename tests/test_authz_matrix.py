@@ -28,12 +28,23 @@ REFUSED = {403, 404, 409, 422}
 
 
 def call_record(marker: str, n: int = 0) -> dict[str, Any]:
-    return {"id": str(uuid.uuid4()), "form": "call-record", "form_version": 1, "rev": 1,
-            "captured_at": "2026-11-23T10:00:05+08:00",
-            "data": {"called_at": "2026-11-23T10:00:00+08:00", "caller_name": f"{marker} 客户{n}",
-                     "phone": "13800001111", "category": "complaint", "urgency": "normal",
-                     "details": f"{marker} 投诉，承诺回电", "callback_promised": True,
-                     "callback_due": "2026-11-23T12:00:00+08:00"}}
+    return {
+        "id": str(uuid.uuid4()),
+        "form": "call-record",
+        "form_version": 1,
+        "rev": 1,
+        "captured_at": "2026-11-23T10:00:05+08:00",
+        "data": {
+            "called_at": "2026-11-23T10:00:00+08:00",
+            "caller_name": f"{marker} 客户{n}",
+            "phone": "13800001111",
+            "category": "complaint",
+            "urgency": "normal",
+            "details": f"{marker} 投诉，承诺回电",
+            "callback_promised": True,
+            "callback_due": "2026-11-23T12:00:00+08:00",
+        },
+    }
 
 
 @dataclass
@@ -58,31 +69,51 @@ async def ok(response, what: str) -> Any:
 async def prepare(client, site: TestSite, marker: str, receiver: PushReceiver) -> SiteData:
     d = SiteData(site, marker)
     h = site.headers
-    body = await ok(await client.post("/api/sync", headers=h("agent"),
-                                      json={"device_id": f"{marker}-phone", "records": [call_record(marker)]}), "sync")
+    body = await ok(
+        await client.post(
+            "/api/sync",
+            headers=h("agent"),
+            json={"device_id": f"{marker}-phone", "records": [call_record(marker)]},
+        ),
+        "sync",
+    )
     assert body["results"][0]["status"] == "created"
     d.record_id = body["results"][0]["id"]
-    incident = await ok(await client.post("/api/incidents", headers=h("lead"),
-                                          json={"playbook": "power-outage", "note": f"{marker} 停电"}), "declare")
+    incident = await ok(
+        await client.post(
+            "/api/incidents", headers=h("lead"), json={"playbook": "power-outage", "note": f"{marker} 停电"}
+        ),
+        "declare",
+    )
     d.incident_id = incident["id"]
     d.agent_step = next(s["id"] for s in incident["steps"] if s["who"] == "agent")
-    await ok(await client.post(f"/api/incidents/{d.incident_id}/notes", headers=h("lead"),
-                               json={"text": f"{marker} 现场记录"}), "note")
-    done = await ok(await client.post("/api/incidents", headers=h("lead"), json={"playbook": "call-surge"}), "declare")
+    await ok(
+        await client.post(
+            f"/api/incidents/{d.incident_id}/notes", headers=h("lead"), json={"text": f"{marker} 现场记录"}
+        ),
+        "note",
+    )
+    done = await ok(
+        await client.post("/api/incidents", headers=h("lead"), json={"playbook": "call-surge"}), "declare"
+    )
     d.resolved_incident_id = done["id"]
     await ok(await client.post(f"/api/incidents/{done['id']}/resolve", headers=h("lead"), json={}), "resolve")
     for role in ROLES:
         await ok(await client.post("/api/push/test", headers=h(role)), "push test")
         inbox = await ok(await client.get("/api/inbox", headers=h(role)), "inbox")
         d.notifications[role] = inbox["items"][0]["id"]
-    sheets = await ok(await client.post("/api/print/sheets", headers=h("lead"), json={"form": "call-record"}), "sheet")
+    sheets = await ok(
+        await client.post("/api/print/sheets", headers=h("lead"), json={"form": "call-record"}), "sheet"
+    )
     d.sheet_id = sheets[0]["sheet_id"]
     subscription = receiver.subscription()
     d.endpoint = subscription["endpoint"]
     await ok(await client.post("/api/push/subscriptions", headers=h("lead"), json=subscription), "subscribe")
     form = await ok(await client.get("/api/forms/staff-headcount", headers=h("admin")), "form")
     d.only_form = f"only-{marker.lower()}"
-    await ok(await client.post("/api/forms", headers=h("admin"), json=definition_of(form, d.only_form)), "new form")
+    await ok(
+        await client.post("/api/forms", headers=h("admin"), json=definition_of(form, d.only_form)), "new form"
+    )
     return d
 
 
@@ -109,11 +140,14 @@ class Op:
 def simple(path: str, **extra: Any) -> Build:
     async def build(client, role, data):
         return {"path": path, **extra}
+
     return build
 
 
 async def fresh_incident(client, data: SiteData) -> int:
-    incident = await client.post("/api/incidents", headers=data.site.headers("lead"), json={"playbook": "fire-theft"})
+    incident = await client.post(
+        "/api/incidents", headers=data.site.headers("lead"), json={"playbook": "fire-theft"}
+    )
     return incident.json()["id"]
 
 
@@ -124,6 +158,7 @@ def on_incident(suffix: str, json_body: Any = None, resolved: bool = False, fres
         else:
             incident_id = data.resolved_incident_id if resolved else data.incident_id
         return {"path": f"/api/incidents/{incident_id}{suffix}", "json": json_body}
+
     return build
 
 
@@ -132,15 +167,20 @@ async def build_tick(client, role, data):
 
 
 async def build_logout(client, role, data):
-    login = await client.post("/api/auth/login", json={"username": data.site.usernames[role], "password": PASSWORD})
+    login = await client.post(
+        "/api/auth/login", json={"username": data.site.usernames[role], "password": PASSWORD}
+    )
     return {"path": "/api/auth/logout", "headers": {"Authorization": f"Bearer {login.json()['token']}"}}
 
 
 async def fresh_user(client, data: SiteData, role: str = "agent") -> dict[str, Any]:
     """A new user at our site (made by our admin), so a state-changing call never hits the fixed test users."""
     username = f"fresh-{uuid.uuid4().hex[:8]}"
-    created = await client.post("/api/users", headers=data.site.headers("admin"),
-                                json={"username": username, "password": "fresh-pass-123", "role": role})
+    created = await client.post(
+        "/api/users",
+        headers=data.site.headers("admin"),
+        json={"username": username, "password": "fresh-pass-123", "role": role},
+    )
     assert created.status_code == 201, created.text
     return created.json()
 
@@ -152,43 +192,54 @@ def on_user(suffix: str, json_body: Any = None) -> Build:
         else:
             user_id = data.site.users["agent"]  # the other site's user: must be a 404, and B unchanged
         return {"path": f"/api/users/{user_id}{suffix}", "json": json_body}
+
     return build
 
 
 async def build_logout_all(client, role, data):
     user = await fresh_user(client, data, role)
-    login = await client.post("/api/auth/login", json={"username": user["username"], "password": "fresh-pass-123"})
+    login = await client.post(
+        "/api/auth/login", json={"username": user["username"], "password": "fresh-pass-123"}
+    )
     return {"path": "/api/auth/logout-all", "headers": {"Authorization": f"Bearer {login.json()['token']}"}}
 
 
 async def build_login(client, role, data):
-    return {"path": "/api/auth/login", "json": {"username": data.site.usernames[role],
-                                                 "password": PASSWORD}}
+    return {"path": "/api/auth/login", "json": {"username": data.site.usernames[role], "password": PASSWORD}}
 
 
 async def build_new_user(client, role, data):
-    return {"path": "/api/users", "json": {"username": f"new-{uuid.uuid4().hex[:8]}", "password": "new-pass-123",
-                                           "role": "agent"}}
+    return {
+        "path": "/api/users",
+        "json": {"username": f"new-{uuid.uuid4().hex[:8]}", "password": "new-pass-123", "role": "agent"},
+    }
 
 
 def build_document(kind: str, slug: str | None) -> Build:
     async def build(client, role, data):
-        source = await client.get(f"/api/{kind}s/{'call-record' if kind == 'form' else 'power-outage'}",
-                                  headers=data.site.headers("admin"))
+        source = await client.get(
+            f"/api/{kind}s/{'call-record' if kind == 'form' else 'power-outage'}",
+            headers=data.site.headers("admin"),
+        )
         if slug is None:  # POST a new one
-            return {"path": f"/api/{kind}s", "json": definition_of(source.json(), f"new-{uuid.uuid4().hex[:8]}")}
+            return {
+                "path": f"/api/{kind}s",
+                "json": definition_of(source.json(), f"new-{uuid.uuid4().hex[:8]}"),
+            }
         target = data.only_form if kind == "form" else "power-outage"
         body = definition_of(source.json(), target)
         if kind == "form":
             only = await client.get(f"/api/forms/{data.only_form}", headers=data.site.headers("admin"))
             body = definition_of(only.json(), target) if only.status_code == 200 else body
         return {"path": f"/api/{kind}s/{target}", "json": body}
+
     return build
 
 
 def build_get_document(kind: str) -> Build:
     async def build(client, role, data):
         return {"path": f"/api/{kind}s/{data.only_form if kind == 'form' else 'power-outage'}"}
+
     return build
 
 
@@ -228,9 +279,19 @@ async def build_assign(client, role, data):
 
 
 async def build_attempts(client, role, data):
-    return {"path": "/api/callbacks/attempts", "json": {"attempts": [{
-        "id": str(uuid.uuid4()), "callback_id": data.record_id, "outcome": "no_answer",
-        "attempted_at": datetime.now(UTC).isoformat()}]}}
+    return {
+        "path": "/api/callbacks/attempts",
+        "json": {
+            "attempts": [
+                {
+                    "id": str(uuid.uuid4()),
+                    "callback_id": data.record_id,
+                    "outcome": "no_answer",
+                    "attempted_at": datetime.now(UTC).isoformat(),
+                }
+            ]
+        },
+    }
 
 
 def attempts_refused(body: dict) -> bool:
@@ -238,8 +299,10 @@ def attempts_refused(body: dict) -> bool:
 
 
 async def build_reentry(client, role, data):
-    return {"path": "/api/recovery/reentry", "json": {"status": "reentered", "crm_ref": "CRM-1",
-                                                     "records": [{"id": data.record_id}]}}
+    return {
+        "path": "/api/recovery/reentry",
+        "json": {"status": "reentered", "crm_ref": "CRM-1", "records": [{"id": data.record_id}]},
+    }
 
 
 def sheet_not_shown(body: dict) -> bool:
@@ -255,7 +318,9 @@ OPS: dict[tuple[str, str], Op] = {
     ("GET", "/api/users"): Op(simple("/api/users"), "lead", other=False),
     ("POST", "/api/users"): Op(build_new_user, "admin", other=False),
     ("POST", "/api/auth/logout-all"): Op(build_logout_all, other=False),
-    ("POST", "/api/users/{user_id}/password"): Op(on_user("/password", {"password": "other-pass-456"}), "admin"),
+    ("POST", "/api/users/{user_id}/password"): Op(
+        on_user("/password", {"password": "other-pass-456"}), "admin"
+    ),
     ("POST", "/api/users/{user_id}/disable"): Op(on_user("/disable"), "admin"),
     ("POST", "/api/users/{user_id}/enable"): Op(on_user("/enable"), "admin"),
     ("PUT", "/api/users/{user_id}/role"): Op(on_user("/role", {"role": "lead"}), "admin"),
@@ -273,8 +338,9 @@ OPS: dict[tuple[str, str], Op] = {
     ("GET", "/api/records"): Op(simple("/api/records"), other=False),
     ("GET", "/api/records/{record_id}"): Op(lambda c, r, d: _path(f"/api/records/{d.record_id}")),
     ("GET", "/api/incidents"): Op(simple("/api/incidents", params={"status": "all"}), other=False),
-    ("POST", "/api/incidents"): Op(simple("/api/incidents", json={"playbook": "website-failure"}), "lead",
-                                   other=False),
+    ("POST", "/api/incidents"): Op(
+        simple("/api/incidents", json={"playbook": "website-failure"}), "lead", other=False
+    ),
     ("GET", "/api/incidents/{incident_id}"): Op(on_incident("")),
     ("GET", "/api/incidents/{incident_id}/timeline"): Op(on_incident("/timeline"), "lead"),
     ("POST", "/api/incidents/{incident_id}/ack"): Op(on_incident("/ack", fresh=True), "manager"),
@@ -284,9 +350,11 @@ OPS: dict[tuple[str, str], Op] = {
     ("POST", "/api/incidents/{incident_id}/steps/{step_id}"): Op(build_tick),
     ("GET", "/api/incidents/{incident_id}/report"): Op(on_incident("/report", resolved=True), "lead"),
     ("PUT", "/api/incidents/{incident_id}/report"): Op(
-        on_incident("/report", {"cause": "停电", "actions": "买 UPS"}, resolved=True), "lead"),
-    ("POST", "/api/metrics"): Op(simple("/api/metrics", json={"answer_rate": 95, "queue_length": 3}), "lead",
-                                 other=False),
+        on_incident("/report", {"cause": "停电", "actions": "买 UPS"}, resolved=True), "lead"
+    ),
+    ("POST", "/api/metrics"): Op(
+        simple("/api/metrics", json={"answer_rate": 95, "queue_length": 3}), "lead", other=False
+    ),
     ("GET", "/api/metrics/level"): Op(simple("/api/metrics/level"), other=False),
     ("GET", "/api/push/vapid-public-key"): Op(simple("/api/push/vapid-public-key"), None, other=False),
     ("GET", "/api/push/subscriptions"): Op(simple("/api/push/subscriptions"), other=False),
@@ -300,15 +368,19 @@ OPS: dict[tuple[str, str], Op] = {
     ("GET", "/api/callbacks"): Op(simple("/api/callbacks"), other=False),
     ("PUT", "/api/callbacks/{callback_id}/owner"): Op(build_assign, "lead"),
     ("POST", "/api/callbacks/attempts"): Op(build_attempts, other_check=attempts_refused),
-    ("GET", "/api/callbacks/{callback_id}/attempts"): Op(lambda c, r, d: _path(f"/api/callbacks/{d.record_id}/attempts")),
+    ("GET", "/api/callbacks/{callback_id}/attempts"): Op(
+        lambda c, r, d: _path(f"/api/callbacks/{d.record_id}/attempts")
+    ),
     ("POST", "/api/recovery/reentry"): Op(build_reentry, "lead"),
     ("GET", "/api/recovery/counts"): Op(simple("/api/recovery/counts"), "lead", other=False),
-    ("GET", "/api/recovery/export.csv"): Op(simple("/api/recovery/export.csv", params={"form": "call-record"}),
-                                            "lead", other=False),
+    ("GET", "/api/recovery/export.csv"): Op(
+        simple("/api/recovery/export.csv", params={"form": "call-record"}), "lead", other=False
+    ),
     ("GET", "/api/recovery/export.json"): Op(simple("/api/recovery/export.json"), "lead", other=False),
     ("POST", "/api/print/sheets"): Op(simple("/api/print/sheets", json={"form": "call-record"}), other=False),
-    ("GET", "/api/print/sheets/{sheet_id}"): Op(lambda c, r, d: _path(f"/api/print/sheets/{d.sheet_id}"),
-                                                other_check=sheet_not_shown),
+    ("GET", "/api/print/sheets/{sheet_id}"): Op(
+        lambda c, r, d: _path(f"/api/print/sheets/{d.sheet_id}"), other_check=sheet_not_shown
+    ),
 }
 
 
@@ -318,8 +390,17 @@ async def _path(path: str) -> Req:
 
 # ---------------------------------------------------------------- B, as B's lead sees it
 
-SNAPSHOT = ["/api/records?limit=1000", "/api/incidents?status=all", "/api/callbacks", "/api/users", "/api/inbox",
-            "/api/push/subscriptions", "/api/recovery/counts", "/api/forms", "/api/playbooks"]
+SNAPSHOT = [
+    "/api/records?limit=1000",
+    "/api/incidents?status=all",
+    "/api/callbacks",
+    "/api/users",
+    "/api/inbox",
+    "/api/push/subscriptions",
+    "/api/recovery/counts",
+    "/api/forms",
+    "/api/playbooks",
+]
 VOLATILE = {"now", "server_time", "generated_at"}
 
 
@@ -332,9 +413,13 @@ def _stable(value: Any) -> Any:
 
 
 async def snapshot(client, data: SiteData) -> dict[str, Any]:
-    paths = SNAPSHOT + [f"/api/incidents/{data.incident_id}", f"/api/incidents/{data.incident_id}/timeline",
-                        f"/api/incidents/{data.resolved_incident_id}/report", f"/api/records/{data.record_id}",
-                        f"/api/callbacks/{data.record_id}/attempts"]
+    paths = SNAPSHOT + [
+        f"/api/incidents/{data.incident_id}",
+        f"/api/incidents/{data.incident_id}/timeline",
+        f"/api/incidents/{data.resolved_incident_id}/report",
+        f"/api/records/{data.record_id}",
+        f"/api/callbacks/{data.record_id}/attempts",
+    ]
     out = {}
     for path in paths:
         response = await client.get(path, headers=data.site.headers("lead"))
@@ -345,26 +430,36 @@ async def snapshot(client, data: SiteData) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the test
 
+
 async def test_every_endpoint_by_role_and_site(client, db):
     schema = (await client.get("/schema/openapi.json")).json()
-    operations = {(method.upper(), path) for path, ops in schema["paths"].items() for method in ops
-                  if method in ("get", "post", "put", "patch", "delete")}
+    operations = {
+        (method.upper(), path)
+        for path, ops in schema["paths"].items()
+        for method in ops
+        if method in ("get", "post", "put", "patch", "delete")
+    }
     missing = operations - set(OPS)
     assert not missing, f"endpoints without an authorisation expectation: {sorted(missing)}"
-    assert not set(OPS) - operations, f"expectations for endpoints that are gone: {sorted(set(OPS) - operations)}"
+    assert not set(OPS) - operations, (
+        f"expectations for endpoints that are gone: {sorted(set(OPS) - operations)}"
+    )
 
     receiver = PushReceiver()
     try:
-        ours = await prepare(client, await make_site(db, prefix="matrix-a"), "A" + uuid.uuid4().hex[:6], receiver)
-        other = await prepare(client, await make_site(db, prefix="matrix-b"),
-                              "BSECRET" + uuid.uuid4().hex[:8], receiver)
+        ours = await prepare(
+            client, await make_site(db, prefix="matrix-a"), "A" + uuid.uuid4().hex[:6], receiver
+        )
+        other = await prepare(
+            client, await make_site(db, prefix="matrix-b"), "BSECRET" + uuid.uuid4().hex[:8], receiver
+        )
         ours.receiver = other.receiver = receiver  # type: ignore[attr-defined]
         before = await snapshot(client, other)
         failures: list[str] = []
 
         for (method, template), op in sorted(OPS.items()):
             for role in (None, *ROLES):
-                for target in ((ours, other) if op.other else (ours,)):
+                for target in (ours, other) if op.other else (ours,):
                     if role is None and target is other:
                         continue
                     request = await op.build(client, role or "agent", target)
@@ -372,8 +467,12 @@ async def test_every_endpoint_by_role_and_site(client, db):
                     if role is None:
                         headers = {}
                     path = request.pop("path")
-                    response = await client.request(method, path, headers=headers or {}, **{
-                        k: v for k, v in request.items() if v is not None})
+                    response = await client.request(
+                        method,
+                        path,
+                        headers=headers or {},
+                        **{k: v for k, v in request.items() if v is not None},
+                    )
                     status = response.status_code
                     where = f"{method} {path} as {role or 'nobody'} on {'B' if target is other else 'A'}"
                     if other.marker in response.text:
@@ -395,7 +494,9 @@ async def test_every_endpoint_by_role_and_site(client, db):
                             failures.append(f"{where}: {status} {response.text[:200]}, expected success")
                     elif 200 <= status < 300:
                         if op.other_check is None or not op.other_check(response.json()):
-                            failures.append(f"{where}: {status} on the other site's object: {response.text[:200]}")
+                            failures.append(
+                                f"{where}: {status} on the other site's object: {response.text[:200]}"
+                            )
                     elif method == "GET" and status != 404:
                         failures.append(f"{where}: {status}, reading another site's object must be 404")
                     elif status not in REFUSED:

@@ -38,8 +38,9 @@ def login(context, server, username):
 
 
 def api(server, token, method, path, body=None):
-    response = httpx.request(method, server.base + path, json=body, timeout=10,
-                             headers={"Authorization": f"Bearer {token}"})
+    response = httpx.request(
+        method, server.base + path, json=body, timeout=10, headers={"Authorization": f"Bearer {token}"}
+    )
     assert response.status_code < 300, response.text
     return response.json() if response.content else None
 
@@ -58,25 +59,38 @@ def test_push_reaches_the_real_service_worker_and_is_shown(server, new_context, 
 
         # The server encrypts for the subscription; the loopback push service decrypts it, exactly as a
         # browser's push service would hand it to the phone; then the real service worker gets it.
-        incident = api(server, lead_token, "POST", "/api/incidents",
-                       {"playbook": "system-failure", "note": "CRM 全部登录不上", "drill": {"time_scale": 600}})
+        incident = api(
+            server,
+            lead_token,
+            "POST",
+            "/api/incidents",
+            {"playbook": "system-failure", "note": "CRM 全部登录不上", "drill": {"time_scale": 600}},
+        )
         pushes = receiver.wait_for(2, timeout=20, endpoint=subscription["endpoint"])
         escalation = next(p.payload for p in pushes if p.payload["kind"] == "escalation")
         assert escalation["incident_id"] == incident["id"] and escalation["drill"] is True
-        cdp.send("ServiceWorker.deliverPushMessage", {"origin": server.base,
-                                                      "registrationId": registration_id,
-                                                      "data": json.dumps(escalation, ensure_ascii=False)})
+        cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {
+                "origin": server.base,
+                "registrationId": registration_id,
+                "data": json.dumps(escalation, ensure_ascii=False),
+            },
+        )
         titles = []
         for _ in range(50):
-            titles = page.evaluate("navigator.serviceWorker.ready.then(r => r.getNotifications())"
-                                   ".then(ns => ns.map(n => n.title + ' | ' + n.body))")
+            titles = page.evaluate(
+                "navigator.serviceWorker.ready.then(r => r.getNotifications())"
+                ".then(ns => ns.map(n => n.title + ' | ' + n.body))"
+            )
             if titles:
                 break
             page.wait_for_timeout(100)
         assert titles == [f"{escalation['title']['zh-CN']} | {escalation['body']['zh-CN']}"]
         assert titles[0].startswith("【演练】升级：")
-        data = page.evaluate("navigator.serviceWorker.ready.then(r => r.getNotifications())"
-                             ".then(ns => ns[0].data)")
+        data = page.evaluate(
+            "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(ns => ns[0].data)"
+        )
         assert data["url"] == f"/#/incidents/{incident['id']}"
 
         # The service worker reported receipt: the timeline says this phone got it.
@@ -93,8 +107,12 @@ def test_push_reaches_the_real_service_worker_and_is_shown(server, new_context, 
         expect(page.locator(".inbox-item").first).to_contain_text("【演练】")
         page.screenshot(path=artifacts / "incidents-inbox-push.png")
         api(server, lead_token, "POST", f"/api/incidents/{incident['id']}/resolve")
-        httpx.delete(server.base + "/api/push/subscriptions", params={"endpoint": subscription["endpoint"]},
-                     headers={"Authorization": f"Bearer {manager_token}"}, timeout=10).raise_for_status()
+        httpx.delete(
+            server.base + "/api/push/subscriptions",
+            params={"endpoint": subscription["endpoint"]},
+            headers={"Authorization": f"Bearer {manager_token}"},
+            timeout=10,
+        ).raise_for_status()
     finally:
         receiver.close()
 
@@ -182,7 +200,9 @@ def test_english_screens_and_agent_view(server, new_context, artifacts):
 
 
 def test_push_switch_and_test_notification_from_the_inbox(server, new_context, artifacts):
-    api(server, server.login("drill-agent"), "POST", "/api/inbox/read-all")  # earlier tests notified agents too
+    api(
+        server, server.login("drill-agent"), "POST", "/api/inbox/read-all"
+    )  # earlier tests notified agents too
     context = new_context(locale="zh-CN")
     context.grant_permissions(["notifications"], origin=server.base)
     page = login(context, server, "drill-agent")

@@ -34,10 +34,15 @@ def api_cache_name(page: Page) -> str:
 
 
 def cached_api_paths(page: Page) -> set[str]:
-    return set(page.evaluate("""async (name) => {
+    return set(
+        page.evaluate(
+            """async (name) => {
         const cache = await caches.open(name);
         return (await cache.keys()).map((r) => new URL(r.url).pathname + new URL(r.url).search);
-    }""", api_cache_name(page)))
+    }""",
+            api_cache_name(page),
+        )
+    )
 
 
 def wait_until_content_saved(page: Page, paths: set[str]) -> None:
@@ -78,16 +83,22 @@ def test_every_playbook_and_form_in_both_languages_offline(live_server, new_cont
     page.on("pageerror", lambda e: errors.append(str(e)))
     log_in(page, live_server.base, "live-agent", live_server.PASSWORD)
     wait_until_controlled(page)
-    wanted = {"/api/playbooks", "/api/forms"} | {f"/api/playbooks/{p['slug']}" for p in playbooks} | {
-        f"/api/forms/{f['slug']}" for f in forms}
+    wanted = (
+        {"/api/playbooks", "/api/forms"}
+        | {f"/api/playbooks/{p['slug']}" for p in playbooks}
+        | {f"/api/forms/{f['slug']}" for f in forms}
+    )
     wait_until_content_saved(page, wanted)
 
     context.set_offline(True)
     page.reload()
     expect(page.locator("#net")).to_have_text("离线")
     # Only GETs come from the cache: an upload to a cached address fails like any upload while offline.
-    assert page.evaluate("""fetch('/api/playbooks', {method: 'POST', body: '{}'})
-        .then((r) => r.status, () => 'network error')""") == "network error"
+    assert (
+        page.evaluate("""fetch('/api/playbooks', {method: 'POST', body: '{}'})
+        .then((r) => r.status, () => 'network error')""")
+        == "network error"
+    )
     expect(page.locator("#net")).to_have_class(re.compile(r"\boffline\b"))
     go(page, "#/playbooks")
     expect(page.locator(".pb-card")).to_have_count(10)
@@ -98,7 +109,9 @@ def test_every_playbook_and_form_in_both_languages_offline(live_server, new_cont
         set_language(page, lang)
         go(page, "#/playbooks")
         for playbook in playbooks:
-            expect(page.locator(f'.pb-card[data-slug="{playbook["slug"]}"]')).to_contain_text(playbook["title"][lang])
+            expect(page.locator(f'.pb-card[data-slug="{playbook["slug"]}"]')).to_contain_text(
+                playbook["title"][lang]
+            )
         for playbook in playbooks:
             go(page, f"#/playbooks/{playbook['slug']}")
             expect(page.locator("h1")).to_have_text(playbook["title"][lang])
@@ -127,7 +140,8 @@ def test_list_search_ticks_contacts_and_screenshots(live_server, new_context, ar
     page.click("#tabs a:has-text('预案')")
     expect(page.locator(".pb-card")).to_have_count(10)
     expect(page.locator(".pb-group h2")).to_have_text(
-        ["系统与设备故障", "电力与设施", "安全与人员", "话务激增", "投诉与舆情"])
+        ["系统与设备故障", "电力与设施", "安全与人员", "话务激增", "投诉与舆情"]
+    )
     page.screenshot(path=artifacts / "playbooks-list-zh.png")
     assert_touch_targets(page)
 
@@ -161,7 +175,9 @@ def test_list_search_ticks_contacts_and_screenshots(live_server, new_context, ar
     expect(ladder.nth(2)).to_contain_text("1 小时后")
     expect(page.locator(".pb-tel").first).to_have_attribute("href", "tel:01000000001")
     expect(page.locator(".pb-tel").first).to_contain_text("运维值班")
-    expect(page.locator(".pb-form")).to_have_text(["手工记录表", "组长日志（系统故障情况处理表）", "回拨清单"])
+    expect(page.locator(".pb-form")).to_have_text(
+        ["手工记录表", "组长日志（系统故障情况处理表）", "回拨清单"]
+    )
     page.screenshot(path=artifacts / "playbook-system-failure-zh.png")
     page.evaluate("document.querySelector('#pb-script').scrollIntoView()")
     page.screenshot(path=artifacts / "playbook-system-failure-script-zh.png")
@@ -209,10 +225,14 @@ def test_new_content_version_reaches_the_device(live_server, new_context):
     playbook = httpx.get(live_server.base + "/api/playbooks/power-outage", headers=headers, timeout=10).json()
     playbook["title"]["zh-CN"] = "断电（第二版）"
     playbook["steps"][0]["text"]["zh-CN"] = "第二版的第一步：先确认是整栋楼还是只有本层断电。"
-    response = httpx.put(live_server.base + "/api/playbooks/power-outage", json=playbook, headers=headers, timeout=10)
+    response = httpx.put(
+        live_server.base + "/api/playbooks/power-outage", json=playbook, headers=headers, timeout=10
+    )
     assert response.status_code == 200 and response.json()["version"] == 2
 
-    page.evaluate("import('/static/events.js').then((e) => e.emit('online'))")  # what the page does on reconnecting
+    page.evaluate(
+        "import('/static/events.js').then((e) => e.emit('online'))"
+    )  # what the page does on reconnecting
     page.wait_for_function(f"JSON.parse(localStorage.getItem('od.content')).cursor > {before}")
     context.set_offline(True)
     page.reload()
@@ -235,7 +255,9 @@ def test_server_that_hangs_or_is_down(tmp_path, new_context):
         page = new_context(locale="zh-CN").new_page()
         log_in(page, server.base, "down-agent", server.PASSWORD)
         wait_until_controlled(page)
-        wait_until_content_saved(page, {"/api/playbooks", "/api/playbooks/fire-theft", "/api/forms/staff-headcount"})
+        wait_until_content_saved(
+            page, {"/api/playbooks", "/api/playbooks/fire-theft", "/api/forms/staff-headcount"}
+        )
         server.stop()
         # Something still accepts connections on the port but never answers.
         hanging = socket.socket()
@@ -284,8 +306,12 @@ def test_english_playbook_and_unknown_slug(live_server, new_context):
 def test_manifest_is_installable(live_server, browser, tmp_path):
     # A persistent profile: Chromium never offers to install from an incognito context (the default one).
     context = browser.browser_type.launch_persistent_context(
-        tmp_path / "profile", executable_path=CHROMIUM,
-        args=["--no-sandbox", "--disable-gpu"], viewport={"width": 390, "height": 844}, locale="zh-CN")
+        tmp_path / "profile",
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu"],
+        viewport={"width": 390, "height": 844},
+        locale="zh-CN",
+    )
     try:
         page = context.new_page()
         page.goto(live_server.base + "/")

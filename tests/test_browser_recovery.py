@@ -29,18 +29,28 @@ def team(live_server):
 
 
 def api(live_server, team, role, method, path, **kwargs):
-    response = httpx.request(method, live_server.base + path, headers={"Authorization": f"Bearer {team['tokens'][role]}"},
-                             timeout=15, **kwargs)
+    response = httpx.request(
+        method,
+        live_server.base + path,
+        headers={"Authorization": f"Bearer {team['tokens'][role]}"},
+        timeout=15,
+        **kwargs,
+    )
     assert response.status_code < 400, response.text
     return response.json() if "json" in response.headers.get("content-type", "") else response.content
 
 
 def page_for(live_server, new_context, team, role, **context_args):
-    body = httpx.post(f"{live_server.base}/api/auth/login",
-                      json={"username": team["names"][role], "password": live_server.PASSWORD}, timeout=10).json()
+    body = httpx.post(
+        f"{live_server.base}/api/auth/login",
+        json={"username": team["names"][role], "password": live_server.PASSWORD},
+        timeout=10,
+    ).json()
     context = new_context(**context_args)
-    context.add_init_script(f"localStorage.setItem('od.token', {json.dumps(body['token'])});"
-                            f"localStorage.setItem('od.user', {json.dumps(json.dumps(body['user']))});")
+    context.add_init_script(
+        f"localStorage.setItem('od.token', {json.dumps(body['token'])});"
+        f"localStorage.setItem('od.user', {json.dumps(json.dumps(body['user']))});"
+    )
     return context, context.new_page()
 
 
@@ -56,12 +66,25 @@ def wait_until(check, timeout=20.0):
 
 def call_record(name, due, promised=True, **extra):
     now = datetime.now(UTC)
-    data = {"called_at": (now - timedelta(hours=3)).isoformat(), "caller_name": name, "phone": "021-5555 0101",
-            "category": "fault_report", "urgency": "urgent", "details": "停电后宽带一直断", "callback_promised": promised}
+    data = {
+        "called_at": (now - timedelta(hours=3)).isoformat(),
+        "caller_name": name,
+        "phone": "021-5555 0101",
+        "category": "fault_report",
+        "urgency": "urgent",
+        "details": "停电后宽带一直断",
+        "callback_promised": promised,
+    }
     if promised:
         data["callback_due"] = due.isoformat()
-    return {"id": str(uuid.uuid4()), "form": "call-record", "form_version": 1, "rev": 1,
-            "captured_at": now.isoformat(), "data": {**data, **extra}}
+    return {
+        "id": str(uuid.uuid4()),
+        "form": "call-record",
+        "form_version": 1,
+        "rev": 1,
+        "captured_at": now.isoformat(),
+        "data": {**data, **extra},
+    }
 
 
 def test_transcribe_a_paper_sheet_row_twice_makes_one_record(live_server, team, new_context, artifacts):
@@ -70,7 +93,9 @@ def test_transcribe_a_paper_sheet_row_twice_makes_one_record(live_server, team, 
     incident = api(live_server, team, "lead", "POST", "/api/incidents", json={"playbook": "power-outage"})
     _, page = page_for(live_server, new_context, team, "agent")
     page.goto(f"{live_server.base}/#/transcribe")
-    expect(page.locator("#tr-incident")).to_have_value(str(incident["id"]))  # the open incident is preselected
+    expect(page.locator("#tr-incident")).to_have_value(
+        str(incident["id"])
+    )  # the open incident is preselected
     # typed the way tired people type it: lower case, spaces
     page.fill("#sheet-id", sheet_id.lower().replace("-", " "))
     page.click("button[type=submit]")
@@ -109,9 +134,12 @@ def test_transcribe_a_paper_sheet_row_twice_makes_one_record(live_server, team, 
     page.click(".tr-conflict button:text('保留原来的')")
 
     rid = str(paper_record_id(team["site"], sheet_id, 1))
-    records = wait_until(lambda: api(live_server, team, "lead", "GET", f"/api/records?sheet_id={sheet_id}")["items"])
-    assert [(r["id"], r["sheet_row"], r["source"], r["data"]["caller_name"], r["incident_id"]) for r in records] == \
-        [(rid, 1, "paper", "孙七", incident["id"])]
+    records = wait_until(
+        lambda: api(live_server, team, "lead", "GET", f"/api/records?sheet_id={sheet_id}")["items"]
+    )
+    assert [
+        (r["id"], r["sheet_row"], r["source"], r["data"]["caller_name"], r["incident_id"]) for r in records
+    ] == [(rid, 1, "paper", "孙七", incident["id"])]
 
 
 def test_transcribe_offline_a_sheet_printed_offline(live_server, team, new_context, artifacts):
@@ -139,17 +167,30 @@ def test_transcribe_offline_a_sheet_printed_offline(live_server, team, new_conte
     assert api(live_server, team, "lead", "GET", f"/api/records?sheet_id={sheet_id}")["items"] == []
     context.set_offline(False)
     page.evaluate("import('/static/events.js').then((e) => e.emit('online'))")
-    records = wait_until(lambda: api(live_server, team, "lead", "GET", f"/api/records?sheet_id={sheet_id}")["items"])
-    assert [(r["id"], r["source"]) for r in records] == [(str(paper_record_id(team["site"], sheet_id, 1)), "paper")]
+    records = wait_until(
+        lambda: api(live_server, team, "lead", "GET", f"/api/records?sheet_id={sheet_id}")["items"]
+    )
+    assert [(r["id"], r["source"]) for r in records] == [
+        (str(paper_record_id(team["site"], sheet_id, 1)), "paper")
+    ]
     known = api(live_server, team, "agent", "GET", f"/api/print/sheets/{sheet_id}")
     assert known["known"] is True and known["origin"] == "device" and known["form"] == "call-record"
 
 
 def test_callbacks_offline_then_synced_and_assigned(live_server, team, new_context, artifacts):
     now = datetime.now(UTC)
-    late, soon = call_record("周先生", now - timedelta(minutes=30)), call_record("吴女士", now + timedelta(hours=1))
-    results = api(live_server, team, "agent", "POST", "/api/sync",
-                  json={"device_id": "seed", "cursor": None, "records": [late, soon]})["results"]
+    late, soon = (
+        call_record("周先生", now - timedelta(minutes=30)),
+        call_record("吴女士", now + timedelta(hours=1)),
+    )
+    results = api(
+        live_server,
+        team,
+        "agent",
+        "POST",
+        "/api/sync",
+        json={"device_id": "seed", "cursor": None, "records": [late, soon]},
+    )["results"]
     assert {r["status"] for r in results} == {"created"}
     context, page = page_for(live_server, new_context, team, "agent")
     page.goto(f"{live_server.base}/#/callbacks")
@@ -168,8 +209,13 @@ def test_callbacks_offline_then_synced_and_assigned(live_server, team, new_conte
     page.screenshot(path=artifacts / "callbacks-offline.png", full_page=True)
     context.set_offline(False)
     page.evaluate("import('/static/events.js').then((e) => e.emit('online'))")
-    listed = wait_until(lambda: [c for c in api(live_server, team, "lead", "GET", "/api/callbacks")["items"]
-                                 if c["id"] == late["id"] and c["attempts"] == 1])
+    listed = wait_until(
+        lambda: [
+            c
+            for c in api(live_server, team, "lead", "GET", "/api/callbacks")["items"]
+            if c["id"] == late["id"] and c["attempts"] == 1
+        ]
+    )
     assert listed[0]["status"] == "trying" and listed[0]["last_outcome"] == "no_answer"
 
     # the lead sees everyone's and gives one to the manager
@@ -188,15 +234,28 @@ def test_callbacks_offline_then_synced_and_assigned(live_server, team, new_conte
     lead.goto(f"{live_server.base}/#/print/callbacks/all")
     lead.wait_for_selector(".print-pages[data-ready]")
     lead.emulate_media(media="print")
-    lead.pdf(path=str(artifacts / "print-callbacks.pdf"), format="A4", print_background=True, prefer_css_page_size=True)
-    text = subprocess.run(["pdftotext", str(artifacts / "print-callbacks.pdf"), "-"], capture_output=True, text=True,
-                          check=True).stdout
+    lead.pdf(
+        path=str(artifacts / "print-callbacks.pdf"),
+        format="A4",
+        print_background=True,
+        prefer_css_page_size=True,
+    )
+    text = subprocess.run(
+        ["pdftotext", str(artifacts / "print-callbacks.pdf"), "-"], capture_output=True, text=True, check=True
+    ).stdout
     assert "回拨清单" in text and "Callback list" in text and "周先生" in text and "吴女士" in text
 
 
 def test_reentry_marks_and_csv_download(live_server, team, new_context, artifacts, tmp_path):
     rec = call_record("郑先生", datetime.now(UTC), promised=False)
-    api(live_server, team, "agent", "POST", "/api/sync", json={"device_id": "seed2", "cursor": None, "records": [rec]})
+    api(
+        live_server,
+        team,
+        "agent",
+        "POST",
+        "/api/sync",
+        json={"device_id": "seed2", "cursor": None, "records": [rec]},
+    )
     _, page = page_for(live_server, new_context, team, "lead")
     page.goto(f"{live_server.base}/#/recovery")
     item = page.locator(f"[data-record='{rec['id']}']")
@@ -217,12 +276,25 @@ def test_reentry_marks_and_csv_download(live_server, team, new_context, artifact
     path = tmp_path / "export.csv"
     download.value.save_as(path)
     raw = path.read_bytes()
-    assert raw.startswith(b"\xef\xbb\xbf") and "郑先生" in raw.decode("utf-8-sig") and "CRM-2026-0042" in raw.decode("utf-8-sig")
+    assert (
+        raw.startswith(b"\xef\xbb\xbf")
+        and "郑先生" in raw.decode("utf-8-sig")
+        and "CRM-2026-0042" in raw.decode("utf-8-sig")
+    )
 
 
 def test_review_page_and_printed_report(live_server, team, new_context, artifacts):
-    incident = api(live_server, team, "lead", "POST", "/api/incidents", json={"playbook": "system-failure", "note": "CRM 登录不上"})
-    api(live_server, team, "lead", "POST", f"/api/incidents/{incident['id']}/resolve", json={"note": "已恢复"})
+    incident = api(
+        live_server,
+        team,
+        "lead",
+        "POST",
+        "/api/incidents",
+        json={"playbook": "system-failure", "note": "CRM 登录不上"},
+    )
+    api(
+        live_server, team, "lead", "POST", f"/api/incidents/{incident['id']}/resolve", json={"note": "已恢复"}
+    )
     _, page = page_for(live_server, new_context, team, "lead")
     page.goto(f"{live_server.base}/#/incidents/{incident['id']}")
     page.click(f".inc-review a[href='#/incidents/{incident['id']}/review']")  # from the incident screen
@@ -241,9 +313,33 @@ def test_review_page_and_printed_report(live_server, team, new_context, artifact
     page.emulate_media(media="print")
     pdf = artifacts / "print-review.pdf"
     page.pdf(path=str(pdf), format="A4", print_background=True, prefer_css_page_size=True)
-    text = re.sub(r"\s+", "", subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
-                                             check=True).stdout)
-    for expected in ("事件复盘报告", "Post-incidentreview", "机房交换机掉电", "5分钟规则", "5-minuterule", "Timeline"):
+    text = re.sub(
+        r"\s+",
+        "",
+        subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout,
+    )
+    for expected in (
+        "事件复盘报告",
+        "Post-incidentreview",
+        "机房交换机掉电",
+        "5分钟规则",
+        "5-minuterule",
+        "Timeline",
+    ):
         assert expected in text, expected
-    subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", str(pdf),
-                    str(artifacts / "print-review-page1")], check=True)
+    subprocess.run(
+        [
+            "pdftoppm",
+            "-png",
+            "-r",
+            "60",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            "-singlefile",
+            str(pdf),
+            str(artifacts / "print-review-page1"),
+        ],
+        check=True,
+    )

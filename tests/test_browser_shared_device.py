@@ -25,19 +25,32 @@ NOTE = "甲站点的故障说明" + uuid.uuid4().hex[:4]  # A's incident
 
 
 def call(base: str, token: str, method: str, path: str, **kwargs):
-    response = httpx.request(method, base + path, headers={"Authorization": f"Bearer {token}"}, timeout=15, **kwargs)
+    response = httpx.request(
+        method, base + path, headers={"Authorization": f"Bearer {token}"}, timeout=15, **kwargs
+    )
     assert response.status_code < 400, response.text
     return response.json()
 
 
 def callback_record() -> dict:
     now = datetime.now(UTC)
-    return {"id": str(uuid.uuid4()), "form": "call-record", "form_version": 1, "rev": 1,
-            "captured_at": now.isoformat(),
-            "data": {"called_at": (now - timedelta(hours=1)).isoformat(), "caller_name": CALLER,
-                     "phone": "021-5555 0199", "category": "fault_report", "urgency": "urgent",
-                     "details": "停电后宽带一直断", "callback_promised": True,
-                     "callback_due": (now + timedelta(hours=1)).isoformat()}}
+    return {
+        "id": str(uuid.uuid4()),
+        "form": "call-record",
+        "form_version": 1,
+        "rev": 1,
+        "captured_at": now.isoformat(),
+        "data": {
+            "called_at": (now - timedelta(hours=1)).isoformat(),
+            "caller_name": CALLER,
+            "phone": "021-5555 0199",
+            "category": "fault_report",
+            "urgency": "urgent",
+            "details": "停电后宽带一直断",
+            "callback_promised": True,
+            "callback_due": (now + timedelta(hours=1)).isoformat(),
+        },
+    }
 
 
 def stored_text(page) -> str:
@@ -74,11 +87,24 @@ def test_next_user_on_a_shared_device_sees_none_of_the_last_ones_data(live_serve
     base = live_server.base
     a_token = live_server.login(a["agent"])
     callback = callback_record()
-    assert call(base, a_token, "POST", "/api/sync",
-                json={"device_id": "seed", "cursor": None, "records": [callback]})["results"][0]["status"] == "created"
+    assert (
+        call(
+            base,
+            a_token,
+            "POST",
+            "/api/sync",
+            json={"device_id": "seed", "cursor": None, "records": [callback]},
+        )["results"][0]["status"]
+        == "created"
+    )
     call(base, a_token, "POST", "/api/push/test")  # one notification in A's inbox
-    incident = call(base, live_server.login(a["lead"]), "POST", "/api/incidents",
-                    json={"playbook": "power-outage", "note": NOTE})
+    incident = call(
+        base,
+        live_server.login(a["lead"]),
+        "POST",
+        "/api/incidents",
+        json={"playbook": "power-outage", "note": NOTE},
+    )
 
     context = new_context(locale="zh-CN", accept_downloads=True)
     page = context.new_page()
@@ -126,7 +152,9 @@ def test_next_user_on_a_shared_device_sees_none_of_the_last_ones_data(live_serve
         page.goto(base + "/" + hash_)
         page.wait_for_timeout(800)
         text = page.locator("#view").inner_text()
-        assert CALLER not in text and NOTE not in text and "测试通知" not in text and "甲的来电" not in text, hash_
+        assert (
+            CALLER not in text and NOTE not in text and "测试通知" not in text and "甲的来电" not in text
+        ), hash_
     expect(page.locator(".outbox-counts [data-status=queued]")).to_have_attribute("data-count", "0")
     page.screenshot(path=artifacts / "shared-device-next-user-offline.png")
     leftover = stored_text(page)
@@ -141,12 +169,17 @@ def test_next_user_on_a_shared_device_sees_none_of_the_last_ones_data(live_serve
     assert all(r["id"] != unsent for r in server_records(base, live_server.login(a["agent"])))
     log_in(page, base, a["agent"], ServerProcess.PASSWORD)
     page.goto(base + "/#/outbox")
-    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "1", timeout=30000)
+    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute(
+        "data-count", "1", timeout=30000
+    )
     assert unsent in {r["id"] for r in server_records(base, live_server.login(a["agent"]))}
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        listed = [c for c in call(base, live_server.login(a["lead"]), "GET", "/api/callbacks")["items"]
-                  if c["id"] == callback["id"] and c["attempts"] == 1 and c["last_outcome"] == "no_answer"]
+        listed = [
+            c
+            for c in call(base, live_server.login(a["lead"]), "GET", "/api/callbacks")["items"]
+            if c["id"] == callback["id"] and c["attempts"] == 1 and c["last_outcome"] == "no_answer"
+        ]
         if listed:
             break
         time.sleep(0.3)

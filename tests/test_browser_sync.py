@@ -35,8 +35,12 @@ def outbox_count(page, status: str) -> int:
 
 
 def server_records(base: str, token: str) -> list[dict]:
-    response = httpx.get(f"{base}/api/records", params={"limit": 1000},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=20)
+    response = httpx.get(
+        f"{base}/api/records",
+        params={"limit": 1000},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=20,
+    )
     response.raise_for_status()
     body = response.json()
     assert body["next_after"] is None
@@ -83,7 +87,9 @@ def test_thirty_calls_offline_survive_a_reload_and_sync_once(live_server, new_co
     # Back online: the page finds out by probing the server and uploads by itself.
     context.set_offline(False)
     page.evaluate("window.dispatchEvent(new Event('online'))")
-    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "30", timeout=60000)
+    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute(
+        "data-count", "30", timeout=60000
+    )
     assert outbox_count(page, "queued") == 0 and outbox_count(page, "failed") == 0
     receipts = page.locator(".outbox-item.status-synced .receipt").all_inner_texts()
     assert len(receipts) == 30 and all(r.startswith("回执 R-") for r in receipts)
@@ -152,8 +158,9 @@ def test_server_killed_while_500_records_upload(tmp_path, new_context, artifacts
         page.screenshot(path=artifacts / "sync-outbox-server-down.png")
 
         server.start()  # same port, same database
-        expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "500",
-                                                                                      timeout=120000)
+        expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute(
+            "data-count", "500", timeout=120000
+        )
         page.screenshot(path=artifacts / "sync-outbox-500-synced.png")
         assert outbox_count(page, "failed") == 0 and outbox_count(page, "queued") == 0
         assert all(size <= 100 for size in batches) and len(batches) >= 6
@@ -177,8 +184,12 @@ def record_call(page, name: str, details: str) -> str:
 
 
 def other_device_sends(base: str, token: str, record: dict) -> dict:
-    response = httpx.post(f"{base}/api/sync", json={"device_id": "other-phone", "records": [record]},
-                          headers={"Authorization": f"Bearer {token}"}, timeout=20)
+    response = httpx.post(
+        f"{base}/api/sync",
+        json={"device_id": "other-phone", "records": [record]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=20,
+    )
     response.raise_for_status()
     return response.json()["results"][0]
 
@@ -190,14 +201,22 @@ def test_conflict_shows_both_versions_and_the_agent_chooses(live_server, new_con
     keep = record_call(page, "李女士", "投诉：账单多扣费")
     take = record_call(page, "赵先生", "报修：宽带断线")
     page.goto(live_server.base + "/#/outbox")
-    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "2", timeout=30000)
+    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute(
+        "data-count", "2", timeout=30000
+    )
     held = {r["id"]: r for r in server_records(live_server.base, token)}
 
     # Another device of the same agent saves rev 2 of both records first.
     for rid, text in ((keep, "另一台设备：已电话安抚"), (take, "另一台设备：已派单")):
         server = held[rid]
-        sent = {"id": rid, "form": "call-record", "form_version": 1, "rev": 2, "captured_at": server["captured_at"],
-                "data": {**server["data"], "details": text}}
+        sent = {
+            "id": rid,
+            "form": "call-record",
+            "form_version": 1,
+            "rev": 2,
+            "captured_at": server["captured_at"],
+            "data": {**server["data"], "details": text},
+        }
         assert other_device_sends(live_server.base, token, sent)["status"] == "updated"
 
     # This device edits its synced copies: they become rev 2 with other content -> conflicts.
@@ -207,7 +226,9 @@ def test_conflict_shows_both_versions_and_the_agent_chooses(live_server, new_con
         page.fill("textarea[name=details]", text)
         page.click("button.rec-save")
         page.wait_for_url("**/#/outbox")
-    expect(page.locator(".outbox-counts [data-status=conflict]")).to_have_attribute("data-count", "2", timeout=30000)
+    expect(page.locator(".outbox-counts [data-status=conflict]")).to_have_attribute(
+        "data-count", "2", timeout=30000
+    )
     item = page.locator(f".outbox-item[data-id='{keep}']")
     expect(item.locator(".conflict-table")).to_contain_text("投诉：账单多扣费 200 元，要求退款")
     expect(item.locator(".conflict-table")).to_contain_text("另一台设备：已电话安抚")
@@ -217,7 +238,9 @@ def test_conflict_shows_both_versions_and_the_agent_chooses(live_server, new_con
 
     item.locator("button.keep-mine").click()
     page.locator(f".outbox-item[data-id='{take}'] button.take-server").click()
-    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "2", timeout=30000)
+    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute(
+        "data-count", "2", timeout=30000
+    )
     held = {r["id"]: r for r in server_records(live_server.base, token)}
     assert held[keep]["rev"] == 3 and held[keep]["data"]["details"] == "投诉：账单多扣费 200 元，要求退款"
     assert held[take]["rev"] == 2 and held[take]["data"]["details"] == "另一台设备：已派单"
@@ -233,8 +256,11 @@ def test_expired_login_never_blocks_recording_and_logout_exports_first(live_serv
     page.goto(live_server.base + "/#/forms/call-record")
     expect(page.locator("form.rec-form")).to_be_visible()
     # The token expires (here: revoked on the server) while the agent keeps taking calls.
-    httpx.post(f"{live_server.base}/api/auth/logout", timeout=10,
-               headers={"Authorization": f"Bearer {page.evaluate('localStorage.getItem(`od.token`)')}"})
+    httpx.post(
+        f"{live_server.base}/api/auth/logout",
+        timeout=10,
+        headers={"Authorization": f"Bearer {page.evaluate('localStorage.getItem(`od.token`)')}"},
+    )
     first = record_call(page, "钱女士", "询问停电何时恢复")
     expect(page.locator("#banner")).to_be_visible(timeout=20000)
     expect(page.locator("#banner")).to_contain_text("重新登录")
@@ -270,7 +296,9 @@ def test_expired_login_never_blocks_recording_and_logout_exports_first(live_serv
     page.click("button[type=submit]")
     page.wait_for_url("**/#/")
     page.goto(live_server.base + "/#/outbox")
-    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "2", timeout=30000)
+    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute(
+        "data-count", "2", timeout=30000
+    )
     expect(page.locator(".outbox-login")).to_be_hidden()
     stored = server_records(live_server.base, live_server.login(users["agent"]))
     assert sorted(r["id"] for r in stored) == sorted([first, second])
@@ -311,10 +339,19 @@ def test_background_sync_event_wakes_the_page_to_upload(live_server, new_context
       if (e.data?.type === "od-sync") window.__woken = (window.__woken || 0) + 1; })""")
     page.evaluate(CREATE_QUEUE, [5, 1])
     expect(page.locator(".outbox-counts [data-status=queued]")).to_have_attribute("data-count", "5")
-    cdp.send("ServiceWorker.dispatchSyncEvent", {"origin": live_server.base, "tag": "od-sync", "lastChance": False,
-                                                 "registrationId": registration_id})
+    cdp.send(
+        "ServiceWorker.dispatchSyncEvent",
+        {
+            "origin": live_server.base,
+            "tag": "od-sync",
+            "lastChance": False,
+            "registrationId": registration_id,
+        },
+    )
     page.wait_for_function("window.__woken >= 1", timeout=10000)
-    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "5", timeout=20000)
+    expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute(
+        "data-count", "5", timeout=20000
+    )
     assert len(server_records(live_server.base, live_server.login(users["agent"]))) == 5
 
 
@@ -328,8 +365,13 @@ def test_two_tabs_run_one_upload_at_a_time(live_server, new_context):
     second.goto(live_server.base + "/#/outbox")
     expect(second.locator(".outbox-counts")).to_be_visible()
     sent: list[str] = []
-    context.route("**/api/sync", lambda route: (sent.extend(r["id"] for r in route.request.post_data_json["records"]),
-                                                route.continue_()))
+    context.route(
+        "**/api/sync",
+        lambda route: (
+            sent.extend(r["id"] for r in route.request.post_data_json["records"]),
+            route.continue_(),
+        ),
+    )
     context.set_offline(True)
     first.evaluate(CREATE_QUEUE, [300, 1])
     context.set_offline(False)
@@ -337,8 +379,9 @@ def test_two_tabs_run_one_upload_at_a_time(live_server, new_context):
     for page in (first, second):
         page.evaluate("window.__run = import('/static/sync.js').then((s) => s.syncNow({ manual: true }))")
     outcomes = sorted(page.evaluate("window.__run") for page in (first, second))
-    expect(second.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "300",
-                                                                                     timeout=60000)
+    expect(second.locator(".outbox-counts [data-status=synced]")).to_have_attribute(
+        "data-count", "300", timeout=60000
+    )
     assert "busy" in outcomes or outcomes == ["done", "done"]
     assert len(sent) == 300 == len(set(sent))  # no record was sent twice by two tabs racing
 
@@ -372,9 +415,12 @@ def test_draft_autosaves_and_reopens_and_reentry_status_comes_back(live_server, 
 
     # After recovery the lead marks it re-entered into the CRM; the change feed brings that to the device.
     lead = live_server.login(users["lead"])
-    response = httpx.post(f"{live_server.base}/api/recovery/reentry", timeout=10,
-                          json={"status": "reentered", "records": [{"id": record_id, "crm_ref": "CRM-88231"}]},
-                          headers={"Authorization": f"Bearer {lead}"})
+    response = httpx.post(
+        f"{live_server.base}/api/recovery/reentry",
+        timeout=10,
+        json={"status": "reentered", "records": [{"id": record_id, "crm_ref": "CRM-88231"}]},
+        headers={"Authorization": f"Bearer {lead}"},
+    )
     assert response.status_code == 200, response.text
     page.click("button.outbox-syncnow")
     expect(item.locator(".reentry")).to_have_text("已录入系统（CRM-88231）", timeout=20000)
@@ -430,14 +476,26 @@ def test_upload_failures_are_told_in_the_agents_language(live_server, new_contex
       i18n.setLang("zh-CN");
       return out;
     }""")
-    assert cases["zh.database"] == ["database", "服务器的数据库暂时不可用（503）",
-                                    "服务器说明：The database is unavailable right now"]
-    assert cases["zh.busy"][:2] == cases["zh.admission"][:2] == ["busy", "服务器正忙，很多设备在同时上传（503）"]
+    assert cases["zh.database"] == [
+        "database",
+        "服务器的数据库暂时不可用（503）",
+        "服务器说明：The database is unavailable right now",
+    ]
+    assert (
+        cases["zh.busy"][:2] == cases["zh.admission"][:2] == ["busy", "服务器正忙，很多设备在同时上传（503）"]
+    )
     assert cases["zh.other503"][:2] == ["unavailable", "服务器暂时不可用（503）"]
     assert cases["zh.tooLarge"][:2] == ["tooLarge", "记录太大，服务器无法接收（413）"]
     assert cases["zh.expired"][:2] == ["login", "登录已过期，需要重新登录后才能上传"]
     assert cases["zh.crash"][:2] == ["server", "服务器出错（500）"]
-    assert cases["zh.network"] == ["network", "无法连接服务器", ""]  # no answer: nothing from the server to show
-    assert cases["en.database"] == ["database", "The server's database is unavailable (503)",
-                                    "Server says: The database is unavailable right now"]
+    assert cases["zh.network"] == [
+        "network",
+        "无法连接服务器",
+        "",
+    ]  # no answer: nothing from the server to show
+    assert cases["en.database"] == [
+        "database",
+        "The server's database is unavailable (503)",
+        "Server says: The database is unavailable right now",
+    ]
     assert cases["en.network"] == ["network", "Cannot reach the server", ""]

@@ -31,8 +31,11 @@ def copied_server(tmp_path):
     shipped = tmp_path / "shipped"
     shutil.copytree(ROOT / "frontend", shipped / "frontend")
     shutil.copytree(ROOT / "service_worker", shipped / "service_worker")
-    server = ServerProcess(tmp_path / "var", OUTAGE_FRONTEND_DIR=str(shipped / "frontend"),
-                           OUTAGE_SERVICE_WORKER_DIR=str(shipped / "service_worker"))
+    server = ServerProcess(
+        tmp_path / "var",
+        OUTAGE_FRONTEND_DIR=str(shipped / "frontend"),
+        OUTAGE_SERVICE_WORKER_DIR=str(shipped / "service_worker"),
+    )
     server.add_users("upd", roles=("agent",))
     server.start()
     server.shipped = shipped
@@ -54,8 +57,9 @@ def test_changed_file_new_version_prompt_and_safe_reload(copied_server, new_cont
     page = context.new_page()
     log_in(page, server.base, "upd-agent", server.PASSWORD)
     wait_until_controlled(page)
-    wait_until_content_saved(page, {"/api/playbooks", "/api/forms", "/api/playbooks/system-failure",
-                                    "/api/forms/call-record"})
+    wait_until_content_saved(
+        page, {"/api/playbooks", "/api/forms", "/api/playbooks/system-failure", "/api/forms/call-record"}
+    )
     old = build_version(server)
     assert f"od-shell-{old}" in cache_names(page)
     assert page.evaluate("import('/static/pwa.js').then((m) => m.appVersion())") == old
@@ -86,7 +90,9 @@ def test_changed_file_new_version_prompt_and_safe_reload(copied_server, new_cont
 
     # Offline, with the flush hook agreeing: the tap reloads into the new build, content still there.
     context.set_offline(True)
-    page.evaluate("window.odBeforeReload = async () => { localStorage.setItem('flushed', 'yes'); return true; }")
+    page.evaluate(
+        "window.odBeforeReload = async () => { localStorage.setItem('flushed', 'yes'); return true; }"
+    )
     with page.expect_navigation():
         page.click("#update button.primary")
     page.wait_for_function("navigator.serviceWorker.controller !== null")

@@ -38,11 +38,23 @@ def setup_site(server: ServerProcess) -> dict:
     users = {}
     for role in ("agent", "lead", "manager", "admin"):
         users[role] = f"xss-{role}"
-        server.cli("users", "add", users[role], "--role", role, "--site", "xss", "--password", server.PASSWORD,
-                   "--display-name", f"{role} {ALL}"[:200])
+        server.cli(
+            "users",
+            "add",
+            users[role],
+            "--role",
+            role,
+            "--site",
+            "xss",
+            "--password",
+            server.PASSWORD,
+            "--display-name",
+            f"{role} {ALL}"[:200],
+        )
     tokens = {role: server.login(name) for role, name in users.items()}
     h = {role: {"Authorization": f"Bearer {token}"} for role, token in tokens.items()}
     with httpx.Client(base_url=server.base, timeout=30) as api:
+
         def ok(response):
             assert response.status_code < 300, response.text[:500]
             return response.json() if response.content else None
@@ -57,26 +69,63 @@ def setup_site(server: ServerProcess) -> dict:
         ok(api.put("/api/forms/media-enquiry", headers=h["admin"], json=body))
 
         record_id = str(uuid.uuid4())
-        record = {"id": record_id, "form": "call-record", "form_version": 1, "rev": 1,
-                  "captured_at": "2026-11-23T10:00:05+08:00",
-                  "data": {"called_at": "2026-11-23T10:00:00+08:00", "caller_name": IMG,
-                           "phone": "13800001111", "category": "complaint", "urgency": "normal",
-                           "details": f"详情 {ALL}", "callback_promised": True,
-                           "callback_due": "2026-11-23T12:00:00+08:00"}}
+        record = {
+            "id": record_id,
+            "form": "call-record",
+            "form_version": 1,
+            "rev": 1,
+            "captured_at": "2026-11-23T10:00:05+08:00",
+            "data": {
+                "called_at": "2026-11-23T10:00:00+08:00",
+                "caller_name": IMG,
+                "phone": "13800001111",
+                "category": "complaint",
+                "urgency": "normal",
+                "details": f"详情 {ALL}",
+                "callback_promised": True,
+                "callback_due": "2026-11-23T12:00:00+08:00",
+            },
+        }
         result = ok(api.post("/api/sync", headers=h["agent"], json={"device_id": "xss", "records": [record]}))
         assert result["results"][0]["status"] == "created", str(result["results"])
-        incident = ok(api.post("/api/incidents", headers=h["lead"],
-                               json={"playbook": "power-outage", "note": f"备注 {ALL}"}))
-        ok(api.post(f"/api/incidents/{incident['id']}/notes", headers=h["lead"], json={"text": f"现场 {ALL}"}))
+        incident = ok(
+            api.post(
+                "/api/incidents", headers=h["lead"], json={"playbook": "power-outage", "note": f"备注 {ALL}"}
+            )
+        )
+        ok(
+            api.post(
+                f"/api/incidents/{incident['id']}/notes", headers=h["lead"], json={"text": f"现场 {ALL}"}
+            )
+        )
         # The manager acknowledges: the lead's inbox gets a notification with the (poisoned) title and name.
         ok(api.post(f"/api/incidents/{incident['id']}/ack", headers=h["manager"]))
-        ok(api.post("/api/callbacks/attempts", headers=h["agent"], json={"attempts": [{
-            "id": str(uuid.uuid4()), "callback_id": record_id, "outcome": "no_answer",
-            "attempted_at": "2026-11-23T11:00:00+08:00", "note": f"未接 {ALL}"}]}))
+        ok(
+            api.post(
+                "/api/callbacks/attempts",
+                headers=h["agent"],
+                json={
+                    "attempts": [
+                        {
+                            "id": str(uuid.uuid4()),
+                            "callback_id": record_id,
+                            "outcome": "no_answer",
+                            "attempted_at": "2026-11-23T11:00:00+08:00",
+                            "note": f"未接 {ALL}",
+                        }
+                    ]
+                },
+            )
+        )
         done = ok(api.post("/api/incidents", headers=h["lead"], json={"playbook": "call-surge", "note": ALL}))
         ok(api.post(f"/api/incidents/{done['id']}/resolve", headers=h["lead"], json={"note": ALL}))
-        ok(api.put(f"/api/incidents/{done['id']}/report", headers=h["lead"],
-                   json={"cause": f"原因 {ALL}", "actions": f"措施 {ALL}"}))
+        ok(
+            api.put(
+                f"/api/incidents/{done['id']}/report",
+                headers=h["lead"],
+                json={"cause": f"原因 {ALL}", "actions": f"措施 {ALL}"},
+            )
+        )
     return {"users": users, "record": record_id, "incident": incident["id"], "resolved": done["id"]}
 
 
@@ -84,13 +133,28 @@ def setup_site(server: ServerProcess) -> dict:
 def screens(data: dict) -> list[tuple[str, bool]]:
     incident, resolved = data["incident"], data["resolved"]
     return [
-        ("#/", False), ("#/playbooks", True), ("#/playbooks/power-outage", True), ("#/forms/media-enquiry", True),
-        ("#/forms/call-record", False), (f"#/records/{data['record']}", False), ("#/outbox", False),
-        ("#/incidents", True), (f"#/incidents/{incident}", True), (f"#/incidents/{resolved}", True),
-        (f"#/incidents/{resolved}/review", True), ("#/inbox", True), ("#/callbacks", True),
-        ("#/callbacks/all", True), ("#/recovery", False), ("#/transcribe", False),
-        ("#/print", False), ("#/print/playbook/power-outage", True), ("#/print/form/media-enquiry", True),
-        ("#/print/kit", True), ("#/print/callbacks/all", True), (f"#/print/incident/{resolved}/report", True),
+        ("#/", False),
+        ("#/playbooks", True),
+        ("#/playbooks/power-outage", True),
+        ("#/forms/media-enquiry", True),
+        ("#/forms/call-record", False),
+        (f"#/records/{data['record']}", False),
+        ("#/outbox", False),
+        ("#/incidents", True),
+        (f"#/incidents/{incident}", True),
+        (f"#/incidents/{resolved}", True),
+        (f"#/incidents/{resolved}/review", True),
+        ("#/inbox", True),
+        ("#/callbacks", True),
+        ("#/callbacks/all", True),
+        ("#/recovery", False),
+        ("#/transcribe", False),
+        ("#/print", False),
+        ("#/print/playbook/power-outage", True),
+        ("#/print/form/media-enquiry", True),
+        ("#/print/kit", True),
+        ("#/print/callbacks/all", True),
+        (f"#/print/incident/{resolved}/report", True),
         (f"#/print/incident/{incident}/log", True),
     ]
 
@@ -129,21 +193,31 @@ def test_payloads_stay_text_on_every_screen_and_print_view(tmp_path, new_context
                 page.wait_for_load_state("networkidle")
                 if shown and role == "lead":  # a big view (the whole outage kit) may still be rendering
                     try:
-                        page.wait_for_function("text => document.body.innerText.includes(text)", arg=SHOWN,
-                                               timeout=15000)
+                        page.wait_for_function(
+                            "text => document.body.innerText.includes(text)", arg=SHOWN, timeout=15000
+                        )
                     except PlaywrightTimeout:
                         pass  # reported below as "not shown as text"
                 page.wait_for_timeout(300)  # late renders (cached first, then fresh) get their chance too
                 state = page.evaluate(INERT)
                 if state["xss"] is not None or state["made"] or state["scripts"] or dialogs:
-                    failures.append(f"{role} {route}: payload ran or made elements: {state['made']} {dialogs}")
-                    page.screenshot(path=artifacts / f"xss-FAILED-{role}-{route.strip('#/').replace('/', '-')}.png")
+                    failures.append(
+                        f"{role} {route}: payload ran or made elements: {state['made']} {dialogs}"
+                    )
+                    page.screenshot(
+                        path=artifacts / f"xss-FAILED-{role}-{route.strip('#/').replace('/', '-')}.png"
+                    )
                 if shown and role == "lead" and SHOWN not in state["text"]:
                     failures.append(f"{role} {route}: the payload is not shown as text")
-                if route in ("#/playbooks/power-outage", f"#/incidents/{data['incident']}",
-                             f"#/print/incident/{data['resolved']}/report"):
-                    page.screenshot(path=artifacts / f"xss-{role}-{route.strip('#/').replace('/', '-')}.png",
-                                    full_page=True)
+                if route in (
+                    "#/playbooks/power-outage",
+                    f"#/incidents/{data['incident']}",
+                    f"#/print/incident/{data['resolved']}/report",
+                ):
+                    page.screenshot(
+                        path=artifacts / f"xss-{role}-{route.strip('#/').replace('/', '-')}.png",
+                        full_page=True,
+                    )
             assert not failures, "\n".join(failures)
     finally:
         server.stop()
@@ -180,4 +254,3 @@ def test_payload_typed_into_the_call_form_is_saved_and_shown_as_text(tmp_path, n
         assert IMG in page.locator("input[name=caller_name]").input_value() or SHOWN in state["text"]
     finally:
         server.stop()
-

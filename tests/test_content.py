@@ -2,6 +2,7 @@
 
 Plain pytest: no app imports, only json, pathlib and re.
 """
+
 import json
 import pathlib
 import re
@@ -13,9 +14,16 @@ FORMS_DIR = CONTENT / "forms"
 PLAYBOOKS_DIR = CONTENT / "playbooks"
 
 PLAYBOOK_SLUGS = {
-    "seat-equipment-failure", "system-failure", "power-outage",
-    "air-conditioning-failure", "fire-theft", "personal-accident",
-    "website-failure", "call-surge", "complaint-escalation", "media-enquiry",
+    "seat-equipment-failure",
+    "system-failure",
+    "power-outage",
+    "air-conditioning-failure",
+    "fire-theft",
+    "personal-accident",
+    "website-failure",
+    "call-surge",
+    "complaint-escalation",
+    "media-enquiry",
 }
 FORM_SLUGS = {"call-record", "incident-log", "callback-list", "staff-headcount", "media-enquiry"}
 
@@ -25,14 +33,37 @@ WHO = {"agent", "lead", "manager", "ops"}
 NOTIFY_ROLES = {"lead", "manager"}
 FIELD_TYPES = {"text", "textarea", "tel", "integer", "datetime", "choice", "boolean"}
 
-PLAYBOOK_KEYS = {"slug", "version", "category", "title", "summary", "steps",
-                 "escalation", "script", "forms", "contacts"}
+PLAYBOOK_KEYS = {
+    "slug",
+    "version",
+    "category",
+    "title",
+    "summary",
+    "steps",
+    "escalation",
+    "script",
+    "forms",
+    "contacts",
+}
 STEP_KEYS = {"id", "who", "within_minutes", "text"}
 ESCALATION_KEYS = {"after_minutes", "notify", "message"}
 CONTACT_KEYS = {"role", "label", "phone"}
 FORM_KEYS = {"slug", "version", "title", "description", "fields"}
-FIELD_KEYS = {"name", "type", "label", "help", "required", "required_if", "max_length",
-              "pattern", "min", "max", "choices", "default", "print_width"}
+FIELD_KEYS = {
+    "name",
+    "type",
+    "label",
+    "help",
+    "required",
+    "required_if",
+    "max_length",
+    "pattern",
+    "min",
+    "max",
+    "choices",
+    "default",
+    "print_width",
+}
 CHOICE_KEYS = {"value", "label"}
 
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
@@ -43,8 +74,16 @@ PLACEHOLDER_PHONE = re.compile(r"^010-0000-00\d\d$")
 DATETIME_DEFAULT = re.compile(r"^now(\+[1-9]\d*)?$")
 EMERGENCY_NUMBERS = {"119", "110", "120"}
 
-CALL_RECORD_ORDER = ["called_at", "caller_name", "phone", "category", "urgency",
-                     "details", "callback_promised", "callback_due"]
+CALL_RECORD_ORDER = [
+    "called_at",
+    "caller_name",
+    "phone",
+    "category",
+    "urgency",
+    "details",
+    "callback_promised",
+    "callback_due",
+]
 
 
 def _load_dir(d):
@@ -71,6 +110,7 @@ def check_text(obj, where):
 
 # ---------------------------------------------------------------- files
 
+
 def test_every_content_file_is_valid_utf8_json():
     files = [p for p in CONTENT.rglob("*") if p.is_file()]
     assert files
@@ -93,6 +133,7 @@ def test_exact_slugs():
 
 
 # ---------------------------------------------------------------- playbooks
+
 
 @pytest.mark.parametrize("slug", sorted(PLAYBOOK_SLUGS))
 def test_playbook_structure(slug):
@@ -124,7 +165,9 @@ def test_playbook_structure(slug):
         assert len(e["notify"]) == len(set(e["notify"]))
         check_text(e["message"], f"{slug}.escalation[{i}].message")
     mins = [e["after_minutes"] for e in esc]
-    assert all(a < b for a, b in zip(mins, mins[1:], strict=False)), f"{slug}: escalation not increasing {mins}"
+    assert all(a < b for a, b in zip(mins, mins[1:], strict=False)), (
+        f"{slug}: escalation not increasing {mins}"
+    )
 
     script = pb["script"]
     if script is not None:
@@ -144,8 +187,9 @@ def test_playbook_structure(slug):
         assert set(c) == CONTACT_KEYS
         assert SNAKE.match(c["role"]), f"{slug}: contact role {c['role']}"
         check_text(c["label"], f"{slug}.contacts.{c['role']}")
-        assert PLACEHOLDER_PHONE.match(c["phone"]) or c["phone"] in EMERGENCY_NUMBERS, \
+        assert PLACEHOLDER_PHONE.match(c["phone"]) or c["phone"] in EMERGENCY_NUMBERS, (
             f"{slug}: contact phone {c['phone']}"
+        )
 
 
 def _ladder(slug):
@@ -163,14 +207,13 @@ def test_escalation_ladders_match_domain():
 def test_key_steps_and_timings():
     steps = {s: {st["id"]: st for st in PLAYBOOKS[s]["steps"]} for s in PLAYBOOKS}
     # seat equipment: logged in again on a spare seat within 5 minutes
-    assert 5 in [st["within_minutes"] for st in steps["seat-equipment-failure"].values()
-                 if st["who"] == "agent"]
+    assert 5 in [
+        st["within_minutes"] for st in steps["seat-equipment-failure"].values() if st["who"] == "agent"
+    ]
     # system failure: lead reports to supervisor within 5 minutes
-    assert any(st["who"] == "lead" and st["within_minutes"] == 5
-               for st in steps["system-failure"].values())
+    assert any(st["who"] == "lead" and st["within_minutes"] == 5 for st in steps["system-failure"].values())
     # call surge: tier 1 is an immediate step, not an escalation
-    assert any(st["within_minutes"] == 0 and "tier1" in st["id"]
-               for st in steps["call-surge"].values())
+    assert any(st["within_minutes"] == 0 and "tier1" in st["id"] for st in steps["call-surge"].values())
     surge = json.dumps(PLAYBOOKS["call-surge"], ensure_ascii=False)
     for level in ("85–90", "80–85", "80"):
         assert level in surge
@@ -196,6 +239,7 @@ def test_required_safety_facts():
 
 
 # ---------------------------------------------------------------- forms
+
 
 @pytest.mark.parametrize("slug", sorted(FORM_SLUGS))
 def test_form_structure(slug):
@@ -284,12 +328,18 @@ def test_call_record_layout():
 
 def test_form_choice_sets():
     def values(form, field):
-        return [c["value"] for c in
-                next(x for x in FORMS[form]["fields"] if x["name"] == field)["choices"]]
+        return [c["value"] for c in next(x for x in FORMS[form]["fields"] if x["name"] == field)["choices"]]
+
     assert set(values("incident-log", "fault_type")) == PLAYBOOK_SLUGS
     assert values("callback-list", "outcome") == ["reached", "no_answer", "wrong_number", "resolved"]
     assert values("staff-headcount", "status") == [
-        "on_site", "called_in", "en_route", "unreachable", "evacuated_safe", "missing"]
+        "on_site",
+        "called_in",
+        "en_route",
+        "unreachable",
+        "evacuated_safe",
+        "missing",
+    ]
     assert values("staff-headcount", "tier") == ["tier1", "tier2", "tier3"]
     notes = next(x for x in FORMS["media-enquiry"]["fields"] if x["name"] == "notes")
     assert "help" in notes

@@ -6,8 +6,18 @@ import copy
 
 from backend.forms import validate_data
 
-PLAYBOOKS = {"seat-equipment-failure", "system-failure", "power-outage", "air-conditioning-failure", "fire-theft",
-             "personal-accident", "website-failure", "call-surge", "complaint-escalation", "media-enquiry"}
+PLAYBOOKS = {
+    "seat-equipment-failure",
+    "system-failure",
+    "power-outage",
+    "air-conditioning-failure",
+    "fire-theft",
+    "personal-accident",
+    "website-failure",
+    "call-surge",
+    "complaint-escalation",
+    "media-enquiry",
+}
 FORMS = {"call-record", "incident-log", "callback-list", "staff-headcount", "media-enquiry"}
 
 
@@ -37,15 +47,21 @@ async def test_unknown_slug_and_bad_lang(client, site):
 
 async def test_etag_and_cursor(client, site):
     first = await client.get("/api/forms?lang=zh-CN", headers=site.headers())
-    again = await client.get("/api/forms?lang=zh-CN", headers={**site.headers(), "If-None-Match": first.headers["etag"]})
+    again = await client.get(
+        "/api/forms?lang=zh-CN", headers={**site.headers(), "If-None-Match": first.headers["etag"]}
+    )
     assert again.status_code == 304
     before = (await client.get("/api/content/cursor", headers=site.headers())).json()["cursor"]
     form = (await client.get("/api/forms/media-enquiry", headers=site.headers())).json()
     form["title"]["en"] = "Media enquiry note (edited)"
-    assert (await client.put("/api/forms/media-enquiry", json=form, headers=site.headers("admin"))).status_code == 200
+    assert (
+        await client.put("/api/forms/media-enquiry", json=form, headers=site.headers("admin"))
+    ).status_code == 200
     after = (await client.get("/api/content/cursor", headers=site.headers())).json()["cursor"]
     assert after > before
-    changed = await client.get("/api/forms?lang=zh-CN", headers={**site.headers(), "If-None-Match": first.headers["etag"]})
+    changed = await client.get(
+        "/api/forms?lang=zh-CN", headers={**site.headers(), "If-None-Match": first.headers["etag"]}
+    )
     assert changed.status_code == 200
 
 
@@ -55,7 +71,9 @@ async def test_playbook_edit_makes_version_2_and_keeps_1(client, site, other_sit
     edited["contacts"][0]["phone"] = "010-8888-0001"
     for key in ("version", "lang", "updated_at"):
         edited.pop(key)
-    assert (await client.put("/api/playbooks/power-outage", json=edited, headers=site.headers("lead"))).status_code == 403
+    assert (
+        await client.put("/api/playbooks/power-outage", json=edited, headers=site.headers("lead"))
+    ).status_code == 403
     response = await client.put("/api/playbooks/power-outage", json=edited, headers=site.headers("admin"))
     assert response.status_code == 200, response.text
     assert response.json()["version"] == 2
@@ -69,12 +87,24 @@ async def test_playbook_edit_makes_version_2_and_keeps_1(client, site, other_sit
 
 
 async def test_admin_creates_and_bad_definitions_are_422(client, site):
-    new = {"slug": "lift-stuck", "category": "safety", "title": {"zh-CN": "电梯困人", "en": "Lift stuck"},
-           "summary": {"zh-CN": "有人被困电梯。", "en": "Someone is stuck in a lift."},
-           "steps": [{"id": "call", "who": "lead", "within_minutes": 0,
-                      "text": {"zh-CN": "联系物业。", "en": "Call the building."}}],
-           "escalation": [{"after_minutes": 10, "notify": ["manager"], "message": {"zh-CN": "未解决", "en": "Open"}}],
-           "forms": ["incident-log"]}
+    new = {
+        "slug": "lift-stuck",
+        "category": "safety",
+        "title": {"zh-CN": "电梯困人", "en": "Lift stuck"},
+        "summary": {"zh-CN": "有人被困电梯。", "en": "Someone is stuck in a lift."},
+        "steps": [
+            {
+                "id": "call",
+                "who": "lead",
+                "within_minutes": 0,
+                "text": {"zh-CN": "联系物业。", "en": "Call the building."},
+            }
+        ],
+        "escalation": [
+            {"after_minutes": 10, "notify": ["manager"], "message": {"zh-CN": "未解决", "en": "Open"}}
+        ],
+        "forms": ["incident-log"],
+    }
     created = await client.post("/api/playbooks", json=new, headers=site.headers("admin"))
     assert created.status_code == 201, created.text
     assert (await client.post("/api/playbooks", json=new, headers=site.headers("admin"))).status_code == 409
@@ -93,9 +123,16 @@ async def test_admin_creates_and_bad_definitions_are_422(client, site):
 
 async def test_form_validation_field_by_field(client, site):
     form = (await client.get("/api/forms/call-record", headers=site.headers())).json()
-    good = {"called_at": "2026-11-23T10:05:00+08:00", "caller_name": "张伟", "phone": "138 0013 8000",
-            "category": "complaint", "urgency": "urgent", "details": "宽带断了", "callback_promised": True,
-            "callback_due": "2026-11-23T12:05:00+08:00"}
+    good = {
+        "called_at": "2026-11-23T10:05:00+08:00",
+        "caller_name": "张伟",
+        "phone": "138 0013 8000",
+        "category": "complaint",
+        "urgency": "urgent",
+        "details": "宽带断了",
+        "callback_promised": True,
+        "callback_due": "2026-11-23T12:05:00+08:00",
+    }
     assert validate_data(form, good) == {}
     assert validate_data(form, {**good, "callback_promised": False, "callback_due": None}) == {}
     cases = {
@@ -114,4 +151,6 @@ async def test_form_validation_field_by_field(client, site):
     errors = validate_data(form, {**good, "callback_due": "", "surprise": 1})
     assert errors["callback_due"]["code"] == "required" and errors["surprise"]["code"] == "unknown"
     assert validate_data(form, ["not", "an", "object"])["_"]["code"] == "type"
-    assert validate_data(form, {**good, "called_at": "2026-11-23T10:05:00"})["called_at"]["code"] == "datetime"
+    assert (
+        validate_data(form, {**good, "called_at": "2026-11-23T10:05:00"})["called_at"]["code"] == "datetime"
+    )

@@ -49,7 +49,9 @@ def shared_database(request, tmp_path):
         drop_postgres_database(POSTGRES_URL, url)
 
 
-async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(shared_database, tmp_path, monkeypatch):
+async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(
+    shared_database, tmp_path, monkeypatch
+):
     # Count what each instance did (the real workers call these module functions).
     work: Counter = Counter()
     real_fire, real_deliver = escalation.fire_due, notifications.deliver_due
@@ -70,27 +72,50 @@ async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(sha
     monkeypatch.setattr(notifications, "BATCH", 10)
     receiver = PushReceiver()
     clock = ManualClock()
-    settings = load_settings(database_url=shared_database, secret_key="k", vapid_key_path=tmp_path / "vapid.pem",
-                             run_workers=True, outbound_allow="127.0.0.1")  # the push stand-in is on loopback
+    settings = load_settings(
+        database_url=shared_database,
+        secret_key="k",
+        vapid_key_path=tmp_path / "vapid.pem",
+        run_workers=True,
+        outbound_allow="127.0.0.1",
+    )  # the push stand-in is on loopback
     instances = []
     for _ in range(2):
         engine = make_engine(shared_database)
-        app = SimpleNamespace(state=SimpleNamespace(settings=settings, engine=engine, sessionmaker=sessionmaker(engine),
-                                                    clock=clock, worker_interval=0.01))
+        app = SimpleNamespace(
+            state=SimpleNamespace(
+                settings=settings,
+                engine=engine,
+                sessionmaker=sessionmaker(engine),
+                clock=clock,
+                worker_interval=0.01,
+            )
+        )
         await push.on_startup(app)
         instances.append(app)
     factory = instances[0].state.sessionmaker
     site = await make_site(factory, roles=("lead",), prefix="workers")
     async with factory() as session:
         for i in range(MANAGERS):
-            manager = await create_user(session, f"{site.slug}-m{i}", "manager", site.slug, "x",
-                                        password_hash=PASSWORD_HASH)
+            manager = await create_user(
+                session, f"{site.slug}-m{i}", "manager", site.slug, "x", password_hash=PASSWORD_HASH
+            )
             sub = receiver.subscription()
-            session.add(PushSubscription(site_id=manager.site_id, user_id=manager.id, endpoint=sub["endpoint"],
-                                         p256dh=sub["keys"]["p256dh"], auth=sub["keys"]["auth"],
-                                         created_at=clock.at, last_seen_at=clock.at))
+            session.add(
+                PushSubscription(
+                    site_id=manager.site_id,
+                    user_id=manager.id,
+                    endpoint=sub["endpoint"],
+                    p256dh=sub["keys"]["p256dh"],
+                    auth=sub["keys"]["auth"],
+                    created_at=clock.at,
+                    last_seen_at=clock.at,
+                )
+            )
         lead = (await session.execute(select(User).where(User.id == site.users["lead"]))).scalar_one()
-        actor = CurrentUser(lead.id, lead.username, lead.display_name, "lead", lead.site_id, site.slug, site.slug)
+        actor = CurrentUser(
+            lead.id, lead.username, lead.display_name, "lead", lead.site_id, site.slug, site.slug
+        )
         for _ in range(INCIDENTS):
             await incidents.declare(session, lead.site_id, "system-failure", actor, clock.at)
         await session.commit()
@@ -103,10 +128,18 @@ async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(sha
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             async with factory() as session:
-                pending = (await session.execute(select(func.count()).select_from(EscalationStep)
-                                                 .where(EscalationStep.status == "pending"))).scalar_one()
-                unsent = (await session.execute(select(func.count()).select_from(PushDelivery)
-                                                .where(PushDelivery.state != "sent"))).scalar_one()
+                pending = (
+                    await session.execute(
+                        select(func.count())
+                        .select_from(EscalationStep)
+                        .where(EscalationStep.status == "pending")
+                    )
+                ).scalar_one()
+                unsent = (
+                    await session.execute(
+                        select(func.count()).select_from(PushDelivery).where(PushDelivery.state != "sent")
+                    )
+                ).scalar_one()
             if not pending and not unsent:
                 break
             await asyncio.sleep(0.1)
@@ -120,12 +153,21 @@ async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(sha
         receiver.close()
 
     async with factory() as session:
-        fired = Counter((e.incident_id, e.data["rung"]) for e in (await session.execute(
-            select(IncidentEvent).where(IncidentEvent.kind == "escalation_fired"))).scalars())
+        fired = Counter(
+            (e.incident_id, e.data["rung"])
+            for e in (
+                await session.execute(select(IncidentEvent).where(IncidentEvent.kind == "escalation_fired"))
+            ).scalars()
+        )
         states = Counter((await session.execute(select(EscalationStep.status))).scalars())
         deliveries = Counter((await session.execute(select(PushDelivery.state))).scalars())
-        sent_events = (await session.execute(select(func.count()).select_from(IncidentEvent)
-                                             .where(IncidentEvent.kind == "notification_sent"))).scalar_one()
+        sent_events = (
+            await session.execute(
+                select(func.count())
+                .select_from(IncidentEvent)
+                .where(IncidentEvent.kind == "notification_sent")
+            )
+        ).scalar_one()
     for app in instances:
         await app.state.engine.dispose()
     assert states == {"fired": rungs}

@@ -14,8 +14,14 @@ from .test_sync_api import record, sync
 
 def _export(database_url: str, site: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "OUTAGE_SECRET_KEY": "export-test"}
-    return subprocess.run([sys.executable, "-m", "backend", "export", "--site", site], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "backend", "export", "--site", site],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def test_export_holds_the_site_and_nothing_else(client, database_url, site, other_site):
@@ -23,8 +29,9 @@ async def test_export_holds_the_site_and_nothing_else(client, database_url, site
     theirs = record(2, caller_name="别的站点")
     await sync(client, site, [mine])
     await sync(client, other_site, [theirs])
-    declared = await client.post("/api/incidents", json={"playbook": "power-outage", "note": "UPS 报警"},
-                                 headers=site.headers("lead"))
+    declared = await client.post(
+        "/api/incidents", json={"playbook": "power-outage", "note": "UPS 报警"}, headers=site.headers("lead")
+    )
     assert declared.status_code == 201, declared.text
 
     done = _export(database_url, site.slug)

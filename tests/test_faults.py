@@ -45,7 +45,9 @@ def acknowledged(devices: list[Device]) -> int:
 
 def no_server_errors(devices: list[Device]) -> None:
     statuses = [s for d in devices for s in d.statuses]
-    assert all(s in (503, 429) for s in statuses), f"unexpected answers while faulted: {sorted(set(statuses))}"
+    assert all(s in (503, 429) for s in statuses), (
+        f"unexpected answers while faulted: {sorted(set(statuses))}"
+    )
 
 
 async def test_kill_9_mid_burst_then_restart_loses_and_duplicates_nothing(tmp_path, backend_url):
@@ -94,8 +96,11 @@ async def test_postgres_connections_killed_during_sync_give_503_never_500(tmp_pa
             await asyncio.sleep(0.3)
             if upload.done():
                 break
-            rows = await db.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+            rows = await db.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
             killed += sum(1 for (ok,) in rows if ok)
         await upload
         assert killed > 0, "no app connection was there to kill"
@@ -111,8 +116,12 @@ async def test_postgres_connections_killed_during_sync_give_503_never_500(tmp_pa
 
 
 def sync_once(server: ServerProcess, token: str, records: list[dict]) -> httpx.Response:
-    return httpx.post(f"{server.base}/api/sync", json={"device_id": "probe-phone", "records": records},
-                      headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    return httpx.post(
+        f"{server.base}/api/sync",
+        json={"device_id": "probe-phone", "records": records},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
 
 
 def assert_unavailable(response: httpx.Response) -> None:
@@ -155,8 +164,9 @@ async def test_sqlite_read_only_database_gives_503_and_the_phone_keeps_its_queue
     path = server.var_dir / "outage_desk.db"
     await asyncio.to_thread(server.stop)
     # The same file opened read-only (a remounted or failing disk). chmod would not stop root, mode=ro does.
-    read_only = ServerProcess(server.var_dir, database_url=f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true",
-                              port=server.port)
+    read_only = ServerProcess(
+        server.var_dir, database_url=f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true", port=server.port
+    )
     read_only.env["OUTAGE_RUN_WORKERS"] = "0"
     try:
         await asyncio.to_thread(read_only.start)
@@ -166,8 +176,12 @@ async def test_sqlite_read_only_database_gives_503_and_the_phone_keeps_its_queue
         await upload_all(read_only.base, [phone], timeout=3)
         assert len(phone.queue) == 150 and not phone.acknowledged and set(phone.statuses) == {503}
         # Reading still works: the agent can see what the server already has.
-        assert httpx.get(f"{read_only.base}/api/records", headers={"Authorization": f"Bearer {tokens[0]}"},
-                         timeout=10).status_code == 200
+        assert (
+            httpx.get(
+                f"{read_only.base}/api/records", headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=10
+            ).status_code
+            == 200
+        )
         await asyncio.to_thread(read_only.stop)
         await asyncio.to_thread(server.start)  # writable again
         await upload_all(server.base, [phone], timeout=60)
@@ -190,8 +204,12 @@ def test_browser_queue_survives_a_read_only_database(tmp_path, new_context, arti
     users = server.add_users("pwa503", ("agent",))
     server.start()
     path = server.var_dir / "outage_desk.db"
-    read_only = ServerProcess(server.var_dir, database_url=f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true",
-                              port=server.port, OUTAGE_RUN_WORKERS="0")
+    read_only = ServerProcess(
+        server.var_dir,
+        database_url=f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true",
+        port=server.port,
+        OUTAGE_RUN_WORKERS="0",
+    )
     try:
         context = new_context(locale="zh-CN")
         page = context.new_page()
@@ -204,12 +222,20 @@ def test_browser_queue_survives_a_read_only_database(tmp_path, new_context, arti
         # (status, records carried) of every upload: a sync with an empty queue may still be answered (reading
         # the change feed works on a read-only database); what matters is that no record is acknowledged.
         uploads = []
-        page.on("response", lambda r: uploads.append((r.status, len(r.request.post_data_json["records"])))
-                if r.url.endswith("/api/sync") else None)
+        page.on(
+            "response",
+            lambda r: (
+                uploads.append((r.status, len(r.request.post_data_json["records"])))
+                if r.url.endswith("/api/sync")
+                else None
+            ),
+        )
         ids = [record_call(page, f"孙先生{n}", f"只读数据库期间来电 {n}") for n in range(3)]
         page.goto(server.base + "/#/outbox")
         deadline = time.monotonic() + 30
-        while not any(status == 503 and carried for status, carried in uploads) and time.monotonic() < deadline:
+        while (
+            not any(status == 503 and carried for status, carried in uploads) and time.monotonic() < deadline
+        ):
             page.wait_for_timeout(200)
         with_records = [status for status, carried in uploads if carried]
         assert 503 in with_records and 200 not in with_records, uploads
@@ -228,11 +254,13 @@ def test_browser_queue_survives_a_read_only_database(tmp_path, new_context, arti
         read_only.stop()
         server.start()  # writable again
         page.click("button.outbox-syncnow")  # the agent taps "upload now" rather than wait out the backoff
-        expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute("data-count", "3",
-                                                                                      timeout=90000)
+        expect(page.locator(".outbox-counts [data-status=synced]")).to_have_attribute(
+            "data-count", "3", timeout=90000
+        )
         token = server.login(users["agent"])
-        stored = httpx.get(f"{server.base}/api/records", headers={"Authorization": f"Bearer {token}"},
-                           timeout=20).json()["items"]
+        stored = httpx.get(
+            f"{server.base}/api/records", headers={"Authorization": f"Bearer {token}"}, timeout=20
+        ).json()["items"]
         assert sorted(r["id"] for r in stored) == sorted(ids)
     finally:
         read_only.stop()

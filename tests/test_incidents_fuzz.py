@@ -9,28 +9,58 @@ from hypothesis import strategies as st
 
 from .conftest import sync_client_and_site
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False, allow_infinity=False),
-                    st.text(max_size=40))
-json_values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)), max_leaves=12)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 # Bodies near the real shapes find more than random noise: right keys, wrong values.
-shaped = st.fixed_dictionaries({}, optional={
-    "playbook": json_values, "note": json_values, "drill": st.one_of(json_values, st.fixed_dictionaries(
-        {"time_scale": json_values})), "text": json_values, "done": json_values, "answer_rate": json_values,
-    "queue_length": json_values, "system_failure": json_values, "endpoint": json_values,
-    "keys": st.one_of(json_values, st.fixed_dictionaries({"p256dh": json_values, "auth": json_values})),
-    "delivery": json_values, "receipt": json_values})
+shaped = st.fixed_dictionaries(
+    {},
+    optional={
+        "playbook": json_values,
+        "note": json_values,
+        "drill": st.one_of(json_values, st.fixed_dictionaries({"time_scale": json_values})),
+        "text": json_values,
+        "done": json_values,
+        "answer_rate": json_values,
+        "queue_length": json_values,
+        "system_failure": json_values,
+        "endpoint": json_values,
+        "keys": st.one_of(json_values, st.fixed_dictionaries({"p256dh": json_values, "auth": json_values})),
+        "delivery": json_values,
+        "receipt": json_values,
+    },
+)
 bodies = st.one_of(json_values, shaped)
 
-PATHS = ["/api/incidents", "/api/incidents/{id}/notes", "/api/incidents/{id}/steps/notify-ops",
-         "/api/incidents/{id}/recover", "/api/incidents/{id}/ack", "/api/metrics", "/api/push/subscriptions",
-         "/api/push/receipts"]
+PATHS = [
+    "/api/incidents",
+    "/api/incidents/{id}/notes",
+    "/api/incidents/{id}/steps/notify-ops",
+    "/api/incidents/{id}/recover",
+    "/api/incidents/{id}/ack",
+    "/api/metrics",
+    "/api/push/subscriptions",
+    "/api/push/receipts",
+]
 
 
 @pytest.fixture(scope="module")
 def fuzz_client(database_url, settings_for):
     with sync_client_and_site(database_url, settings_for, "fuzz") as (client, site):
-        incident = client.post("/api/incidents", json={"playbook": "system-failure"}, headers=site.headers("lead"))
+        incident = client.post(
+            "/api/incidents", json={"playbook": "system-failure"}, headers=site.headers("lead")
+        )
         assert incident.status_code == 201
         yield client, site, incident.json()["id"]
 

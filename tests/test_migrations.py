@@ -18,9 +18,11 @@ def _diff(url: str) -> tuple[list, set[str]]:
     async def run():
         engine = make_engine(url)
         async with engine.connect() as conn:
+
             def compare(sync_conn):
                 ctx = MigrationContext.configure(sync_conn, opts={"compare_type": True})
                 return compare_metadata(ctx, Base.metadata), set(inspect(sync_conn).get_table_names())
+
             result = await conn.run_sync(compare)
         await engine.dispose()
         return result

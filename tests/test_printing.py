@@ -21,6 +21,7 @@ CONTENT = Path(__file__).resolve().parent.parent / "backend" / "content"
 
 # ---------------------------------------------------------------- sheet IDs (pure)
 
+
 def test_sheet_ids_are_checked_and_forgiving_to_type():
     sheet_id = make_sheet_id("261123")
     assert re.fullmatch(r"261123-[0-9][0-9A-Z]{5}-[0-9A-Z]", sheet_id)
@@ -33,7 +34,7 @@ def test_sheet_ids_are_checked_and_forgiving_to_type():
     for pos in range(len(raw)):
         for char in printing.ALPHABET:
             if char != raw[pos] and not (pos < 6 and not char.isdigit()):
-                wrong = raw[:pos] + char + raw[pos + 1:]
+                wrong = raw[:pos] + char + raw[pos + 1 :]
                 assert normalize_sheet_id(wrong) is None, wrong
     assert normalize_sheet_id("261123-ABCDEF") is None
     assert normalize_sheet_id("") is None
@@ -51,16 +52,24 @@ def test_server_and_device_sheet_ids_never_share_a_space():
 
 def test_paper_record_id_is_uuid5_of_sheet_and_row():
     sheet_id = "261123-0K7Q2M-" + check_char("2611230K7Q2M")
-    assert paper_record_id("bj-01", sheet_id, 3) == uuid.uuid5(printing.PAPER_NAMESPACE, f"bj-01:{sheet_id}:3")
+    assert paper_record_id("bj-01", sheet_id, 3) == uuid.uuid5(
+        printing.PAPER_NAMESPACE, f"bj-01:{sheet_id}:3"
+    )
     assert paper_record_id("bj-01", sheet_id, 3) != paper_record_id("bj-01", sheet_id, 4)
-    assert paper_record_id("bj-01", sheet_id, 3) != paper_record_id("sh-02", sheet_id, 3)  # one site's rows only
+    assert paper_record_id("bj-01", sheet_id, 3) != paper_record_id(
+        "sh-02", sheet_id, 3
+    )  # one site's rows only
 
 
 # ---------------------------------------------------------------- API
 
+
 async def test_allocate_sheet_ids_with_qr_codes(client, site, other_site):
-    response = await client.post("/api/print/sheets", json={"form": "call-record", "count": 3, "day": "261123"},
-                                 headers=site.headers("agent"))
+    response = await client.post(
+        "/api/print/sheets",
+        json={"form": "call-record", "count": 3, "day": "261123"},
+        headers=site.headers("agent"),
+    )
     assert response.status_code == 201, response.text
     sheets = response.json()
     assert len({s["sheet_id"] for s in sheets}) == 3
@@ -72,11 +81,21 @@ async def test_allocate_sheet_ids_with_qr_codes(client, site, other_site):
         # the QR code really encodes the sheet ID: segno's own output for that text
         assert sheet["qr_svg"] == printing.qr_svg(sheet["sheet_id"])
 
-    known = (await client.get(f"/api/print/sheets/{sheets[0]['sheet_id'].lower()}", headers=site.headers("agent"))).json()
-    assert known == {"sheet_id": sheets[0]["sheet_id"], "known": True, "origin": "server", "form": "call-record",
-                     "form_version": sheets[0]["form_version"], "created_at": known["created_at"]}
+    known = (
+        await client.get(f"/api/print/sheets/{sheets[0]['sheet_id'].lower()}", headers=site.headers("agent"))
+    ).json()
+    assert known == {
+        "sheet_id": sheets[0]["sheet_id"],
+        "known": True,
+        "origin": "server",
+        "form": "call-record",
+        "form_version": sheets[0]["form_version"],
+        "created_at": known["created_at"],
+    }
     # another site does not see the sheet
-    elsewhere = (await client.get(f"/api/print/sheets/{sheets[0]['sheet_id']}", headers=other_site.headers())).json()
+    elsewhere = (
+        await client.get(f"/api/print/sheets/{sheets[0]['sheet_id']}", headers=other_site.headers())
+    ).json()
     assert elsewhere["known"] is False
 
     device_made = make_sheet_id("261123", origin="device")
@@ -91,11 +110,17 @@ async def test_sheet_api_rejects_bad_input_clearly(client, site):
     assert bad.status_code == 422 and "sheet ID" in bad.json()["detail"]
     missing = await client.post("/api/print/sheets", json={"form": "no-such-form"}, headers=site.headers())
     assert missing.status_code == 404 and missing.json()["errors"] == {"form": "unknown"}
-    too_many = await client.post("/api/print/sheets", json={"form": "call-record", "count": 500}, headers=site.headers())
+    too_many = await client.post(
+        "/api/print/sheets", json={"form": "call-record", "count": 500}, headers=site.headers()
+    )
     assert too_many.status_code == 400
-    unknown_field = await client.post("/api/print/sheets", json={"form": "call-record", "x": 1}, headers=site.headers())
+    unknown_field = await client.post(
+        "/api/print/sheets", json={"form": "call-record", "x": 1}, headers=site.headers()
+    )
     assert unknown_field.status_code == 400
-    not_a_day = await client.post("/api/print/sheets", json={"form": "call-record", "day": "261399"}, headers=site.headers())
+    not_a_day = await client.post(
+        "/api/print/sheets", json={"form": "call-record", "day": "261399"}, headers=site.headers()
+    )
     assert not_a_day.status_code == 422 and not_a_day.json()["errors"] == {"day": "not a date"}
     anonymous = await client.post("/api/print/sheets", json={"form": "call-record"})
     assert anonymous.status_code == 401
@@ -103,14 +128,20 @@ async def test_sheet_api_rejects_bad_input_clearly(client, site):
 
 # ---------------------------------------------------------------- browser: print to PDF
 
+
 def _logged_in_page(live_server, new_context, username="live-lead", locale="zh-CN"):
-    response = httpx.post(f"{live_server.base}/api/auth/login",
-                          json={"username": username, "password": live_server.PASSWORD}, timeout=10)
+    response = httpx.post(
+        f"{live_server.base}/api/auth/login",
+        json={"username": username, "password": live_server.PASSWORD},
+        timeout=10,
+    )
     response.raise_for_status()
     body = response.json()
     context = new_context(locale=locale)
-    context.add_init_script(f"localStorage.setItem('od.token', {json.dumps(body['token'])});"
-                            f"localStorage.setItem('od.user', {json.dumps(json.dumps(body['user']))});")
+    context.add_init_script(
+        f"localStorage.setItem('od.token', {json.dumps(body['token'])});"
+        f"localStorage.setItem('od.user', {json.dumps(json.dumps(body['user']))});"
+    )
     return context, context.new_page()
 
 
@@ -120,14 +151,30 @@ def _pdf(page, path: Path) -> str:
     page.emulate_media(media="screen")
     # pdftotext (poppler) maps the CJK font's radical glyphs back to ordinary characters (pypdf does not);
     # CJK text comes out with line breaks anywhere, so whitespace is dropped before comparing.
-    text = subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True, text=True,
-                          check=True, timeout=60).stdout
+    text = subprocess.run(
+        ["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     return re.sub(r"\s+", "", text)
 
 
 def _png(pdf: Path, out: Path) -> None:
-    subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", str(pdf),
-                    str(out.with_suffix(""))], check=True, timeout=60)
+    subprocess.run(
+        [
+            "pdftoppm",
+            "-png",
+            "-r",
+            "60",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            "-singlefile",
+            str(pdf),
+            str(out.with_suffix("")),
+        ],
+        check=True,
+        timeout=60,
+    )
     assert out.exists() and out.stat().st_size > 5000
 
 
@@ -175,19 +222,29 @@ def test_print_a_blank_call_record_sheet_to_pdf(live_server, new_context, artifa
     assert page.locator(".form-sheet img.qr").count() == 1
     page.screenshot(path=artifacts / "print-call-record-screen.png")
     # the columns are the form's fields in screen order, sized by print_width
-    assert page.locator(".form-sheet thead th[data-field]").evaluate_all("ths => ths.map(t => t.dataset.field)") == \
-        [f["name"] for f in form["fields"]]
+    assert page.locator(".form-sheet thead th[data-field]").evaluate_all(
+        "ths => ths.map(t => t.dataset.field)"
+    ) == [f["name"] for f in form["fields"]]
     text = _pdf(page, artifacts / "print-call-record.pdf")
     for field in form["fields"]:
-        assert _squash(field["label"]["zh-CN"]) in text and _squash(field["label"]["en"]) in text, field["name"]
+        assert _squash(field["label"]["zh-CN"]) in text and _squash(field["label"]["en"]) in text, field[
+            "name"
+        ]
     assert _squash(form["title"]["zh-CN"]) in text and _squash(form["title"]["en"]) in text
     assert sheet_id in text
     reader = PdfReader(str(artifacts / "print-call-record.pdf"))
     assert len(reader.pages) == 1, "the blank sheet must fit one page"
     assert float(reader.pages[0].mediabox.width) > float(reader.pages[0].mediabox.height)  # landscape
     assert rows >= 8
-    row_numbers = re.findall(r"\d+", subprocess.run(["pdftotext", "-layout", str(artifacts / "print-call-record.pdf"), "-"],
-                                                     capture_output=True, text=True, check=True).stdout)
+    row_numbers = re.findall(
+        r"\d+",
+        subprocess.run(
+            ["pdftotext", "-layout", str(artifacts / "print-call-record.pdf"), "-"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout,
+    )
     assert all(str(n) in row_numbers for n in range(1, rows + 1))
     _png(artifacts / "print-call-record.pdf", artifacts / "print-call-record-page1.png")
 
@@ -235,14 +292,17 @@ def test_paper_row_id_matches_python_uuid5(live_server, new_context):
     page.goto(f"{live_server.base}/#/")
     page.wait_for_selector("h1")
     sheet_id = make_sheet_id("261123")
-    got = page.evaluate("""async (sheetId) => {
+    got = page.evaluate(
+        """async (sheetId) => {
         const m = await import('/static/sheets.js');
         const ids = [];
         for (const row of [1, 2, 17, 100]) ids.push(await m.paperRecordId('bj-01', sheetId, row));
         const device = m.deviceSheetId(new Date(2026, 10, 23));
         return {ids, normalized: m.normalizeSheetId(sheetId.toLowerCase().replaceAll('-', ' ')), device,
                 deviceOk: m.normalizeSheetId(device), bad: m.normalizeSheetId(sheetId.slice(0, -1) + (sheetId.endsWith('0') ? '1' : '0'))};
-    }""", sheet_id)
+    }""",
+        sheet_id,
+    )
     assert got["ids"] == [str(paper_record_id("bj-01", sheet_id, row)) for row in (1, 2, 17, 100)]
     assert got["normalized"] == sheet_id
     assert got["deviceOk"] == got["device"] and normalize_sheet_id(got["device"]) == got["device"]

@@ -42,11 +42,22 @@ def seed(server: ServerProcess, token: str) -> None:
     """Something for the generated ids to hit: a record with a callback, incidents, a note, a sheet."""
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=server.base, headers=headers, timeout=30) as client:
-        record = {"id": str(uuid.uuid4()), "form": "call-record", "form_version": 1, "rev": 1,
-                  "captured_at": "2026-11-23T10:00:05+08:00",
-                  "data": {"called_at": "2026-11-23T10:00:00+08:00", "caller_name": "张三", "phone": "13800001111",
-                           "category": "complaint", "urgency": "normal", "details": "投诉",
-                           "callback_promised": True}}
+        record = {
+            "id": str(uuid.uuid4()),
+            "form": "call-record",
+            "form_version": 1,
+            "rev": 1,
+            "captured_at": "2026-11-23T10:00:05+08:00",
+            "data": {
+                "called_at": "2026-11-23T10:00:00+08:00",
+                "caller_name": "张三",
+                "phone": "13800001111",
+                "category": "complaint",
+                "urgency": "normal",
+                "details": "投诉",
+                "callback_promised": True,
+            },
+        }
         assert client.post("/api/sync", json={"device_id": "seed", "records": [record]}).status_code == 200
         for playbook in ("power-outage", "call-surge"):
             incident = client.post("/api/incidents", json={"playbook": playbook}).json()
@@ -68,21 +79,32 @@ def test_no_5xx_for_generated_input(fuzz_server):
         operation = result.ok()
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-            @hypothesis.settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                                 phases=[Phase.explicit, Phase.generate],
-                                 suppress_health_check=list(HealthCheck))
+            @hypothesis.settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
             def run(case) -> None:
                 nonlocal tried
                 bearer = token
                 if case.operation.path == "/api/auth/logout":  # would end the token the rest of the run uses
                     bearer = server.login(server.users["agent"])
-                response = case.call(base_url=server.base, session=session, timeout=30,
-                                     headers={"Authorization": f"Bearer {bearer}"})
+                response = case.call(
+                    base_url=server.base,
+                    session=session,
+                    timeout=30,
+                    headers={"Authorization": f"Bearer {bearer}"},
+                )
                 tried += 1
                 if response.status_code >= 500:
-                    failures.append(f"{case.method} {case.formatted_path} ({mode}) -> {response.status_code}: "  # noqa: B023
-                                    f"{response.text[:300]}\n  {case.as_curl_command()[:600]}")
+                    failures.append(
+                        f"{case.method} {case.formatted_path} ({mode}) -> {response.status_code}: "  # noqa: B023
+                        f"{response.text[:300]}\n  {case.as_curl_command()[:600]}"
+                    )
 
             run()  # right here, inside the loop: the loop variables it reads are the current ones
     log = server.log.read_text(errors="replace")

@@ -28,8 +28,13 @@ PROXY = "127.0.0.1"  # the real server's peer in these tests: a trusted reverse 
 def server(database_url, tmp_path_factory):
     """`python -m backend serve` on the test database, behind a trusted proxy (us), tokens keyed like the
     in-process app's so make_site's tokens work on both."""
-    process = ServerProcess(tmp_path_factory.mktemp("sec"), database_url=database_url, OUTAGE_SECRET_KEY=SECRET,
-                            OUTAGE_TRUSTED_PROXIES=PROXY, OUTAGE_RUN_WORKERS="0")
+    process = ServerProcess(
+        tmp_path_factory.mktemp("sec"),
+        database_url=database_url,
+        OUTAGE_SECRET_KEY=SECRET,
+        OUTAGE_TRUSTED_PROXIES=PROXY,
+        OUTAGE_RUN_WORKERS="0",
+    )
     process.start()
     yield process
     process.stop()
@@ -52,10 +57,15 @@ def fresh_address() -> str:
 async def logins(base: str, attempts: list[tuple[str, str, str]]) -> list[int]:
     """All at once: (username, password, client address as the proxy forwards it) -> status codes."""
     async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+
         async def one(username: str, password: str, address: str) -> int:
-            response = await http.post("/api/auth/login", json={"username": username, "password": password},
-                                       headers={"X-Forwarded-For": address})
+            response = await http.post(
+                "/api/auth/login",
+                json={"username": username, "password": password},
+                headers={"X-Forwarded-For": address},
+            )
             return response.status_code
+
         return list(await asyncio.gather(*(one(*a) for a in attempts)))
 
 
@@ -86,7 +96,9 @@ async def test_made_up_usernames_do_not_lock_out_real_users(server, db, clean_pr
     # The lead has logged in from the office before (a shared NAT address, say).
     assert await logins(server.base, [(site.usernames["lead"], PASSWORD, office)]) == [200]
     # Someone at that address guesses 30 made-up usernames.
-    statuses = await logins(server.base, [(f"ghost-{uuid.uuid4().hex[:8]}", "guess", office) for _ in range(30)])
+    statuses = await logins(
+        server.base, [(f"ghost-{uuid.uuid4().hex[:8]}", "guess", office) for _ in range(30)]
+    )
     # The address is throttled for names it has no history with...
     assert await logins(server.base, [(f"ghost-{uuid.uuid4().hex[:8]}", "guess", office)]) == [429]
     # ...but other people, from their own addresses, log in as usual,
@@ -103,8 +115,11 @@ async def test_forwarded_for_is_believed_only_from_a_trusted_proxy(client, db):
     try:
         statuses = []
         for name in names:  # each with another made-up forwarded address
-            response = await client.post("/api/auth/login", json={"username": name, "password": "guess"},
-                                         headers={"X-Forwarded-For": fresh_address()})
+            response = await client.post(
+                "/api/auth/login",
+                json={"username": name, "password": "guess"},
+                headers={"X-Forwarded-For": fresh_address()},
+            )
             statuses.append(response.status_code)
         assert statuses[-1] == 429 and Counter(statuses)[401] <= 20, statuses
         assert await failures(db, address="testclient") >= 20
@@ -116,8 +131,14 @@ async def test_forwarded_for_is_believed_only_from_a_trusted_proxy(client, db):
 
 async def test_health_stays_fast_during_a_burst_of_logins(server, db, clean_proxy):
     site = await make_site(db, roles=("agent",), prefix="kdf")
-    attempts = [(site.usernames["agent"] if n % 4 == 0 else f"nobody-{uuid.uuid4().hex[:8]}", "wrong-password",
-                 fresh_address()) for n in range(20)]
+    attempts = [
+        (
+            site.usernames["agent"] if n % 4 == 0 else f"nobody-{uuid.uuid4().hex[:8]}",
+            "wrong-password",
+            fresh_address(),
+        )
+        for n in range(20)
+    ]
     async with httpx.AsyncClient(base_url=server.base, timeout=120) as http:
         burst = asyncio.create_task(logins(server.base, attempts))
         await asyncio.sleep(0.2)  # the logins are in flight
@@ -139,8 +160,14 @@ async def test_health_stays_fast_during_a_burst_of_logins(server, db, clean_prox
 
 def cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": database_url, "OUTAGE_SECRET_KEY": SECRET}
-    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "backend", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def alive(client, token_headers: dict[str, str]) -> bool:
@@ -162,8 +189,9 @@ async def test_cli_changes_end_the_users_sessions(client, db, database_url):
         result = cli(database_url, *command)
         assert result.returncode == 0, result.stderr[-1000:]
         assert not await alive(client, site.headers(role)), f"{role}'s token survived {' '.join(command[:2])}"
-    login = await client.post("/api/auth/login", json={"username": site.usernames["agent"],
-                                                       "password": "a-new-password-1"})
+    login = await client.post(
+        "/api/auth/login", json={"username": site.usernames["agent"], "password": "a-new-password-1"}
+    )
     assert login.status_code == 200
     listing = cli(database_url, "users", "list", "--site", site.slug)
     assert listing.returncode == 0
@@ -187,20 +215,25 @@ async def test_admin_api_changes_end_the_users_sessions(client, db):
     site = await make_site(db, prefix="api")
     admin = site.headers("admin")
     agent_second = await login_headers(client, site.usernames["agent"])  # a second device of the same user
-    reset = await client.post(f"/api/users/{site.users['agent']}/password", headers=admin,
-                              json={"password": "agent-pass-new"})
+    reset = await client.post(
+        f"/api/users/{site.users['agent']}/password", headers=admin, json={"password": "agent-pass-new"}
+    )
     assert reset.status_code == 204, reset.text
     assert not await alive(client, site.headers("agent")) and not await alive(client, agent_second)
     await login_headers(client, site.usernames["agent"], "agent-pass-new")
 
     assert (await client.post(f"/api/users/{site.users['lead']}/disable", headers=admin)).status_code == 204
     assert not await alive(client, site.headers("lead"))
-    refused = await client.post("/api/auth/login", json={"username": site.usernames["lead"], "password": PASSWORD})
+    refused = await client.post(
+        "/api/auth/login", json={"username": site.usernames["lead"], "password": PASSWORD}
+    )
     assert refused.status_code == 401
     assert (await client.post(f"/api/users/{site.users['lead']}/enable", headers=admin)).status_code == 204
     await login_headers(client, site.usernames["lead"])
 
-    changed = await client.put(f"/api/users/{site.users['manager']}/role", headers=admin, json={"role": "agent"})
+    changed = await client.put(
+        f"/api/users/{site.users['manager']}/role", headers=admin, json={"role": "agent"}
+    )
     assert changed.status_code == 200 and changed.json()["role"] == "agent"
     assert not await alive(client, site.headers("manager"))
     demoted = await login_headers(client, site.usernames["manager"])
@@ -212,14 +245,19 @@ async def test_admin_api_changes_end_the_users_sessions(client, db):
 
     # Rules: at least 8 characters, not the username; an admin cannot disable or demote themselves.
     for bad in ("seven77", site.usernames["agent"], site.usernames["agent"].upper()):
-        response = await client.post(f"/api/users/{site.users['agent']}/password", headers=admin,
-                                     json={"password": bad})
+        response = await client.post(
+            f"/api/users/{site.users['agent']}/password", headers=admin, json={"password": bad}
+        )
         assert response.status_code == 400 and response.json()["detail"], bad
     assert (await client.post(f"/api/users/{site.users['admin']}/disable", headers=admin)).status_code == 409
-    assert (await client.put(f"/api/users/{site.users['admin']}/role", headers=admin,
-                             json={"role": "agent"})).status_code == 409
-    same = await client.post("/api/users", headers=admin, json={"username": "same-as-pw-1", "password": "same-as-pw-1",
-                                                                "role": "agent"})
+    assert (
+        await client.put(f"/api/users/{site.users['admin']}/role", headers=admin, json={"role": "agent"})
+    ).status_code == 409
+    same = await client.post(
+        "/api/users",
+        headers=admin,
+        json={"username": "same-as-pw-1", "password": "same-as-pw-1", "role": "agent"},
+    )
     assert same.status_code == 400
     assert await alive(client, admin)
 
@@ -235,10 +273,15 @@ async def test_logout_all_ends_every_login_of_the_caller_only(client, db):
 async def test_admin_user_api_is_site_scoped(client, db, site, other_site):
     admin = site.headers("admin")
     theirs = other_site.users["agent"]
-    calls = [("POST", f"/api/users/{theirs}/password", {"password": "taken-over-1"}),
-             ("POST", f"/api/users/{theirs}/disable", None), ("POST", f"/api/users/{theirs}/enable", None),
-             ("PUT", f"/api/users/{theirs}/role", {"role": "admin"}), ("POST", f"/api/users/{theirs}/revoke", None),
-             ("POST", "/api/users/99999999999999999999/revoke", None), ("POST", "/api/users/0/disable", None)]
+    calls = [
+        ("POST", f"/api/users/{theirs}/password", {"password": "taken-over-1"}),
+        ("POST", f"/api/users/{theirs}/disable", None),
+        ("POST", f"/api/users/{theirs}/enable", None),
+        ("PUT", f"/api/users/{theirs}/role", {"role": "admin"}),
+        ("POST", f"/api/users/{theirs}/revoke", None),
+        ("POST", "/api/users/99999999999999999999/revoke", None),
+        ("POST", "/api/users/0/disable", None),
+    ]
     for method, path, body in calls:
         response = await client.request(method, path, headers=admin, json=body)
         assert response.status_code == 404, f"{method} {path}: {response.status_code} {response.text[:200]}"

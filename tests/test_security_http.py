@@ -13,8 +13,14 @@ from litestar.testing import AsyncTestClient
 from backend.app import create_app
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
-REQUIRED = ["content-security-policy", "x-frame-options", "x-content-type-options", "referrer-policy",
-            "permissions-policy", "cross-origin-opener-policy"]
+REQUIRED = [
+    "content-security-policy",
+    "x-frame-options",
+    "x-content-type-options",
+    "referrer-policy",
+    "permissions-policy",
+    "cross-origin-opener-policy",
+]
 
 
 def directives(csp: str) -> dict[str, list[str]]:
@@ -44,8 +50,9 @@ async def test_security_headers_on_every_kind_of_answer(client, site):
     static = await client.get("/static/app.js")
     assert static.status_code == 200
     forms = await client.get("/api/forms?lang=zh-CN", headers=site.headers())
-    not_modified = await client.get("/api/forms?lang=zh-CN",
-                                    headers={**site.headers(), "If-None-Match": forms.headers["etag"]})
+    not_modified = await client.get(
+        "/api/forms?lang=zh-CN", headers={**site.headers(), "If-None-Match": forms.headers["etag"]}
+    )
     assert not_modified.status_code == 304
     answers = {
         "/": await client.get("/"),
@@ -61,8 +68,9 @@ async def test_security_headers_on_every_kind_of_answer(client, site):
         "404 unrouted": await client.get("/nowhere/at/all"),
         "401 problem": await client.get("/api/me"),
         "405 problem": await client.delete("/api/me", headers=site.headers("agent")),
-        "400 problem": await client.post("/api/auth/login", content=b"{not json",
-                                         headers={"Content-Type": "application/json"}),
+        "400 problem": await client.post(
+            "/api/auth/login", content=b"{not json", headers={"Content-Type": "application/json"}
+        ),
     }
     assert answers["404 problem"].headers["content-type"].startswith("application/problem+json")
     for where, response in answers.items():
@@ -96,8 +104,10 @@ async def test_hsts_only_over_https(client, proxied, database_url, settings_for)
         assert response.headers.get("strict-transport-security", "").startswith("max-age="), path
     # The same header from a peer we do not trust is ignored; plain http through the proxy gets none.
     assert "strict-transport-security" not in (await client.get("/api/health", headers=https)).headers
-    assert "strict-transport-security" not in (await proxied.get("/api/health",
-                                                                  headers={"X-Forwarded-Proto": "http"})).headers
+    assert (
+        "strict-transport-security"
+        not in (await proxied.get("/api/health", headers={"X-Forwarded-Proto": "http"})).headers
+    )
     # Served over https directly (no proxy at all).
     app = create_app(settings_for(database_url))
     async with AsyncTestClient(app=app, base_url="https://testserver.local") as direct:
@@ -111,8 +121,10 @@ def nested(depth: int, kind: str = "array") -> bytes:
 
 
 def sync_body(data: bytes) -> bytes:
-    return (b'{"device_id":"deep","records":[{"id":"6f1c2a52-0d55-4a57-9c3e-5d2b7f1e9a10","form":"call-record",'
-            b'"form_version":1,"rev":1,"captured_at":"2026-11-23T10:00:00+08:00","data":' + data + b"}]}")
+    return (
+        b'{"device_id":"deep","records":[{"id":"6f1c2a52-0d55-4a57-9c3e-5d2b7f1e9a10","form":"call-record",'
+        b'"form_version":1,"rev":1,"captured_at":"2026-11-23T10:00:00+08:00","data":' + data + b"}]}"
+    )
 
 
 def assert_problem(response, status: int | tuple[int, ...], where: str) -> None:
@@ -129,17 +141,27 @@ async def test_deeply_nested_json_is_a_400_problem(client, site, depth):
     for kind in ("array", "object"):
         login = await client.post("/api/auth/login", content=nested(depth, kind), headers=json_type)
         assert_problem(login, 400, f"login {kind} {depth}")
-        for body in (nested(depth, kind), sync_body(nested(depth, kind)),
-                     b'{"device_id":"deep","records":' + nested(depth, kind) + b"}"):
-            response = await client.post("/api/sync", content=body, headers={**json_type, **site.headers("agent")})
+        for body in (
+            nested(depth, kind),
+            sync_body(nested(depth, kind)),
+            b'{"device_id":"deep","records":' + nested(depth, kind) + b"}",
+        ):
+            response = await client.post(
+                "/api/sync", content=body, headers={**json_type, **site.headers("agent")}
+            )
             assert_problem(response, 400, f"sync {kind} {depth}")
-    users = await client.post("/api/users", content=nested(depth, "object"),
-                              headers={**json_type, **site.headers("admin")})
+    users = await client.post(
+        "/api/users", content=nested(depth, "object"), headers={**json_type, **site.headers("admin")}
+    )
     assert_problem(users, 400, f"users {depth}")
 
 
-EXTREMES = ["0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59-14:00",
-            "9999-12-31T23:59:59.999999-00:01"]
+EXTREMES = [
+    "0001-01-01T00:00:00+14:00",
+    "0001-01-01T00:00:00+00:01",
+    "9999-12-31T23:59:59-14:00",
+    "9999-12-31T23:59:59.999999-00:01",
+]
 
 
 @pytest.mark.parametrize("value", EXTREMES)
@@ -147,23 +169,46 @@ async def test_dates_at_the_ends_of_the_calendar_are_a_400_problem(client, site,
     lead = site.headers("lead")
     cases = [("/api/records", {"since": value})]
     for export in ("/api/recovery/export.csv", "/api/recovery/export.json"):
-        cases += [(export, {"form": "call-record", "since": value}), (export, {"form": "call-record", "until": value}),
-                  (export, {"form": "call-record", "since": value, "until": value})]
+        cases += [
+            (export, {"form": "call-record", "since": value}),
+            (export, {"form": "call-record", "until": value}),
+            (export, {"form": "call-record", "since": value, "until": value}),
+        ]
     for path, params in cases:
         assert_problem(await client.get(path, params=params, headers=lead), 400, f"{path} {params}")
 
 
 async def test_ordinary_dates_still_work(client, site):
     lead = site.headers("lead")
-    assert (await client.get("/api/records", params={"since": "2026-11-23T08:00:00+08:00"}, headers=lead)).status_code == 200
-    export = await client.get("/api/recovery/export.json", headers=lead, params={
-        "form": "call-record", "since": "0001-01-01T00:00:00+00:00", "until": "9999-12-31T23:59:59+00:00"})
+    assert (
+        await client.get("/api/records", params={"since": "2026-11-23T08:00:00+08:00"}, headers=lead)
+    ).status_code == 200
+    export = await client.get(
+        "/api/recovery/export.json",
+        headers=lead,
+        params={
+            "form": "call-record",
+            "since": "0001-01-01T00:00:00+00:00",
+            "until": "9999-12-31T23:59:59+00:00",
+        },
+    )
     assert export.status_code == 200, export.text
 
 
-@pytest.mark.parametrize("path", ["/static/%00", "/static/a%00b", "/static/app.js%00",
-                                  "/static/css/%00.css", "/sw/%00", "/sw/push.js%00", "/static/" + "a" * 5000,
-                                  "/static/" + "a/" * 3000, "/sw/" + "b" * 5000])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/%00",
+        "/static/a%00b",
+        "/static/app.js%00",
+        "/static/css/%00.css",
+        "/sw/%00",
+        "/sw/push.js%00",
+        "/static/" + "a" * 5000,
+        "/static/" + "a/" * 3000,
+        "/sw/" + "b" * 5000,
+    ],
+)
 async def test_a_path_the_file_system_refuses_is_a_4xx_problem(client, path):
     response = await client.get(path)
     assert 400 <= response.status_code < 500, f"{path[:60]}: {response.status_code} {response.text[:200]}"

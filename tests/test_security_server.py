@@ -19,20 +19,33 @@ from .servers import ServerProcess
 def _stalled_upload(port: int, token: str) -> socket.socket:
     """Headers of a big sync, then a trickle of its body that never ends."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall((f"POST /api/sync HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-                  "Content-Type: application/json\r\nContent-Length: 500000\r\n\r\n").encode() + b'{"device_id":')
+    sock.sendall(
+        (
+            f"POST /api/sync HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 500000\r\n\r\n"
+        ).encode()
+        + b'{"device_id":'
+    )
     return sock
 
 
 def _sync(server: ServerProcess, token: str, timeout: float = 20) -> httpx.Response:
-    return httpx.post(f"{server.base}/api/sync", json={"device_id": f"d-{uuid.uuid4().hex[:6]}",
-                                                       "records": [call_record(1, "d")]},
-                      headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+    return httpx.post(
+        f"{server.base}/api/sync",
+        json={"device_id": f"d-{uuid.uuid4().hex[:6]}", "records": [call_record(1, "d")]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=timeout,
+    )
 
 
 def test_stalled_uploads_from_one_agent_do_not_block_other_sites(tmp_path):
-    server = ServerProcess(tmp_path, OUTAGE_SYNC_CONCURRENCY="8", OUTAGE_SYNC_WAIT_SECONDS="2",
-                           OUTAGE_SYNC_BODY_SECONDS="2", OUTAGE_RUN_WORKERS="0")
+    server = ServerProcess(
+        tmp_path,
+        OUTAGE_SYNC_CONCURRENCY="8",
+        OUTAGE_SYNC_WAIT_SECONDS="2",
+        OUTAGE_SYNC_BODY_SECONDS="2",
+        OUTAGE_RUN_WORKERS="0",
+    )
     slow = server.add_users("slow", roles=("agent",))["agent"]
     other = server.add_users("fast", roles=("agent",))["agent"]
     server.start()

@@ -44,7 +44,7 @@ def test_no_import_cycles():
         state[name] = 1
         for dep in sorted(graph[name]):
             if state.get(dep) == 1:
-                cycles.append(path[path.index(dep):] + [dep] if dep in path else path + [dep])
+                cycles.append(path[path.index(dep) :] + [dep] if dep in path else path + [dep])
             elif dep not in state:
                 visit(dep, path + [dep])
         state[name] = 2
@@ -56,8 +56,11 @@ def test_no_import_cycles():
 
 
 def test_no_module_over_the_limit():
-    long = {name: n for name, path in _modules().items()
-            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    long = {
+        name: n
+        for name, path in _modules().items()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
     assert not long, f"split these by capability: {long}"
 
 

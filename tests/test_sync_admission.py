@@ -30,10 +30,15 @@ def test_busy_server_sheds_load_and_nothing_is_lost(tmp_path):
 
         async def probe_answers():
             async with aiohttp.ClientSession() as http:
+
                 async def post(device):
-                    async with http.post(f"{server.base}/api/sync", headers={"Authorization": f"Bearer {tokens[0]}"},
-                                         json={"device_id": device.device_id, "records": device.queue}) as answer:
+                    async with http.post(
+                        f"{server.base}/api/sync",
+                        headers={"Authorization": f"Bearer {tokens[0]}"},
+                        json={"device_id": device.device_id, "records": device.queue},
+                    ) as answer:
                         return answer.status, answer.headers, await answer.json(content_type=None)
+
                 return await asyncio.gather(*(post(d) for d in probes))
 
         answers = asyncio.run(probe_answers())
@@ -51,8 +56,12 @@ def test_busy_server_sheds_load_and_nothing_is_lost(tmp_path):
         admin_token = server.login(admin)
         stored, after = set(), None
         while True:
-            page = httpx.get(f"{server.base}/api/records", params={"limit": 1000, **({"after": after} if after else {})},
-                             headers={"Authorization": f"Bearer {admin_token}"}, timeout=30).json()
+            page = httpx.get(
+                f"{server.base}/api/records",
+                params={"limit": 1000, **({"after": after} if after else {})},
+                headers={"Authorization": f"Bearer {admin_token}"},
+                timeout=30,
+            ).json()
             stored.update(item["id"] for item in page["items"])
             after = page["next_after"]
             if not after:

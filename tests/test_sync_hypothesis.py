@@ -19,10 +19,12 @@ from .test_sync_api import call
 
 SLOTS = 4
 
-item = st.tuples(st.integers(0, SLOTS - 1),  # which record
-                 st.integers(1, 3),  # rev
-                 st.integers(0, 2),  # content variant
-                 st.sampled_from([True, True, True, False]))  # valid (mostly)
+item = st.tuples(
+    st.integers(0, SLOTS - 1),  # which record
+    st.integers(1, 3),  # rev
+    st.integers(0, 2),  # content variant
+    st.sampled_from([True, True, True, False]),
+)  # valid (mostly)
 batch = st.lists(item, min_size=0, max_size=8)
 step = st.tuples(batch, st.booleans())  # (batch, replay it right away)
 
@@ -37,8 +39,14 @@ def as_record(ids: list[str], slot: int, rev: int, variant: int, valid: bool) ->
     data = call(slot, details=f"slot {slot} rev {rev} variant {variant}")
     if not valid:
         data["phone"] = "??"
-    return {"id": ids[slot], "form": "call-record", "form_version": 1, "rev": rev,
-            "captured_at": "2026-11-23T10:00:00+08:00", "data": data}
+    return {
+        "id": ids[slot],
+        "form": "call-record",
+        "form_version": 1,
+        "rev": rev,
+        "captured_at": "2026-11-23T10:00:00+08:00",
+        "data": data,
+    }
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -51,8 +59,9 @@ def test_server_equals_the_acknowledged_records(sync_client, steps):
     for items, replay in steps:
         body = [as_record(ids, *i) for i in items]
         for _ in range(2 if replay else 1):
-            response = client.post("/api/sync", json={"device_id": "prop", "records": body},
-                                   headers=site.headers())
+            response = client.post(
+                "/api/sync", json={"device_id": "prop", "records": body}, headers=site.headers()
+            )
             assert response.status_code == 200, response.text
             for sent, result in zip(body, response.json()["results"], strict=True):
                 rid, mine = sent["id"], (sent["rev"], sent["data"]["details"])

@@ -29,7 +29,9 @@ def upgrade() -> None:
         sa.Column("origin", sa.String(length=8), nullable=False),
         sa.Column("created_by", sa.Integer(), nullable=True),
         sa.Column("created_at", backend.db.UTCDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["created_by"], ["users.id"], name=op.f("fk_printed_sheets_created_by_users")),
+        sa.ForeignKeyConstraint(
+            ["created_by"], ["users.id"], name=op.f("fk_printed_sheets_created_by_users")
+        ),
         sa.ForeignKeyConstraint(["site_id"], ["sites.id"], name=op.f("fk_printed_sheets_site_id_sites")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_printed_sheets")),
         sa.UniqueConstraint("sheet_id", name=op.f("uq_printed_sheets_sheet_id")),
@@ -58,8 +60,9 @@ def upgrade() -> None:
         sa.Column("overdue_notified_at", backend.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", backend.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", backend.db.UTCDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["record_id"], ["records.id"], name=op.f("fk_callbacks_record_id_records"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["record_id"], ["records.id"], name=op.f("fk_callbacks_record_id_records"), ondelete="CASCADE"
+        ),
         sa.ForeignKeyConstraint(["site_id"], ["sites.id"], name=op.f("fk_callbacks_site_id_sites")),
         sa.ForeignKeyConstraint(["promised_by"], ["users.id"], name=op.f("fk_callbacks_promised_by_users")),
         sa.ForeignKeyConstraint(["owner_id"], ["users.id"], name=op.f("fk_callbacks_owner_id_users")),
@@ -83,8 +86,12 @@ def upgrade() -> None:
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column("attempted_at", backend.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("received_at", backend.db.UTCDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["callback_id"], ["callbacks.record_id"],
-                                name=op.f("fk_callback_attempts_callback_id_callbacks"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["callback_id"],
+            ["callbacks.record_id"],
+            name=op.f("fk_callback_attempts_callback_id_callbacks"),
+            ondelete="CASCADE",
+        ),
         sa.ForeignKeyConstraint(["site_id"], ["sites.id"], name=op.f("fk_callback_attempts_site_id_sites")),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_callback_attempts_user_id_users")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_callback_attempts")),
@@ -102,14 +109,21 @@ def upgrade() -> None:
         sa.Column("written_at", backend.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("updated_at", backend.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("reminder_sent_at", backend.db.UTCDateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["incident_id"], ["incidents.id"], name=op.f("fk_incident_reports_incident_id_incidents"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["incident_id"],
+            ["incidents.id"],
+            name=op.f("fk_incident_reports_incident_id_incidents"),
+            ondelete="CASCADE",
+        ),
         sa.ForeignKeyConstraint(["site_id"], ["sites.id"], name=op.f("fk_incident_reports_site_id_sites")),
-        sa.ForeignKeyConstraint(["written_by"], ["users.id"], name=op.f("fk_incident_reports_written_by_users")),
+        sa.ForeignKeyConstraint(
+            ["written_by"], ["users.id"], name=op.f("fk_incident_reports_written_by_users")
+        ),
         sa.PrimaryKeyConstraint("incident_id", name=op.f("pk_incident_reports")),
     )
     with op.batch_alter_table("incident_reports", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_incident_reports_site_id"), ["site_id"], unique=False)
+
 
 def downgrade() -> None:
     op.drop_table("incident_reports")
