@@ -27,8 +27,10 @@ from . import (
     escalation,
     forms,
     headers,
+    inbox,
     incidents,
     notifications,
+    outbox,
     playbooks,
     printing,
     push,
@@ -62,6 +64,8 @@ ROUTERS = [
     incidents.router,
     alerts.router,
     notifications.router,
+    inbox.router,
+    outbox.router,
     push.router,
     callbacks.router,
     reentry.router,
@@ -69,7 +73,7 @@ ROUTERS = [
     printing.router,
 ]
 # "Do what is due" steps, each run for the app's lifetime by backend.workers.
-WORKER_STEPS = [escalation.STEP, notifications.STEP, callbacks.STEP, reports.STEP]
+WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP]
 # Run once per sync batch on what was stored, in the sync's transaction (backend.sync.store_batch).
 RECORD_HOOKS: list[RecordHook] = [callbacks.on_records_stored, printing.on_records_stored]
 # A new site starts with the shipped playbooks and forms.

@@ -27,7 +27,8 @@ from .changes import add_change
 from .db import Base, UTCDateTime, affected, get_for_site, insert_for
 from .errors import Problem
 from .ladder import EscalationStep
-from .notifications import cancel_pending, notify
+from .notifications import notify
+from .outbox import cancel_pending
 from .timeline import add_event, timeline
 
 STATUSES = ("open", "acknowledged", "recovered", "resolved")

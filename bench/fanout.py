@@ -1,4 +1,4 @@
-"""Push fan-out: one notification to 1,000 subscriptions, delivered by the app's push sender (`notifications.deliver_due`,
+"""Push fan-out: one notification to 1,000 subscriptions, delivered by the app's push sender (`outbox.deliver_due`,
 the loop its worker runs) to the decrypting Web Push stand-in from tests/ on 127.0.0.1.
 
 Baseline, same run, same receiver and keys: a plain sequential loop of `pywebpush.webpush()` calls.
@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import aiohttp
 from pywebpush import webpush
 
-from backend import notifications, push
+from backend import notifications, outbox, push
 from backend.auth import create_user
 from backend.cli import load_defaults
 from backend.config import load_settings
@@ -156,7 +156,7 @@ async def _fanout(settings, receiver, subs: list[dict], baseline_count: int) -> 
             await session.commit()
         assert queued["deliveries"] == count
         started = time.perf_counter()
-        while await notifications.deliver_due(state):
+        while await outbox.deliver_due(state):
             pass
         seconds = time.perf_counter() - started
     finally:

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select, update
 
-from backend import escalation, notifications, push
+from backend import escalation, outbox, push
 from backend.clock import ManualClock
-from backend.notifications import PushDelivery
+from backend.outbox import PushDelivery
 from backend.push import PushSubscription
 
 from .push_receiver import receiver_fixture  # noqa: F401 (the `receiver` fixture)
@@ -36,7 +36,7 @@ async def drain(state) -> tuple[int, int]:
     fired = sent = 0
     for _ in range(100):
         f = await escalation.fire_due(state)
-        s = await notifications.deliver_due(state)
+        s = await outbox.deliver_due(state)
         fired, sent = fired + f, sent + s
         if not f and not s:
             return fired, sent
@@ -271,14 +271,14 @@ async def test_429_honours_retry_after_and_500_backs_off(client, site, engine, r
         ).scalar_one()
     assert row.state == "failed" and row.attempts == 1
     first_wait = (row.next_attempt_at - engine.clock.at).total_seconds()
-    assert notifications.BACKOFF_BASE * 0.8 <= first_wait <= notifications.BACKOFF_BASE * 1.2
+    assert outbox.BACKOFF_BASE * 0.8 <= first_wait <= outbox.BACKOFF_BASE * 1.2
     engine.clock.advance(seconds=first_wait)
     await drain(engine)
     async with engine.sessionmaker() as session:
         row = await session.get(PushDelivery, row.id)
     assert row.state == "failed" and row.attempts == 2
-    assert (row.next_attempt_at - engine.clock.at).total_seconds() >= notifications.BACKOFF_BASE * 2 * 0.8
-    engine.clock.advance(seconds=notifications.BACKOFF_BASE * 3)
+    assert (row.next_attempt_at - engine.clock.at).total_seconds() >= outbox.BACKOFF_BASE * 2 * 0.8
+    engine.clock.advance(seconds=outbox.BACKOFF_BASE * 3)
     await drain(engine)
     answers = [
         m.answered for m in receiver.messages(endpoint=busy["endpoint"]) if m.payload["kind"] == "test"
@@ -328,12 +328,12 @@ async def test_a_crashed_senders_claim_is_taken_again_after_its_deadline(client,
         await session.execute(
             update(PushDelivery)
             .where(PushDelivery.user_id == site.users["manager"])
-            .values(state="sending", attempts=1, deadline_at=engine.clock.at + notifications.SEND_LEASE)
+            .values(state="sending", attempts=1, deadline_at=engine.clock.at + outbox.SEND_LEASE)
         )
         await session.commit()
     await drain(engine)
     assert receiver.messages(endpoint=phone["endpoint"]) == []
-    engine.clock.advance(seconds=notifications.SEND_LEASE.total_seconds())
+    engine.clock.advance(seconds=outbox.SEND_LEASE.total_seconds())
     await drain(engine)
     assert [m.answered for m in receiver.wait_for(1, endpoint=phone["endpoint"])] == [201]
 

@@ -11,14 +11,14 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select
 
-from backend import escalation, incidents, notifications, push, workers
+from backend import escalation, incidents, outbox, push, workers
 from backend.auth import CurrentUser, User, create_user
 from backend.clock import ManualClock
 from backend.config import load_settings
 from backend.db import make_engine, sessionmaker
 from backend.ladder import EscalationStep
 from backend.migrate import upgrade
-from backend.notifications import PushDelivery
+from backend.outbox import PushDelivery
 from backend.push import PushSubscription
 from backend.timeline import IncidentEvent
 
@@ -54,7 +54,7 @@ async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(
 ):
     # Count what each instance did (the real workers call these module functions).
     work: Counter = Counter()
-    real_fire, real_deliver = escalation.fire_due, notifications.deliver_due
+    real_fire, real_deliver = escalation.fire_due, outbox.deliver_due
 
     async def fire_due(app):
         n = await real_fire(app)
@@ -67,9 +67,9 @@ async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(
         return n
 
     monkeypatch.setattr(escalation, "fire_due", fire_due)
-    monkeypatch.setattr(notifications, "deliver_due", deliver_due)
+    monkeypatch.setattr(outbox, "deliver_due", deliver_due)
     monkeypatch.setattr(escalation, "BATCH", 4)  # small claims: many rounds, so the instances interleave
-    monkeypatch.setattr(notifications, "BATCH", 10)
+    monkeypatch.setattr(outbox, "BATCH", 10)
     receiver = PushReceiver()
     clock = ManualClock()
     settings = load_settings(
@@ -121,7 +121,7 @@ async def test_two_instances_fire_each_rung_once_and_send_each_delivery_once(
         await session.commit()
     clock.advance(minutes=61)  # every rung of every incident is due at once: maximum contention
 
-    tasks = [task for app in instances for task in workers.start(app, [escalation.STEP, notifications.STEP])]
+    tasks = [task for app in instances for task in workers.start(app, [escalation.STEP, outbox.STEP])]
     rungs = INCIDENTS * 3
     expected_deliveries = INCIDENTS * MANAGERS * (1 + 3)  # the declaration notice + 3 rungs each
     try:

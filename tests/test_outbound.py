@@ -14,12 +14,12 @@ import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
-from backend import escalation, notifications, outbound, push
+from backend import escalation, outbound, outbox, push
 from backend.app import create_app
 from backend.auth import User
 from backend.clock import ManualClock
 from backend.db import utcnow
-from backend.notifications import PushDelivery
+from backend.outbox import PushDelivery
 from backend.push import PushSubscription
 
 from .push_receiver import receiver_fixture  # noqa: F401 (the `receiver` fixture)
@@ -87,7 +87,7 @@ async def engines(client, db, settings_for, database_url):
 
 async def drain(state) -> None:
     for _ in range(50):
-        if not (await escalation.fire_due(state)) + (await notifications.deliver_due(state)):
+        if not (await escalation.fire_due(state)) + (await outbox.deliver_due(state)):
             return
     raise AssertionError("sender did not settle")
 
@@ -354,10 +354,8 @@ async def test_a_bad_curve_key_fails_alone_and_the_others_are_sent_exactly_once(
         await client.post("/api/push/subscriptions", json=good[2], headers=site.headers("manager"))
     ).status_code == 200
     await client.post("/api/push/test", headers=site.headers("manager"))
-    await notifications.deliver_due(sender)  # one round claims all four
-    sender.clock.advance(
-        seconds=notifications.SEND_LEASE.total_seconds() + 1
-    )  # a stuck claim would be retaken
+    await outbox.deliver_due(sender)  # one round claims all four
+    sender.clock.advance(seconds=outbox.SEND_LEASE.total_seconds() + 1)  # a stuck claim would be retaken
     await drain(sender)
 
     for phone in good:
@@ -399,8 +397,8 @@ async def test_any_exception_while_sending_one_delivery_is_recorded_on_it_alone(
 
     monkeypatch.setattr(push, "send", send)
     await client.post("/api/push/test", headers=site.headers("manager"))
-    await notifications.deliver_due(sender)
-    sender.clock.advance(seconds=notifications.SEND_LEASE.total_seconds() + 1)
+    await outbox.deliver_due(sender)
+    sender.clock.advance(seconds=outbox.SEND_LEASE.total_seconds() + 1)
     monkeypatch.setattr(push, "send", real_send)
     await drain(sender)
     assert [len(receiver.messages(endpoint=p["endpoint"])) for p in phones] == [

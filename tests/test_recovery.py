@@ -16,9 +16,9 @@ from backend import callbacks, reports
 from backend.auth import Site
 from backend.callbacks import Callback
 from backend.clock import ManualClock
+from backend.inbox import Notification
 from backend.incidents import Incident
 from backend.ladder import EscalationStep
-from backend.notifications import Notification
 from backend.printing import make_sheet_id, paper_record_id
 from backend.records import Record
 from backend.timeline import IncidentEvent
