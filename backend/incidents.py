@@ -1,12 +1,9 @@
-"""Incidents declared from a playbook: status, notes, step ticks, and what each role may do next.
+"""Incidents declared from a playbook: status, notes, and what each role sees and may do next.
 
-Status: open -> acknowledged (a manager has it) -> recovered (systems back) -> resolved (closed).
-Acknowledging may be skipped; any unresolved incident can be resolved.
-
-The playbook (steps, ladder, titles) and its version are frozen into the incident when it is declared,
-so later playbook edits never change a running incident. Declaring schedules the ladder (backend.ladder);
-acknowledging or recovering stops its pending rungs, resolving cancels them and any notification not sent yet.
-Everything lands on the timeline (backend.timeline).
+Status: open -> acknowledged -> recovered -> resolved (backend.lifecycle); acknowledging may be skipped.
+The playbook (steps, ladder, titles) and its version are frozen into the incident when it is declared, so
+later playbook edits never change a running incident. Declaring schedules the ladder (backend.ladder); step
+ticks are backend.steps; everything lands on the timeline (backend.timeline).
 """
 
 from __future__ import annotations
@@ -17,18 +14,17 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Router, get, post
 from litestar.params import Parameter
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, case, func, select, update
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import clock, documents, ladder
 from .auth import RANK, CurrentUser, User, requires
 from .changes import add_change
-from .db import Base, UTCDateTime, affected, get_for_site, insert_for
+from .db import Base, UTCDateTime, get_for_site
 from .errors import Problem
 from .ladder import EscalationStep
 from .notifications import notify
-from .outbox import cancel_pending
 from .timeline import add_event, timeline
 
 STATUSES = ("open", "acknowledged", "recovered", "resolved")
@@ -74,7 +70,7 @@ class StepTick(Base):
 # ---------------------------------------------------------------- declaring
 
 
-async def _feed(session: AsyncSession, incident: Incident, user_id: int | None) -> None:
+async def feed(session: AsyncSession, incident: Incident, user_id: int | None) -> None:
     """Tell devices through the change feed that an incident changed."""
     await add_change(
         session,
@@ -97,29 +93,14 @@ MESSAGES = {
         {"zh-CN": "新事件：{title}", "en": "New incident: {title}"},
         {"zh-CN": "{who} 启动了预案。{note}", "en": "{who} started the playbook. {note}"},
     ),
-    "acknowledged": (
-        {"zh-CN": "已确认：{title}", "en": "Acknowledged: {title}"},
-        {
-            "zh-CN": "{who} 已确认并接手，后续升级已停止。",
-            "en": "{who} has it; later escalations are stopped.",
-        },
-    ),
-    "recovered": (
-        {"zh-CN": "已恢复：{title}", "en": "Recovered: {title}"},
-        {
-            "zh-CN": "{who} 标记系统已恢复。请录入手工记录并安排回拨。",
-            "en": "{who} marked systems as back. Enter the manual records and make the callbacks.",
-        },
-    ),
-    "resolved": (
-        {"zh-CN": "已结束：{title}", "en": "Resolved: {title}"},
-        {"zh-CN": "{who} 结束了事件。", "en": "{who} closed the incident."},
-    ),
 }
 
 
-def _texts(kind: str, incident: Incident, who: str, note: str | None = None) -> tuple[dict, dict]:
-    title, body = MESSAGES[kind]
+def texts(
+    message: tuple[dict, dict], incident: Incident, who: str, note: str | None = None
+) -> tuple[dict, dict]:
+    """A notification's title and body in both languages, filled in for this incident."""
+    title, body = message
     return (
         {lang: title[lang].format(title=incident.title[lang]) for lang in title},
         {lang: body[lang].format(who=who, note=note or "").strip() for lang in body},
@@ -176,7 +157,7 @@ async def declare(
         },
         at=at,
     )
-    title, body = _texts("declared", incident, actor.display_name if actor else "ACD", note)
+    title, body = texts(MESSAGES["declared"], incident, actor.display_name if actor else "ACD", note)
     await notify(
         session,
         site_id,
@@ -189,7 +170,7 @@ async def declare(
         at=at,
         drill=incident.drill,
     )
-    await _feed(session, incident, actor.id if actor else None)
+    await feed(session, incident, actor.id if actor else None)
     return incident
 
 
@@ -210,14 +191,6 @@ class DeclareIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class NoteIn(msgspec.Struct, forbid_unknown_fields=True):
     text: NoteText
-
-
-class CloseIn(msgspec.Struct, forbid_unknown_fields=True):
-    note: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
-
-
-class TickIn(msgspec.Struct, forbid_unknown_fields=True):
-    done: bool = True
 
 
 # ---------------------------------------------------------------- output
@@ -322,7 +295,7 @@ async def detail_out(session: AsyncSession, incident: Incident, user: CurrentUse
     }
 
 
-async def _get(session: AsyncSession, user: CurrentUser, incident_id: int) -> Incident:
+async def get_incident_at_site(session: AsyncSession, user: CurrentUser, incident_id: int) -> Incident:
     return await get_for_site(session, Incident, incident_id, user.site_id, "incident")
 
 
@@ -379,7 +352,7 @@ async def list_incidents(
 
 @get("/api/incidents/{incident_id:int}", summary="One incident: steps with ticks, the ladder, what I may do")
 async def get_incident(request: Req, db: AsyncSession, incident_id: int) -> dict[str, Any]:
-    return await detail_out(db, await _get(db, request.user, incident_id), request.user)
+    return await detail_out(db, await get_incident_at_site(db, request.user, incident_id), request.user)
 
 
 @get(
@@ -393,7 +366,7 @@ async def get_timeline(
     incident_id: int,
     after: Annotated[int, Parameter(query="after", ge=0)] = 0,
 ) -> dict[str, Any]:
-    incident = await _get(db, request.user, incident_id)
+    incident = await get_incident_at_site(db, request.user, incident_id)
     events = await timeline(db, incident.id, after)
     return {
         "incident_id": incident.id,
@@ -405,177 +378,12 @@ async def get_timeline(
 
 
 @post(
-    "/api/incidents/{incident_id:int}/ack",
-    status_code=200,
-    summary="Acknowledge: stops the ladder's pending rungs and pending notifications (manager+, or notified roles)",
-)
-async def ack_incident(request: Req, db: AsyncSession, incident_id: int) -> dict[str, Any]:
-    user = request.user
-    incident = await _get(db, user, incident_id)
-    if incident.status == "resolved":
-        raise Problem(409, "This incident is resolved already.")
-    if not may_ack(user, incident, await ladder.ladder(db, incident.id)):
-        raise Problem(
-            403, "Only managers, or the roles this incident's escalation has reached, can acknowledge."
-        )
-    at = await clock.now(request.app, db)
-    # Only the first acknowledgement counts, even when two managers press at once.
-    won = affected(
-        await db.execute(
-            update(Incident)
-            .where(
-                Incident.id == incident.id, Incident.acknowledged_at.is_(None), Incident.status != "resolved"
-            )
-            .values(
-                acknowledged_at=at,
-                acknowledged_by=user.id,
-                status=case((Incident.status == "open", "acknowledged"), else_=Incident.status),
-            )
-            .execution_options(synchronize_session=False)
-        )
-    )
-    if won:
-        await db.refresh(incident)
-        stopped = await ladder.end_pending(db, incident.id, "stopped", at)
-        cancelled = await cancel_pending(db, incident.id, at)
-        await add_event(
-            db,
-            incident.id,
-            "acknowledged",
-            user.id,
-            {
-                "rungs_stopped": stopped,
-                "deliveries_cancelled": cancelled,
-                "seconds_to_ack": round((at - incident.declared_at).total_seconds(), 3),
-            },
-            at=at,
-        )
-        title, body = _texts("acknowledged", incident, user.display_name)
-        await notify(
-            db,
-            incident.site_id,
-            ["lead", "manager"],
-            title,
-            body,
-            incident_id=incident.id,
-            kind="acknowledged",
-            exclude_user_id=user.id,
-            at=at,
-            drill=incident.drill,
-        )
-        await _feed(db, incident, user.id)
-    return await detail_out(db, incident, user)
-
-
-@post(
-    "/api/incidents/{incident_id:int}/recover",
-    status_code=200,
-    guards=[requires("lead")],
-    summary="Mark systems recovered: stops rungs not fired yet (lead+)",
-)
-async def recover_incident(
-    request: Req, db: AsyncSession, incident_id: int, data: CloseIn | None = None
-) -> dict[str, Any]:
-    user = request.user
-    incident = await _get(db, user, incident_id)
-    if incident.status == "resolved":
-        raise Problem(409, "This incident is resolved already.")
-    at = await clock.now(request.app, db)
-    note = data.note if data else None
-    won = affected(
-        await db.execute(
-            update(Incident)
-            .where(Incident.id == incident.id, Incident.status.in_(("open", "acknowledged")))
-            .values(status="recovered", recovered_at=at, recovered_by=user.id)
-            .execution_options(synchronize_session=False)
-        )
-    )
-    if won:
-        await db.refresh(incident)
-        stopped = await ladder.end_pending(db, incident.id, "stopped", at)
-        await add_event(
-            db, incident.id, "recovered", user.id, {"note": note, "rungs_stopped": stopped}, at=at
-        )
-        title, body = _texts("recovered", incident, user.display_name)
-        await notify(
-            db,
-            incident.site_id,
-            ["agent", "lead", "manager"],
-            title,
-            body,
-            incident_id=incident.id,
-            kind="recovered",
-            exclude_user_id=user.id,
-            at=at,
-            drill=incident.drill,
-        )
-        await _feed(db, incident, user.id)
-    return await detail_out(db, incident, user)
-
-
-@post(
-    "/api/incidents/{incident_id:int}/resolve",
-    status_code=200,
-    guards=[requires("lead")],
-    summary="Resolve (close): cancels whatever of the ladder and its notifications is left (lead+)",
-)
-async def resolve_incident(
-    request: Req, db: AsyncSession, incident_id: int, data: CloseIn | None = None
-) -> dict[str, Any]:
-    user = request.user
-    incident = await _get(db, user, incident_id)
-    at = await clock.now(request.app, db)
-    note = data.note if data else None
-    won = affected(
-        await db.execute(
-            update(Incident)
-            .where(Incident.id == incident.id, Incident.status != "resolved")
-            .values(
-                status="resolved",
-                resolved_at=at,
-                resolved_by=user.id,
-                recovered_at=func.coalesce(Incident.recovered_at, at),
-                recovered_by=func.coalesce(Incident.recovered_by, user.id),
-            )
-            .execution_options(synchronize_session=False)
-        )
-    )
-    if won:
-        await db.refresh(incident)
-        cancelled_rungs = await ladder.end_pending(db, incident.id, "cancelled", at)
-        cancelled = await cancel_pending(db, incident.id, at)
-        await add_event(
-            db,
-            incident.id,
-            "resolved",
-            user.id,
-            {"note": note, "rungs_cancelled": cancelled_rungs, "deliveries_cancelled": cancelled},
-            at=at,
-        )
-        title, body = _texts("resolved", incident, user.display_name)
-        await notify(
-            db,
-            incident.site_id,
-            ["lead", "manager"],
-            title,
-            body,
-            incident_id=incident.id,
-            kind="resolved",
-            exclude_user_id=user.id,
-            at=at,
-            drill=incident.drill,
-        )
-        await _feed(db, incident, user.id)
-    return await detail_out(db, incident, user)
-
-
-@post(
     "/api/incidents/{incident_id:int}/notes",
     guards=[requires("lead")],
     summary="Add a note to the timeline (lead+)",
 )
 async def add_note(request: Req, db: AsyncSession, incident_id: int, data: NoteIn) -> dict[str, Any]:
-    incident = await _get(db, request.user, incident_id)
+    incident = await get_incident_at_site(db, request.user, incident_id)
     if incident.status == "resolved":
         raise Problem(409, "This incident is resolved; notes are closed.")
     at = await clock.now(request.app, db)
@@ -583,51 +391,8 @@ async def add_note(request: Req, db: AsyncSession, incident_id: int, data: NoteI
     return (await timeline(db, incident.id, event.id - 1, limit=1))[0]
 
 
-@post(
-    "/api/incidents/{incident_id:int}/steps/{step_id:str}",
-    status_code=200,
-    summary="Tick (or untick with done=false) a playbook step; agents tick agent steps, leads any",
-)
-async def tick_step(
-    request: Req, db: AsyncSession, incident_id: int, step_id: str, data: TickIn | None = None
-) -> dict[str, Any]:
-    user = request.user
-    incident = await _get(db, user, incident_id)
-    step = next((s for s in incident.definition.get("steps", []) if s["id"] == step_id), None)
-    if step is None:
-        raise Problem(404, f"This incident's playbook has no step {step_id!r}.")
-    if incident.status == "resolved":
-        raise Problem(409, "This incident is resolved; its steps can no longer change.")
-    if RANK[user.role] < RANK["lead"] and step["who"] != "agent":
-        raise Problem(403, "Only leads and managers can tick this step.")
-    done = data.done if data else True
-    at = await clock.now(request.app, db)
-    existing = await db.get(StepTick, (incident.id, step_id))
-    if done and existing is None:
-        await db.execute(
-            insert_for(db, StepTick)
-            .values(incident_id=incident.id, step_id=step_id, ticked_by=user.id, ticked_at=at)
-            .on_conflict_do_nothing()
-        )
-        await add_event(db, incident.id, "step_ticked", user.id, {"step": step_id, "done": True}, at=at)
-    elif not done and existing is not None:
-        await db.delete(existing)
-        await add_event(db, incident.id, "step_ticked", user.id, {"step": step_id, "done": False}, at=at)
-    return await detail_out(db, incident, user)
-
-
 router = Router(
     path="/",
     tags=["incidents"],
-    route_handlers=[
-        declare_incident,
-        list_incidents,
-        get_incident,
-        get_timeline,
-        ack_incident,
-        recover_incident,
-        resolve_incident,
-        add_note,
-        tick_step,
-    ],
+    route_handlers=[declare_incident, list_incidents, get_incident, get_timeline, add_note],
 )

@@ -1,0 +1,216 @@
+"""An incident's lifecycle after it is declared: acknowledge (a manager has it: pending rungs and notifications
+stop), recover (systems are back: pending rungs stop), resolve (closed: whatever is left is cancelled). Only the
+first of two concurrent presses counts; each lands on the timeline and tells the team."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Router, post
+from sqlalchemy import case, func, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import clock, ladder
+from .auth import requires
+from .db import affected
+from .errors import Problem
+from .incidents import Incident, Req, detail_out, feed, get_incident_at_site, may_ack, texts
+from .notifications import notify
+from .outbox import cancel_pending
+from .timeline import add_event
+
+MESSAGES = {
+    "acknowledged": (
+        {"zh-CN": "已确认：{title}", "en": "Acknowledged: {title}"},
+        {
+            "zh-CN": "{who} 已确认并接手，后续升级已停止。",
+            "en": "{who} has it; later escalations are stopped.",
+        },
+    ),
+    "recovered": (
+        {"zh-CN": "已恢复：{title}", "en": "Recovered: {title}"},
+        {
+            "zh-CN": "{who} 标记系统已恢复。请录入手工记录并安排回拨。",
+            "en": "{who} marked systems as back. Enter the manual records and make the callbacks.",
+        },
+    ),
+    "resolved": (
+        {"zh-CN": "已结束：{title}", "en": "Resolved: {title}"},
+        {"zh-CN": "{who} 结束了事件。", "en": "{who} closed the incident."},
+    ),
+}
+
+
+class CloseIn(msgspec.Struct, forbid_unknown_fields=True):
+    note: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+
+
+@post(
+    "/api/incidents/{incident_id:int}/ack",
+    status_code=200,
+    summary="Acknowledge: stops the ladder's pending rungs and pending notifications (manager+, or notified roles)",
+)
+async def ack_incident(request: Req, db: AsyncSession, incident_id: int) -> dict[str, Any]:
+    user = request.user
+    incident = await get_incident_at_site(db, user, incident_id)
+    if incident.status == "resolved":
+        raise Problem(409, "This incident is resolved already.")
+    if not may_ack(user, incident, await ladder.ladder(db, incident.id)):
+        raise Problem(
+            403, "Only managers, or the roles this incident's escalation has reached, can acknowledge."
+        )
+    at = await clock.now(request.app, db)
+    # Only the first acknowledgement counts, even when two managers press at once.
+    won = affected(
+        await db.execute(
+            update(Incident)
+            .where(
+                Incident.id == incident.id, Incident.acknowledged_at.is_(None), Incident.status != "resolved"
+            )
+            .values(
+                acknowledged_at=at,
+                acknowledged_by=user.id,
+                status=case((Incident.status == "open", "acknowledged"), else_=Incident.status),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if won:
+        await db.refresh(incident)
+        stopped = await ladder.end_pending(db, incident.id, "stopped", at)
+        cancelled = await cancel_pending(db, incident.id, at)
+        await add_event(
+            db,
+            incident.id,
+            "acknowledged",
+            user.id,
+            {
+                "rungs_stopped": stopped,
+                "deliveries_cancelled": cancelled,
+                "seconds_to_ack": round((at - incident.declared_at).total_seconds(), 3),
+            },
+            at=at,
+        )
+        title, body = texts(MESSAGES["acknowledged"], incident, user.display_name)
+        await notify(
+            db,
+            incident.site_id,
+            ["lead", "manager"],
+            title,
+            body,
+            incident_id=incident.id,
+            kind="acknowledged",
+            exclude_user_id=user.id,
+            at=at,
+            drill=incident.drill,
+        )
+        await feed(db, incident, user.id)
+    return await detail_out(db, incident, user)
+
+
+@post(
+    "/api/incidents/{incident_id:int}/recover",
+    status_code=200,
+    guards=[requires("lead")],
+    summary="Mark systems recovered: stops rungs not fired yet (lead+)",
+)
+async def recover_incident(
+    request: Req, db: AsyncSession, incident_id: int, data: CloseIn | None = None
+) -> dict[str, Any]:
+    user = request.user
+    incident = await get_incident_at_site(db, user, incident_id)
+    if incident.status == "resolved":
+        raise Problem(409, "This incident is resolved already.")
+    at = await clock.now(request.app, db)
+    note = data.note if data else None
+    won = affected(
+        await db.execute(
+            update(Incident)
+            .where(Incident.id == incident.id, Incident.status.in_(("open", "acknowledged")))
+            .values(status="recovered", recovered_at=at, recovered_by=user.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if won:
+        await db.refresh(incident)
+        stopped = await ladder.end_pending(db, incident.id, "stopped", at)
+        await add_event(
+            db, incident.id, "recovered", user.id, {"note": note, "rungs_stopped": stopped}, at=at
+        )
+        title, body = texts(MESSAGES["recovered"], incident, user.display_name)
+        await notify(
+            db,
+            incident.site_id,
+            ["agent", "lead", "manager"],
+            title,
+            body,
+            incident_id=incident.id,
+            kind="recovered",
+            exclude_user_id=user.id,
+            at=at,
+            drill=incident.drill,
+        )
+        await feed(db, incident, user.id)
+    return await detail_out(db, incident, user)
+
+
+@post(
+    "/api/incidents/{incident_id:int}/resolve",
+    status_code=200,
+    guards=[requires("lead")],
+    summary="Resolve (close): cancels whatever of the ladder and its notifications is left (lead+)",
+)
+async def resolve_incident(
+    request: Req, db: AsyncSession, incident_id: int, data: CloseIn | None = None
+) -> dict[str, Any]:
+    user = request.user
+    incident = await get_incident_at_site(db, user, incident_id)
+    at = await clock.now(request.app, db)
+    note = data.note if data else None
+    won = affected(
+        await db.execute(
+            update(Incident)
+            .where(Incident.id == incident.id, Incident.status != "resolved")
+            .values(
+                status="resolved",
+                resolved_at=at,
+                resolved_by=user.id,
+                recovered_at=func.coalesce(Incident.recovered_at, at),
+                recovered_by=func.coalesce(Incident.recovered_by, user.id),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if won:
+        await db.refresh(incident)
+        cancelled_rungs = await ladder.end_pending(db, incident.id, "cancelled", at)
+        cancelled = await cancel_pending(db, incident.id, at)
+        await add_event(
+            db,
+            incident.id,
+            "resolved",
+            user.id,
+            {"note": note, "rungs_cancelled": cancelled_rungs, "deliveries_cancelled": cancelled},
+            at=at,
+        )
+        title, body = texts(MESSAGES["resolved"], incident, user.display_name)
+        await notify(
+            db,
+            incident.site_id,
+            ["lead", "manager"],
+            title,
+            body,
+            incident_id=incident.id,
+            kind="resolved",
+            exclude_user_id=user.id,
+            at=at,
+            drill=incident.drill,
+        )
+        await feed(db, incident, user.id)
+    return await detail_out(db, incident, user)
+
+
+router = Router(
+    path="/", tags=["incidents"], route_handlers=[ack_incident, recover_incident, resolve_incident]
+)
