@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import (
     admission,
     alerts,
+    attempts,
     auth,
     callbacks,
     documents,
@@ -72,6 +73,7 @@ ROUTERS = [
     outbox.router,
     push.router,
     callbacks.router,
+    attempts.router,
     reentry.router,
     reports.router,
     printing.router,

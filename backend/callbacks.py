@@ -16,17 +16,17 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request, Router, get, post, put
+from litestar import Request, Router, get, put
 from litestar.params import Parameter
-from sqlalchemy import ForeignKey, Integer, String, Text, Uuid, select
+from sqlalchemy import ForeignKey, Integer, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import clock, workers
 from .auth import CurrentUser, User, requires, site_names
 from .changes import add_personal_change
-from .clock import in_window, parse_time
-from .db import INT32, Base, UTCDateTime, get_for_site, has_nul, insert_for
+from .clock import parse_time
+from .db import INT32, Base, UTCDateTime, get_for_site
 from .errors import Problem
 from .incidents import Incident
 from .notifications import notify
@@ -70,22 +70,6 @@ class Callback(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class CallbackAttempt(Base):
-    """One try at a callback, made on the device (id from the device: re-sending it changes nothing)."""
-
-    __tablename__ = "callback_attempts"
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    callback_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("callbacks.record_id", ondelete="CASCADE"), index=True
-    )
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    outcome: Mapped[str] = mapped_column(String(16))
-    note: Mapped[str | None] = mapped_column(Text, nullable=True)
-    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)  # device clock
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime)  # server clock
-
-
 # ---------------------------------------------------------------- from records to callbacks
 
 
@@ -120,13 +104,13 @@ async def on_records_stored(session: AsyncSession, stored: list[tuple[Record, st
             )
         ).scalars()
     }
-    announce: list[tuple[Callback, str]] = []
+    changed: list[tuple[Callback, str]] = []
     for record, due in relevant:
         callback = existing.get(record.id)
         if due is None:
             if callback is not None and callback.status in OPEN_STATES:
                 callback.status, callback.updated_at, callback.record_rev = "cancelled", now, record.rev
-                announce.append((callback, "callback.cancelled"))
+                changed.append((callback, "callback.cancelled"))
             continue
         data = record.data or {}
         fields = {
@@ -150,7 +134,7 @@ async def on_records_stored(session: AsyncSession, stored: list[tuple[Record, st
                 **fields,
             )
             session.add(callback)
-            announce.append((callback, "callback.created"))
+            changed.append((callback, "callback.created"))
             continue
         if due > callback.due_at:
             callback.overdue_notified_at = None  # a later promise: warn again if that one slips too
@@ -158,13 +142,13 @@ async def on_records_stored(session: AsyncSession, stored: list[tuple[Record, st
             setattr(callback, name, value)
         if callback.status == "cancelled":
             callback.status = "trying" if callback.attempts else "open"
-        announce.append((callback, "callback.updated"))
+        changed.append((callback, "callback.updated"))
     await session.flush()
-    for callback, kind in announce:
-        await _announce(session, callback, kind, flush=False)
+    for callback, kind in changed:
+        await announce(session, callback, kind, flush=False)
 
 
-async def _announce(
+async def announce(
     session: AsyncSession, callback: Callback, kind: str, *, also: int | None = None, flush: bool = True
 ) -> None:
     """Devices learn of callback changes through the sync change feed: the owner's (and `also`, e.g. the previous
@@ -348,7 +332,7 @@ class AssignIn(msgspec.Struct, forbid_unknown_fields=True):
 )
 async def assign(request: Req, db: AsyncSession, callback_id: uuid.UUID, data: AssignIn) -> dict[str, Any]:
     user = request.user
-    callback = await _callback(db, user, callback_id)
+    callback = await get_callback_at_site(db, user, callback_id)
     owner = await db.get(User, data.owner_id)
     if owner is None or owner.site_id != user.site_id or not owner.active:
         raise Problem(422, "Assign to an active user of your site.", errors={"owner_id": "unknown user"})
@@ -360,7 +344,7 @@ async def assign(request: Req, db: AsyncSession, callback_id: uuid.UUID, data: A
         now,
         now,
     )
-    await _announce(db, callback, "callback.assigned", also=previous)
+    await announce(db, callback, "callback.assigned", also=previous)
     if previous != owner.id:
         known = await _known_incidents(db, {callback.incident_id} if callback.incident_id else set())
         incident_id, drill = _link(known, callback)
@@ -382,162 +366,8 @@ async def assign(request: Req, db: AsyncSession, callback_id: uuid.UUID, data: A
     return callback_out(callback, await site_names(db, user.site_id))
 
 
-async def _callback(db: AsyncSession, user: CurrentUser, callback_id: uuid.UUID) -> Callback:
+async def get_callback_at_site(db: AsyncSession, user: CurrentUser, callback_id: uuid.UUID) -> Callback:
     return await get_for_site(db, Callback, callback_id, user.site_id, "callback")
 
 
-class AttemptIn(msgspec.Struct, forbid_unknown_fields=True):
-    id: uuid.UUID
-    callback_id: uuid.UUID
-    outcome: Literal["reached", "no_answer", "wrong_number", "resolved"]
-    attempted_at: Annotated[datetime, msgspec.Meta(tz=True)]
-    note: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
-
-
-class AttemptsIn(msgspec.Struct, forbid_unknown_fields=True):
-    attempts: Annotated[list[Any], msgspec.Meta(max_length=500)]
-
-
-@post(
-    "/api/callbacks/attempts",
-    status_code=200,
-    summary="Record callback attempts (device ids; re-sending one is harmless). One answer per attempt.",
-)
-async def record_attempts(request: Req, db: AsyncSession, data: AttemptsIn) -> dict[str, Any]:
-    user = request.user
-    now = await clock.now(request.app, db)
-    results = []
-    for index, raw in enumerate(data.attempts):
-        try:
-            item = msgspec.convert(raw, AttemptIn, str_keys=True)
-        except msgspec.ValidationError as exc:
-            results.append(
-                {
-                    "index": index,
-                    "id": raw.get("id") if isinstance(raw, dict) else None,
-                    "status": "rejected",
-                    "message": str(exc),
-                }
-            )
-            continue
-        if not in_window(item.attempted_at) or has_nul(item.note):
-            # stored values only: a broken device clock or a NUL is this attempt's problem, not the batch's
-            results.append(
-                {
-                    "index": index,
-                    "id": str(item.id),
-                    "status": "rejected",
-                    "message": "attempted_at must be between 2000 and 2100 and the note plain text.",
-                }
-            )
-            continue
-        callback = await db.get(Callback, item.callback_id)
-        if (
-            callback is None
-            or callback.site_id != user.site_id
-            or (user.role == "agent" and callback.owner_id != user.id and callback.promised_by != user.id)
-        ):
-            results.append(
-                {
-                    "index": index,
-                    "id": str(item.id),
-                    "status": "rejected",
-                    "message": "No such callback of yours.",
-                }
-            )
-            continue
-        inserted = (
-            await db.execute(
-                insert_for(db, CallbackAttempt.__table__)
-                .values(
-                    id=item.id,
-                    callback_id=callback.record_id,
-                    site_id=user.site_id,
-                    user_id=user.id,
-                    outcome=item.outcome,
-                    note=item.note,
-                    attempted_at=item.attempted_at,
-                    received_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["id"])
-                .returning(CallbackAttempt.id)
-            )
-        ).scalar_one_or_none()
-        if inserted is None:
-            results.append({"index": index, "id": str(item.id), "status": "duplicate"})
-            continue
-        await _apply_attempt(db, callback, item, now)
-        results.append(
-            {"index": index, "id": str(item.id), "status": "created", "callback": callback_out(callback)}
-        )
-    return {"results": results}
-
-
-async def _apply_attempt(db: AsyncSession, callback: Callback, item: AttemptIn, now: datetime) -> None:
-    callback.attempts += 1
-    callback.updated_at = now
-    latest = (
-        await db.execute(
-            select(CallbackAttempt.outcome)
-            .where(CallbackAttempt.callback_id == callback.record_id)
-            .order_by(CallbackAttempt.attempted_at.desc(), CallbackAttempt.received_at.desc())
-            .limit(1)
-        )
-    ).scalar_one()
-    callback.last_outcome = latest
-    if callback.status == "cancelled":
-        return
-    final = item.outcome != "no_answer"
-    if final and (callback.completed_at is None or item.attempted_at < callback.completed_at):
-        callback.completed_at = item.attempted_at  # attempts may arrive out of order from offline devices
-    if callback.completed_at is None:
-        callback.status = "trying"
-    else:
-        # the state follows the first final outcome; a later "reached" still beats "wrong number"
-        finals = list(
-            (
-                await db.execute(
-                    select(CallbackAttempt.outcome).where(
-                        CallbackAttempt.callback_id == callback.record_id,
-                        CallbackAttempt.outcome != "no_answer",
-                    )
-                )
-            ).scalars()
-        )
-        callback.status = "done" if any(STATE_AFTER[o] == "done" for o in finals) else "failed"
-    await _announce(db, callback, "callback.attempted")
-
-
-@get("/api/callbacks/{callback_id:uuid}/attempts", summary="The attempts made on one callback")
-async def list_attempts(request: Req, db: AsyncSession, callback_id: uuid.UUID) -> list[dict[str, Any]]:
-    user = request.user
-    callback = await _callback(db, user, callback_id)
-    if user.role == "agent" and user.id not in (callback.owner_id, callback.promised_by):
-        raise Problem(404, "No such callback at your site.")
-    names = await site_names(db, user.site_id)
-    rows = (
-        (
-            await db.execute(
-                select(CallbackAttempt)
-                .where(CallbackAttempt.callback_id == callback_id)
-                .order_by(CallbackAttempt.attempted_at)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    return [
-        {
-            "id": str(a.id),
-            "outcome": a.outcome,
-            "note": a.note,
-            "attempted_at": a.attempted_at.isoformat(),
-            "by": {"id": a.user_id, "name": names.get(a.user_id)},
-        }
-        for a in rows
-    ]
-
-
-router = Router(
-    path="/", route_handlers=[list_callbacks, assign, record_attempts, list_attempts], tags=["callbacks"]
-)
+router = Router(path="/", route_handlers=[list_callbacks, assign], tags=["callbacks"])
