@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import documents
 from .clock import in_window
 from .db import JSON_INT
+from .definitions import compile_pattern
 
 router = documents.make_router("form", "/api/forms", "forms")
 MAX_TEXT = 20_000  # characters in any one text value, whatever the form says: bounds the work per field
@@ -65,7 +66,7 @@ def _check(field: dict[str, Any], value: Any) -> dict[str, Any] | None:
         limit = min(field.get("max_length") or MAX_TEXT, MAX_TEXT)
         if len(value) > limit:
             return _error("max_length", max_length=limit)
-        if field.get("pattern") and not documents.compile_pattern(field["pattern"]).fullmatch(value):
+        if field.get("pattern") and not compile_pattern(field["pattern"]).fullmatch(value):
             return _error("pattern")
     elif kind == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
