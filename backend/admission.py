@@ -5,8 +5,8 @@ and a client that sends slowly (a stalled upload, or an attacker) cannot starve 
   hundreds of devices reconnecting together hold neither memory nor database connections. One that waits
   longer than `sync_wait_seconds` gets a 503 problem with Retry-After; the device retries with jittered
   backoff (its queue is untouched).
-- One account holds at most `sync_per_user` of those turns (two phones of one agent, say): a burst from one
-  login queues behind its own earlier uploads, not in front of other sites'.
+- One account holds at most `sync_per_user` turns or places in the queue at once (two phones of one agent,
+  say); more get a 503 at once and retry, so one login's burst never stands in front of other sites'.
 - Once admitted, the whole body must arrive within `sync_body_seconds`, else a 408 problem frees the turn: a
   trickling upload holds a turn for seconds, never indefinitely.
 Runs inside authentication (app.MIDDLEWARE), so it knows whose sync it is and unknown tokens never wait.

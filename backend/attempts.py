@@ -16,6 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from . import clock
 from .auth import site_names
 from .callbacks import STATE_AFTER, Callback, Req, announce, callback_out, get_callback_at_site
+from .changes import lock_site
 from .clock import in_window
 from .db import Base, UTCDateTime, has_nul, insert_for
 from .errors import Problem
@@ -56,6 +57,8 @@ class AttemptsIn(msgspec.Struct, forbid_unknown_fields=True):
 )
 async def record_attempts(request: Req, db: AsyncSession, data: AttemptsIn) -> dict[str, Any]:
     user = request.user
+    # The site's feed lock first, then rows: sync takes them in this order too, so PostgreSQL never deadlocks.
+    await lock_site(db, user.site_id)
     now = await clock.now(request.app, db)
     results = []
     for index, raw in enumerate(data.attempts):

@@ -70,8 +70,8 @@ class StepTick(Base):
 # ---------------------------------------------------------------- declaring
 
 
-async def feed(session: AsyncSession, incident: Incident, user_id: int | None) -> None:
-    """Tell devices through the change feed that an incident changed."""
+async def feed(session: AsyncSession, incident: Incident) -> None:
+    """Tell every device of the site, through the change feed, that an incident changed."""
     await add_change(
         session,
         incident.site_id,
@@ -84,7 +84,6 @@ async def feed(session: AsyncSession, incident: Incident, user_id: int | None) -
             "title": incident.title,
             "drill": incident.drill,
         },
-        user_id=user_id,
     )
 
 
@@ -170,7 +169,7 @@ async def declare(
         at=at,
         drill=incident.drill,
     )
-    await feed(session, incident, actor.id if actor else None)
+    await feed(session, incident)
     return incident
 
 

@@ -105,7 +105,7 @@ async def ack_incident(request: Req, db: AsyncSession, incident_id: int) -> dict
             at=at,
             drill=incident.drill,
         )
-        await feed(db, incident, user.id)
+        await feed(db, incident)
     return await detail_out(db, incident, user)
 
 
@@ -151,7 +151,7 @@ async def recover_incident(
             at=at,
             drill=incident.drill,
         )
-        await feed(db, incident, user.id)
+        await feed(db, incident)
     return await detail_out(db, incident, user)
 
 
@@ -207,7 +207,7 @@ async def resolve_incident(
             at=at,
             drill=incident.drill,
         )
-        await feed(db, incident, user.id)
+        await feed(db, incident)
     return await detail_out(db, incident, user)
 
 

@@ -317,7 +317,8 @@ class ReceiptIn(msgspec.Struct, forbid_unknown_fields=True):
 @post("/api/push/receipts", status_code=204, summary="The service worker reports a push received (public)")
 async def receipt(request: Request, db: AsyncSession, data: ReceiptIn) -> None:
     delivery = await db.get(PushDelivery, data.delivery)
-    if delivery is None or not hmac.compare_digest(delivery.receipt, data.receipt):
+    # bytes: compare_digest raises TypeError for non-ASCII text, and anyone may post here
+    if delivery is None or not hmac.compare_digest(delivery.receipt.encode(), data.receipt.encode()):
         raise Problem(404, "Unknown delivery.")
     if delivery.delivered_at is None:
         at = await clock.now(request.app, db)

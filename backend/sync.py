@@ -90,6 +90,9 @@ async def store_batch(
     if not good:
         return [results[i] for i in range(len(items))]
     hashes = {i: content_hash(r) for i, r in good}
+    # The site's lock before any row (held to commit; numbering cursors needs it anyway): handlers that change a
+    # callback or a record take it first too, so two transactions never wait on each other in opposite orders.
+    await lock_site(session, user.site_id)
 
     # 1. One INSERT … ON CONFLICT DO NOTHING for every first occurrence of an id: racing copies of the same
     #    record meet on the primary key, and exactly one of them inserts.

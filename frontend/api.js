@@ -15,7 +15,11 @@ export class ApiError extends Error {
 export const session = {
   get token() { return localStorage.getItem(TOKEN); },
   get user() { try { return JSON.parse(localStorage.getItem(USER) || "null"); } catch { return null; } },
-  save(token, user) { localStorage.setItem(TOKEN, token); localStorage.setItem(USER, JSON.stringify(user)); },
+  save(token, user) {
+    localStorage.setItem(TOKEN, token);
+    localStorage.setItem(USER, JSON.stringify(user));
+    localStorage.removeItem("od.expired"); // a fresh login: no "login expired" banner on the next load
+  },
   // The user stays known (offline work goes on under their name); only the token goes.
   expire() { localStorage.removeItem(TOKEN); localStorage.setItem("od.expired", "1"); },
   clear() { localStorage.removeItem(TOKEN); localStorage.removeItem(USER); localStorage.removeItem("od.expired"); },

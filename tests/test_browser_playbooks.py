@@ -311,6 +311,7 @@ def test_manifest_is_installable(live_server, browser, tmp_path):
         args=["--no-sandbox", "--disable-gpu"],
         viewport={"width": 390, "height": 844},
         locale="zh-CN",
+        bypass_csp=True,  # as the new_context fixture: Playwright's wait_for_function evaluates with eval()
     )
     try:
         page = context.new_page()

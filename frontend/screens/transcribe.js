@@ -37,7 +37,7 @@ const sameData = (a, b) => JSON.stringify(Object.entries(a || {}).sort()) === JS
 
 // Save one row through the record queue. Returns {outcome: "saved" | "same" | "differs", before?}.
 export async function saveRow({ form, sheetId, row, data, replace = false, incidentId = null }) {
-  const id = await paperRecordId(session.user.site, sheetId, row);
+  const id = await paperRecordId(session.user?.site, sheetId, row);
   const existing = await store.get(id);
   if (existing && !replace) {
     return sameData(existing.data, data) ? { outcome: "same", id } : { outcome: "differs", id, before: existing.data };
@@ -116,8 +116,8 @@ route("#/transcribe/:form/:sheet/:row", async (view, params) => {
 
   // Times on a sheet run on: a new row starts with the previous row's date and time fields.
   const values = {};
-  const earlier = await store.get(await paperRecordId(session.user.site, sheetId, row));
-  const previous = row > 1 ? await store.get(await paperRecordId(session.user.site, sheetId, row - 1)) : null;
+  const earlier = await store.get(await paperRecordId(session.user?.site, sheetId, row));
+  const previous = row > 1 ? await store.get(await paperRecordId(session.user?.site, sheetId, row - 1)) : null;
   if (earlier) Object.assign(values, earlier.data);
   else if (previous) {
     for (const f of definition.fields) if (f.type === "datetime" && previous.data[f.name]) values[f.name] = previous.data[f.name];
