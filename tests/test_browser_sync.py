@@ -173,11 +173,13 @@ def test_server_killed_while_500_records_upload(tmp_path, new_context, artifacts
 
 
 def record_call(page, name: str, details: str) -> str:
-    record_id = page.locator("form.rec-form").get_attribute("data-record")
     page.fill("input[name=caller_name]", name)
     page.fill("input[name=phone]", "021-5555 0101")
     page.check("input[name=category][value=complaint]")
     page.fill("textarea[name=details]", details)
+    # The id of the form that holds what was typed, read just before saving (a screen that was still being
+    # drawn when the test arrived may have been redrawn with a new draft since).
+    record_id = page.locator("form.rec-form").get_attribute("data-record")
     page.click("button.rec-save")
     expect(page.locator("form.rec-form")).not_to_have_attribute("data-record", record_id)
     return record_id
