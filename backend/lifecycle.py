@@ -4,6 +4,7 @@ first of two concurrent presses counts; each lands on the timeline and tells the
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -12,7 +13,7 @@ from sqlalchemy import case, func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import clock, ladder
-from .auth import requires
+from .auth import CurrentUser, requires
 from .db import affected
 from .errors import Problem
 from .incidents import Incident, Req, detail_out, feed, get_incident_at_site, may_ack, texts
@@ -44,6 +45,26 @@ MESSAGES = {
 
 class CloseIn(msgspec.Struct, forbid_unknown_fields=True):
     note: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+
+
+async def _tell(
+    db: AsyncSession, incident: Incident, user: CurrentUser, kind: str, roles: list[str], at: datetime
+) -> None:
+    """Whoever needs to know (but the one who pressed) gets a notification; every device of the site, a feed entry."""
+    title, body = texts(MESSAGES[kind], incident, user.display_name)
+    await notify(
+        db,
+        incident.site_id,
+        roles,
+        title,
+        body,
+        incident_id=incident.id,
+        kind=kind,
+        exclude_user_id=user.id,
+        at=at,
+        drill=incident.drill,
+    )
+    await feed(db, incident)
 
 
 @post(
@@ -92,20 +113,7 @@ async def ack_incident(request: Req, db: AsyncSession, incident_id: int) -> dict
             },
             at=at,
         )
-        title, body = texts(MESSAGES["acknowledged"], incident, user.display_name)
-        await notify(
-            db,
-            incident.site_id,
-            ["lead", "manager"],
-            title,
-            body,
-            incident_id=incident.id,
-            kind="acknowledged",
-            exclude_user_id=user.id,
-            at=at,
-            drill=incident.drill,
-        )
-        await feed(db, incident)
+        await _tell(db, incident, user, "acknowledged", ["lead", "manager"], at)
     return await detail_out(db, incident, user)
 
 
@@ -138,20 +146,7 @@ async def recover_incident(
         await add_event(
             db, incident.id, "recovered", user.id, {"note": note, "rungs_stopped": stopped}, at=at
         )
-        title, body = texts(MESSAGES["recovered"], incident, user.display_name)
-        await notify(
-            db,
-            incident.site_id,
-            ["agent", "lead", "manager"],
-            title,
-            body,
-            incident_id=incident.id,
-            kind="recovered",
-            exclude_user_id=user.id,
-            at=at,
-            drill=incident.drill,
-        )
-        await feed(db, incident)
+        await _tell(db, incident, user, "recovered", ["agent", "lead", "manager"], at)
     return await detail_out(db, incident, user)
 
 
@@ -194,20 +189,7 @@ async def resolve_incident(
             {"note": note, "rungs_cancelled": cancelled_rungs, "deliveries_cancelled": cancelled},
             at=at,
         )
-        title, body = texts(MESSAGES["resolved"], incident, user.display_name)
-        await notify(
-            db,
-            incident.site_id,
-            ["lead", "manager"],
-            title,
-            body,
-            incident_id=incident.id,
-            kind="resolved",
-            exclude_user_id=user.id,
-            at=at,
-            drill=incident.drill,
-        )
-        await feed(db, incident)
+        await _tell(db, incident, user, "resolved", ["lead", "manager"], at)
     return await detail_out(db, incident, user)
 
 

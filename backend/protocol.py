@@ -76,6 +76,18 @@ class SyncOut(msgspec.Struct):
     server_time: datetime
 
 
+def reject(index: int, item: RecordIn, field: str, code: str, detail: str, message: str) -> SyncResult:
+    """One record turned away, with the field and code the device shows; the rest of the batch goes on."""
+    return SyncResult(
+        index,
+        str(item.id),
+        "rejected",
+        rev=item.rev,
+        message=message,
+        errors={field: {"code": code, "message": detail}},
+    )
+
+
 def content_hash(item: RecordIn) -> str:
     """What makes two copies of one rev "the same": the form, its version, the links and the data."""
     canonical = msgspec.json.encode(
@@ -118,24 +130,22 @@ def parse(index: int, raw: Any, site_slug: str) -> RecordIn | SyncResult:
             errors={path: {"code": "malformed", "message": str(exc)}},
         )
     if not in_window(item.captured_at):
-        return SyncResult(
+        return reject(
             index,
-            str(item.id),
-            "rejected",
-            rev=item.rev,
-            message="captured_at is not a plausible time (the device's clock?).",
-            errors={"captured_at": {"code": "datetime", "message": "must be between 2000 and 2100"}},
+            item,
+            "captured_at",
+            "datetime",
+            "must be between 2000 and 2100",
+            "captured_at is not a plausible time (the device's clock?).",
         )
     if (item.source == "paper") != (item.sheet_id is not None and item.sheet_row is not None):
-        return SyncResult(
+        return reject(
             index,
-            str(item.id),
-            "rejected",
-            rev=item.rev,
-            message="A paper record needs sheet_id and sheet_row, a device record neither.",
-            errors={
-                "source": {"code": "paper", "message": "source 'paper' goes with sheet_id and sheet_row"}
-            },
+            item,
+            "source",
+            "paper",
+            "source 'paper' goes with sheet_id and sheet_row",
+            "A paper record needs sheet_id and sheet_row, a device record neither.",
         )
     if item.source == "paper":
         return _check_paper(index, item, site_slug)
@@ -148,22 +158,22 @@ def _check_paper(index: int, item: RecordIn, site_slug: str) -> RecordIn | SyncR
     records), and another site can never take the id of one of ours."""
     sheet_id = normalize_sheet_id(item.sheet_id or "")
     if sheet_id is None:
-        return SyncResult(
+        return reject(
             index,
-            str(item.id),
-            "rejected",
-            rev=item.rev,
-            message="This is not a valid sheet ID (see the top right corner of the paper sheet).",
-            errors={"sheet_id": {"code": "sheet_id", "message": "not a valid sheet ID"}},
+            item,
+            "sheet_id",
+            "sheet_id",
+            "not a valid sheet ID",
+            "This is not a valid sheet ID (see the top right corner of the paper sheet).",
         )
     if item.id != paper_record_id(site_slug, sheet_id, item.sheet_row or 0):
-        return SyncResult(
+        return reject(
             index,
-            str(item.id),
-            "rejected",
-            rev=item.rev,
-            message="A paper record's id must be derived from its sheet ID and row number.",
-            errors={"id": {"code": "paper_id", "message": "id does not match sheet_id and sheet_row"}},
+            item,
+            "id",
+            "paper_id",
+            "id does not match sheet_id and sheet_row",
+            "A paper record's id must be derived from its sheet ID and row number.",
         )
     item.sheet_id = sheet_id  # stored in canonical form, so lists by sheet find every row
     return item
@@ -185,18 +195,13 @@ async def validate(
         definition = definitions[key]
         if definition is None:
             out.append(
-                SyncResult(
+                reject(
                     index,
-                    str(item.id),
-                    "rejected",
-                    rev=item.rev,
-                    message=f"Unknown form {item.form!r} version {item.form_version} at this site.",
-                    errors={
-                        "form": {
-                            "code": "unknown_form",
-                            "message": f"no form {item.form!r} v{item.form_version}",
-                        }
-                    },
+                    item,
+                    "form",
+                    "unknown_form",
+                    f"no form {item.form!r} v{item.form_version}",
+                    f"Unknown form {item.form!r} version {item.form_version} at this site.",
                 )
             )
             continue

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .auth import CurrentUser
-from .db import Base, UTCDateTime
+from .db import Base, UTCDateTime, get_for_site
 from .errors import Problem
 
 REENTRY = ("pending", "reentered", "closed")
@@ -163,11 +163,9 @@ async def get_record(
     request: Request[CurrentUser, str, Any], db: AsyncSession, record_id: uuid.UUID
 ) -> RecordOut:
     user = request.user
-    record = (
-        await db.execute(select(Record).where(Record.id == record_id, Record.site_id == user.site_id))
-    ).scalar_one_or_none()
-    if record is None or (user.role == "agent" and record.agent_id != user.id):
-        raise Problem(404, "No such record at your site.")
+    record = await get_for_site(db, Record, record_id, user.site_id, "record")
+    if user.role == "agent" and record.agent_id != user.id:
+        raise Problem(404, "No such record at your site.")  # as a missing one: agents see only their own
     return record_out(record)
 
 

@@ -37,6 +37,7 @@ from .protocol import (
     content_hash,
     new_receipt,
     parse,
+    reject,
     validate,
 )
 from .records import Record, record_out
@@ -233,13 +234,8 @@ async def _against_existing(
         if existing.site_id != user.site_id or (user.role == "agent" and existing.agent_id != user.id):
             # Another site's record (a UUID clash), or another agent's: sync applies the rules of
             # GET /api/records/{id}, so nothing about it is shown or changed, not even that it differs.
-            return SyncResult(
-                index,
-                str(item.id),
-                "rejected",
-                rev=item.rev,
-                message="This record id is taken.",
-                errors={"id": {"code": "taken", "message": "make a new id for this record"}},
+            return reject(
+                index, item, "id", "taken", "make a new id for this record", "This record id is taken."
             )
         if item.rev == existing.rev and digest == existing.content_hash:
             return SyncResult(
