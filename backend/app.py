@@ -22,10 +22,12 @@ from . import (
     admission,
     alerts,
     attempts,
+    audit,
     auth,
     callbacks,
     documents,
     escalation,
+    fleet,
     forms,
     headers,
     inbox,
@@ -77,6 +79,8 @@ ROUTERS = [
     reentry.router,
     reports.router,
     printing.router,
+    fleet.router,
+    audit.router,
 ]
 # "Do what is due" steps, each run for the app's lifetime by backend.workers.
 WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP]

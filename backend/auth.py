@@ -30,6 +30,7 @@ __all__ = ["LoginFailure", "hasher"]  # kept importable from here (tests, CLI)
 Role = Literal["agent", "lead", "manager", "admin"]
 ROLES: tuple[str, ...] = ("agent", "lead", "manager", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
+DEFAULT_TIME_ZONE = "Asia/Shanghai"
 
 
 class Site(Base):
@@ -37,6 +38,10 @@ class Site(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
+    # IANA zone the site works in: exports, paper forms and reports show its local time.
+    time_zone: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_TIME_ZONE, server_default=DEFAULT_TIME_ZONE
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -72,6 +77,7 @@ class CurrentUser(msgspec.Struct, frozen=True):
     site_id: int
     site_slug: str
     site_name: str
+    site_time_zone: str = DEFAULT_TIME_ZONE
 
 
 class UserOut(msgspec.Struct):
@@ -82,6 +88,7 @@ class UserOut(msgspec.Struct):
     site: str
     site_name: str
     phone: str | None = None
+    site_time_zone: str = DEFAULT_TIME_ZONE
 
 
 class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -106,10 +113,19 @@ class NewUserIn(msgspec.Struct, forbid_unknown_fields=True):
 def user_out(user: CurrentUser | User, site: Site | None = None, phone: str | None = None) -> UserOut:
     if isinstance(user, CurrentUser):
         return UserOut(
-            user.id, user.username, user.display_name, user.role, user.site_slug, user.site_name, phone
+            user.id,
+            user.username,
+            user.display_name,
+            user.role,
+            user.site_slug,
+            user.site_name,
+            phone,
+            user.site_time_zone,
         )
     assert site is not None
-    return UserOut(user.id, user.username, user.display_name, user.role, site.slug, site.name, user.phone)
+    return UserOut(
+        user.id, user.username, user.display_name, user.role, site.slug, site.name, user.phone, site.time_zone
+    )
 
 
 async def site_names(session: AsyncSession, site_id: int) -> dict[int, str]:
@@ -200,7 +216,9 @@ async def resolve_token(session: AsyncSession, secret_key: str, token: str) -> C
     if row is None or row.expires_at <= utcnow():
         return None
     user, site = row.User, row.Site
-    return CurrentUser(user.id, user.username, user.display_name, user.role, site.id, site.slug, site.name)
+    return CurrentUser(
+        user.id, user.username, user.display_name, user.role, site.id, site.slug, site.name, site.time_zone
+    )
 
 
 class TokenAuth(AbstractAuthenticationMiddleware):

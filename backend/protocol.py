@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import forms
 from .clock import in_window
 from .db import INT32
+from .fleet import DeviceState
 from .printing import normalize_sheet_id, paper_record_id
 from .records import RecordOut
 
@@ -43,6 +44,7 @@ class SyncIn(msgspec.Struct, forbid_unknown_fields=True):
     device_id: Id
     records: list[Any]  # parsed one by one: a malformed record is rejected alone, never the batch
     cursor: str | int | None = None
+    device: DeviceState | None = None  # what the device still holds (the fleet view)
 
 
 Outcome = Literal["created", "duplicate", "updated", "conflict", "rejected"]

@@ -23,7 +23,7 @@ from litestar import Request, Router, post
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import clock
+from . import clock, fleet
 from .auth import CurrentUser
 from .changes import changes_since, lock_site
 from .db import insert_for, table_of
@@ -302,6 +302,9 @@ async def sync(request: Request[CurrentUser, str, Any], db: AsyncSession, data: 
     results = await store_batch(
         db, request.user, data.device_id, data.records, hooks=request.app.state.record_hooks, now=now
     )
+    if data.device is not None:
+        stored = sum(r.status in ("created", "duplicate", "updated") for r in results)
+        await fleet.report(db, request.user, data.device_id, data.device, stored, now)
     changes, cursor, more = await changes_since(db, request.user, data.cursor)
     # Committed by the request's transaction before the answer is sent: an acknowledged record is a committed one.
     return SyncOut(results, [ChangeOut(**c) for c in changes], cursor, more, now)

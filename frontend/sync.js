@@ -93,6 +93,15 @@ function wire(r) {
     sheet_row: r.sheetRow ?? null };
 }
 
+// What this device still holds for the fleet view (leads see whose queue is left in a drawer).
+async function holding(user) {
+  const mine = await store.list({ user });
+  const unsent = mine.filter((r) => r.status !== "draft" && store.UNSENT.includes(r.status));
+  const oldest = unsent.reduce((t, r) => (!t || r.createdAt < t ? r.createdAt : t), null);
+  return { unsent: unsent.length, drafts: mine.filter((r) => r.status === "draft").length,
+    oldest_unsent_at: oldest ? new Date(oldest).toISOString() : null };
+}
+
 async function run() {
   if (!session.user) return "nouser";
   // Only the logged-in author's records go up, under their token; if the user changes mid-run (logout,
@@ -124,7 +133,7 @@ async function run() {
       let answer;
       try {
         answer = await api("/api/sync", { method: "POST", timeout: 60000,
-          body: { device_id: device, cursor, records: sending.map(wire) } });
+          body: { device_id: device, cursor, records: sending.map(wire), device: await holding(user) } });
       } catch (error) {
         const why = failure(error);
         const { status } = why;
