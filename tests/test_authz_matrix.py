@@ -363,6 +363,8 @@ OPS: dict[tuple[str, str], Op] = {
     ("POST", "/api/push/test"): Op(simple("/api/push/test"), other=False),
     ("POST", "/api/push/receipts"): Op(build_receipt, None),  # public, but a wrong receipt proves nothing
     ("GET", "/api/inbox"): Op(simple("/api/inbox"), other=False),
+    ("GET", "/api/fleet"): Op(simple("/api/fleet"), "lead", other=False),
+    ("GET", "/api/audit"): Op(simple("/api/audit"), "admin", other=False),
     ("POST", "/api/inbox/{notification_id}/read"): Op(build_read),
     ("POST", "/api/inbox/read-all"): Op(simple("/api/inbox/read-all"), other=False),
     ("GET", "/api/callbacks"): Op(simple("/api/callbacks"), other=False),
