@@ -223,10 +223,11 @@ async def save_connector(
     rules: outbound.Rules,
     actor: CurrentUser | str,
     at: datetime,
+    errors: dict[str, str] | None = None,
 ) -> CrmConnector:
     """Validate and store the set-up (422 problem with every error), in the caller's transaction; audited."""
     stored = await get_connector(session, site_id)
-    errors = check_connector(data, rules, stored)
+    errors = {**check_connector(data, rules, stored), **(errors or {})}
     if errors:
         raise Problem(422, "This CRM connector cannot be saved.", errors=errors)
     before = describe(stored) if stored else None
@@ -266,12 +267,11 @@ async def read_connector(request: Req, db: AsyncSession) -> dict[str, Any]:
 @put("/api/crm/connector", guards=[requires("admin")], summary="Set up my site's CRM connector (admin)")
 async def set_connector(request: Req, db: AsyncSession, data: ConnectorIn) -> dict[str, Any]:
     state = request.app.state
+    errors = {}
     try:
         await state.outbound.check(data.url)  # resolves the name now: one pointing inward is refused at once
     except outbound.Refused as exc:
-        raise Problem(
-            422, "This CRM connector cannot be saved.", errors={"url": f"is not allowed ({exc})"}
-        ) from exc
+        errors["url"] = f"is not an address this server may send to ({exc})"
     at = await clock.now(request.app, db)
     saved = await save_connector(
         db,
@@ -281,6 +281,7 @@ async def set_connector(request: Req, db: AsyncSession, data: ConnectorIn) -> di
         rules=state.outbound.rules,
         actor=request.user,
         at=at,
+        errors=errors,
     )
     return describe(saved)
 

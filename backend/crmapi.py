@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import clock, crm, crmmap, crmpush, documents, outbound
-from .auth import CurrentUser, Site, User, requires
+from .auth import CurrentUser, Site, User, requires, site_names
 from .crmpush import CrmDelivery
 from .db import get_for_site
 from .errors import Problem
@@ -180,11 +180,7 @@ async def push_records(
             secret = crm.unseal(secret_key, connector.secret)
         except ValueError as exc:
             raise Problem(409, str(exc), errors={"secret": "unreadable"}) from exc
-        names = dict(
-            (
-                await session.execute(select(User.id, User.display_name).where(User.site_id == site_id))
-            ).tuples()
-        )
+        names = await site_names(session, site_id)
         shown = []
         for record in send[:DRY_RUN_SHOWN]:
             facts = crm.facts(record, names.get(record.agent_id), site.slug)
@@ -268,7 +264,9 @@ async def deliveries(
     request: Req,
     db: AsyncSession,
     incident_id: Annotated[int | None, Parameter(ge=1, le=2**31 - 1)] = None,
-    state: Literal["pending", "sending", "sent", "failed", "superseded"] | None = None,
+    state_: Annotated[
+        Literal["pending", "sending", "sent", "failed", "superseded"] | None, Parameter(query="state")
+    ] = None,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     site_id = request.user.site_id
@@ -279,8 +277,8 @@ async def deliveries(
     )
     if incident_id is not None:
         query = query.where(CrmDelivery.incident_id == incident_id)
-    if state is not None:
-        query = query.where(CrmDelivery.state == state)
+    if state_ is not None:
+        query = query.where(CrmDelivery.state == state_)
     rows = (await db.execute(query.order_by(CrmDelivery.id.desc()).limit(limit))).all()
     changed = await changed_records(db, site_id, incident_id)
     connector = await crm.get_connector(db, site_id)

@@ -170,7 +170,7 @@ def cmd_push(args: argparse.Namespace) -> int:
                         .where(*where)
                         .group_by(crmpush.CrmDelivery.state)
                     )
-                ).tuples()
+                ).all()
             }
             result["failed"] = [
                 {"record_id": str(d.record_id), "error": d.last_error, "retry_at": d.next_attempt_at}
