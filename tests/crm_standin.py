@@ -120,6 +120,6 @@ def serve(standin: StandIn) -> Iterator[StandIn]:
         server.server_close()
 
 
-@pytest.fixture
-def crm_standin() -> Iterator[StandIn]:
+@pytest.fixture(name="crm_standin")
+def crm_standin_fixture() -> Iterator[StandIn]:
     yield from serve(StandIn())

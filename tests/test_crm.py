@@ -21,7 +21,7 @@ from backend.crmpush import CrmDelivery
 from backend.export import export_site
 
 from .conftest import SECRET
-from .crm_standin import StandIn, crm_standin, serve  # noqa: F401 (the fixture)
+from .crm_standin import StandIn, crm_standin_fixture, serve  # noqa: F401 (the `crm_standin` fixture)
 from .servers import off_loop
 
 T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
