@@ -191,6 +191,7 @@ async def push_records(
                 {
                     "record_id": str(record.id),
                     "rev": record.rev,
+                    "summary": summary(record),
                     "method": "POST",
                     "url": connector.url,
                     "headers": crm.masked(connector, headers, secret),
@@ -233,8 +234,12 @@ async def push(request: Req, db: AsyncSession, data: PushIn) -> dict[str, Any]:
     )
 
 
+def summary(record: Record | None) -> str:
+    data = (record.data if record is not None else None) or {}
+    return " · ".join(str(v) for v in (data.get("caller_name"), data.get("phone")) if v)
+
+
 def delivery_out(d: CrmDelivery, record: Record | None) -> dict[str, Any]:
-    data = record.data if record is not None else {}
     return {
         "id": d.id,
         "record_id": str(d.record_id),
@@ -250,7 +255,8 @@ def delivery_out(d: CrmDelivery, record: Record | None) -> dict[str, Any]:
         "crm_ref": d.crm_ref,
         "sent_at": d.sent_at,
         "created_at": d.created_at,
-        "summary": " · ".join(str(v) for v in (data.get("caller_name"), data.get("phone")) if v),
+        "summary": summary(record),
+        "reason": crmpush.crm_reason(d.last_error, d.last_status),
         "record_rev": record.rev if record is not None else None,
     }
 

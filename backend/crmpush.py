@@ -191,6 +191,12 @@ def _claimable(at: datetime) -> Any:
 CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
+def crm_reason(error: str | None, status: int | None) -> str | None:
+    """The CRM's own words in a delivery's last error (what follows "the CRM answered N: "), if any."""
+    prefix = f"the CRM answered {status}: "
+    return error[len(prefix) :] if error and status and error.startswith(prefix) else None
+
+
 def _reason(body: Any) -> str:
     """A short reason from the CRM's error answer (the admin chose this CRM; leads need to know why)."""
     if isinstance(body, dict):
