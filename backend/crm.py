@@ -32,7 +32,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from . import audit, clock, crmmap, outbound
 from .auth import CurrentUser, requires
-from .db import Base, UTCDateTime
+from .db import Base, UTCDateTime, has_nul
 from .errors import Problem
 from .records import Record
 
@@ -197,6 +197,8 @@ def check_connector(data: ConnectorIn, rules: outbound.Rules, stored: CrmConnect
     keeps_secret = stored is not None and stored.secret and stored.auth == data.auth
     if data.auth != "none" and not data.secret and not keeps_secret:
         errors["secret"] = f"is needed for {data.auth} authentication"
+    if has_nul(data.mapping):
+        errors["mapping"] = "holds a NUL character"
     try:
         crmmap.check_mapping(data.mapping)
         if len(msgspec.json.encode(data.mapping)) > crmmap.MAX_TEMPLATE_BYTES:

@@ -141,7 +141,10 @@ def _date(value: Any, fmt: str, zone: ZoneInfo) -> Any:
     if when is None:
         return value  # not a date-time: sent as it is (the CRM says what it thinks of it)
     when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(zone)
-    return when.isoformat() if fmt == "iso" else when.strftime(fmt)
+    try:
+        return when.isoformat() if fmt == "iso" else when.strftime(fmt)
+    except ValueError:  # a format the C library refuses (a NUL, a lone % on some systems)
+        return when.isoformat()
 
 
 def _lookup(data: Any, path: str) -> Any:

@@ -192,4 +192,6 @@ export default {
   "crm.state.pending": "Queued", "crm.state.sending": "Sending", "crm.state.sent": "In the CRM", "crm.state.retrying": "Retrying",
   "crm.state.gaveUp": "Gave up", "crm.state.failed": "Failed", "crm.state.superseded": "Changed before sending",
   "crm.answered": "The CRM answered {status}", "crm.colon": ": ",
+  "ev.crm_pushed": "{actor} sent {n} records to the CRM", "ev.crm_reentered": "Record {record}… is in the CRM: {ref}",
+  "ev.crm_failed": "Record {record}… not taken by the CRM: {error}{retry}", "ev.crm_giveup": ", given up",
 };

@@ -141,4 +141,6 @@ export default {
   "crm.state.pending": "排队中", "crm.state.sending": "发送中", "crm.state.sent": "已入 CRM", "crm.state.retrying": "重试中",
   "crm.state.gaveUp": "已放弃", "crm.state.failed": "失败", "crm.state.superseded": "发送前已修改",
   "crm.answered": "CRM 返回 {status}", "crm.colon": "：",
+  "ev.crm_pushed": "{actor} 推送 {n} 条记录到 CRM", "ev.crm_reentered": "记录 {record}… 已写入 CRM：{ref}",
+  "ev.crm_failed": "记录 {record}… 未被 CRM 接收：{error}{retry}", "ev.crm_giveup": "，已放弃",
 };
