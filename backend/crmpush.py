@@ -22,7 +22,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, Uuid, and_, or_, select
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, Uuid, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -173,19 +173,9 @@ async def enqueue(
 # ---------------------------------------------------------------- the sender
 
 
-def _claimable(at: datetime) -> Any:
-    connected = select(crm.CrmConnector.site_id).where(crm.CrmConnector.enabled.is_(True))
-    return and_(
-        CrmDelivery.site_id.in_(connected),  # a connector switched off holds its deliveries
-        or_(
-            and_(
-                CrmDelivery.state.in_(("pending", "failed")),
-                CrmDelivery.next_attempt_at <= at,
-                CrmDelivery.attempts < outbox.MAX_ATTEMPTS,
-            ),
-            and_(CrmDelivery.state == "sending", CrmDelivery.deadline_at <= at),
-        ),
-    )
+def _connected() -> Any:
+    """A connector switched off holds its site's deliveries."""
+    return CrmDelivery.site_id.in_(select(crm.CrmConnector.site_id).where(crm.CrmConnector.enabled.is_(True)))
 
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -263,14 +253,8 @@ async def deliver_due(app: Any) -> int:
     state = getattr(app, "state", app)
     async with state.sessionmaker() as session:
         at = await clock.now(state, session)
-        deadline = at + SEND_LEASE  # marks this claim: only its holder records the outcome
-        claimed = await workers.claim(
-            session,
-            CrmDelivery.id,
-            [_claimable(at)],
-            [CrmDelivery.next_attempt_at, CrmDelivery.id],
-            BATCH,
-            {"state": "sending", "deadline_at": deadline, "attempts": CrmDelivery.attempts + 1},
+        claimed, deadline = await workers.claim_leased(
+            session, CrmDelivery, at, SEND_LEASE, BATCH, outbox.MAX_ATTEMPTS, _connected()
         )
         if not claimed:
             await session.rollback()
@@ -337,15 +321,7 @@ async def _record(
         values.update(state="sent", sent_at=at, next_attempt_at=None, last_error=None, crm_ref=outcome["ref"])
         kind, data = "crm_reentered", {**data, "crm_ref": outcome["ref"]}
     else:
-        retryable = not outcome.get("permanent") and (status is None or status == 429 or status >= 500)
-        retry_at = None
-        if retryable and delivery.attempts < outbox.MAX_ATTEMPTS:
-            wait = (
-                outbox._retry_after(outcome.get("retry_after"), at)
-                if status == 429
-                else outbox._backoff(delivery.attempts)
-            )
-            retry_at = at + timedelta(seconds=wait)
+        retry_at = outbox.retry_at(outcome, delivery.attempts, at)
         values.update(state="failed", next_attempt_at=retry_at, last_error=outcome.get("error"))
         kind = "crm_failed"
         data = {**data, "error": outcome.get("error"), "retry_at": retry_at.isoformat() if retry_at else None}

@@ -133,6 +133,17 @@ def _backoff(attempts: int) -> float:
     return delay * random.uniform(0.8, 1.2)  # jitter: many failed rows don't come back at the same instant
 
 
+def retry_at(outcome: dict[str, Any], attempts: int, at: datetime) -> datetime | None:
+    """When to try a failed delivery again: a 429 at its Retry-After, a 5xx or a network failure after the
+    backoff, while attempts are left; None (give up) for anything else or when outcome says "permanent"."""
+    status = outcome.get("status")
+    retryable = not outcome.get("permanent") and (status is None or status == 429 or status >= 500)
+    if not retryable or attempts >= MAX_ATTEMPTS:
+        return None
+    wait = _retry_after(outcome.get("retry_after"), at) if status == 429 else _backoff(attempts)
+    return at + timedelta(seconds=wait)
+
+
 def _claimable(at: datetime) -> Any:
     return or_(
         and_(
@@ -258,25 +269,15 @@ async def _record(
             values.update(state="gone", next_attempt_at=None)
             kind, data = "notification_gone", info(delivery, name, status)
         else:
-            retryable = not outcome.get("permanent") and (status is None or status == 429 or status >= 500)
-            if retryable and delivery.attempts < MAX_ATTEMPTS:
-                wait = (
-                    _retry_after(outcome.get("retry_after"), at)
-                    if status == 429
-                    else _backoff(delivery.attempts)
-                )
-                retry_at = at + timedelta(seconds=wait)
-            else:
-                retry_at = (
-                    None  # 3xx/400/401/403/413, refused, bad keys, out of attempts: give up; the inbox has it
-                )
-            values.update(state="failed", next_attempt_at=retry_at)
+            # None: 3xx/400/401/403/413, refused, bad keys, out of attempts: give up; the inbox has it
+            again = retry_at(outcome, delivery.attempts, at)
+            values.update(state="failed", next_attempt_at=again)
             kind, data = (
                 "notification_failed",
                 {
                     **info(delivery, name, status),
                     "error": outcome.get("error"),
-                    "retry_at": retry_at.isoformat() if retry_at else None,
+                    "retry_at": again.isoformat() if again else None,
                 },
             )
         if not affected(

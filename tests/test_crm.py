@@ -5,6 +5,7 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -124,7 +125,10 @@ async def settle(state, rounds: int = 12) -> None:
         async with state.sessionmaker() as session:
             due = (
                 await session.execute(
-                    select(func.min(CrmDelivery.next_attempt_at)).where(CrmDelivery.state == "failed")
+                    select(func.min(CrmDelivery.next_attempt_at)).where(
+                        CrmDelivery.state == "failed",
+                        crmpush._connected(),  # connectors switched on
+                    )
                 )
             ).scalar_one()
         if due is None:
@@ -410,3 +414,40 @@ async def test_cli_set_and_push(client, db, site, crm_standin, database_url, mon
     assert off_loop(main, ["crm", "set", "--site", "no-such-site", "--url", crm_standin.url]) == 2
     assert off_loop(main, ["crm", "set", "--site", site.slug, "--url", "https://10.0.0.1/x"]) == 2
     assert "private address" in capsys.readouterr().err
+
+
+async def test_two_senders_at_once_a_switched_off_connector_and_a_record_changed_in_the_queue(
+    client, db, site, sender, crm_standin
+):
+    records = [record(call(f"并发{i}", i)) for i in range(30)]
+    await sync(client, site, records)
+    await set_connector(client, site, crm_standin)
+    await set_connector(client, site, crm_standin, enabled=False)
+    assert (await client.post("/api/crm/push", json={}, headers=site.headers("lead"))).status_code == 409
+    await set_connector(client, site, crm_standin)
+    assert (await push(client, site))["count"] == 30
+    # switched off while queued: the deliveries wait, nothing is sent
+    await set_connector(client, site, crm_standin, enabled=False)
+    assert await crmpush.drain(sender) == 0 and crm_standin.requests == []
+    await set_connector(client, site, crm_standin)
+    # a record changed after it was queued: its delivery is superseded, the new rev is pending again
+    changed = {**records[0], "rev": 2, "data": {**records[0]["data"], "details": "改了"}}
+    await sync(client, site, [changed])
+    # two senders (two app processes) at once: each delivery is claimed by one of them
+    other = SimpleNamespace(
+        **{**vars(sender), "outbound": outbound.Client(sender.settings.outbound_allow, 5)}
+    )
+    try:
+        tried = await asyncio.gather(crmpush.drain(sender), crmpush.drain(other))
+    finally:
+        await other.outbound.close()
+    assert sum(tried) == 30
+    keys = [r["key"] for r in crm_standin.requests]
+    assert len(keys) == len(set(keys)) == 29 and len(crm_standin.entries) == 29
+    got = (await client.get(f"/api/records/{changed['id']}", headers=site.headers("lead"))).json()
+    assert got["reentry_status"] == "pending" and got["crm_ref"] is None
+    assert (await push(client, site))["count"] == 1
+    await settle(sender)
+    assert crm.idempotency_key(changed["id"], 2) in crm_standin.entries and len(crm_standin.entries) == 30
+    listing = (await client.get("/api/crm/deliveries?state=superseded", headers=site.headers("lead"))).json()
+    assert [(d["record_id"], d["rev"]) for d in listing["items"]] == [(changed["id"], 1)]
