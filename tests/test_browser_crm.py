@@ -25,7 +25,8 @@ pytestmark = pytest.mark.browser
 def server(tmp_path_factory):
     """A server of its own: the CRM stand-in listens on 127.0.0.1, which only OUTAGE_OUTBOUND_ALLOW admits."""
     proc = ServerProcess(tmp_path_factory.mktemp("crm-live"), OUTAGE_OUTBOUND_ALLOW="127.0.0.1")
-    names = proc.add_users("crmsite")
+    proc.cli("demo", "--site", "crmsite", "--password", proc.PASSWORD)  # one process for all four users
+    names = {role: f"crmsite-{role}" for role in ("agent", "lead", "manager", "admin")}
     proc.start()
     proc.names = names  # type: ignore[attr-defined]
     yield proc
