@@ -15,8 +15,6 @@ what is CRM-only is what to send (`crm.build_request`) and what success does (`_
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
 import uuid
 from datetime import datetime, timedelta
@@ -32,8 +30,6 @@ from .changes import add_personal_change, lock_site
 from .db import Base, UTCDateTime, affected, table_of
 from .records import Record
 from .timeline import add_event
-
-log = logging.getLogger("outage_desk")
 
 TIMEOUT = 15  # seconds for one request to the CRM
 BATCH = 50
@@ -272,21 +268,16 @@ async def deliver_due(app: Any) -> int:
         ).all()
         await session.commit()
 
-    limit = asyncio.Semaphore(PARALLEL)
+    def one(request: Request | str | None) -> Any:
+        return lambda: _send(state, request)
 
-    async def one(request: Request | str | None) -> dict[str, Any]:
-        async with limit:
-            try:
-                return await _send(state, request)
-            except Exception:  # this delivery's outcome, never the other rows' in the round
-                log.exception("CRM delivery failed")
-                return {"status": None, "error": "internal error while sending"}
-
-    outcomes = await asyncio.gather(*(one(_request(state, row, at)) for row in rows))
+    outcomes = await outbox.send_all(
+        [one(_request(state, row, at)) for row in rows], PARALLEL, "CRM delivery"
+    )
     async with state.sessionmaker() as session:
         at = await clock.now(state, session)
         for (delivery, record, *_), outcome in zip(rows, outcomes, strict=True):
-            await _record(session, delivery, record, outcome, deadline, at)
+            await _record(session, delivery, record, outcome or {}, deadline, at)
         await session.commit()
     return len(rows)
 
