@@ -25,6 +25,9 @@ from . import (
     audit,
     auth,
     callbacks,
+    crm,
+    crmapi,
+    crmpush,
     documents,
     escalation,
     fleet,
@@ -77,13 +80,15 @@ ROUTERS = [
     callbacks.router,
     attempts.router,
     reentry.router,
+    crm.router,
+    crmapi.router,
     reports.router,
     printing.router,
     fleet.router,
     audit.router,
 ]
 # "Do what is due" steps, each run for the app's lifetime by backend.workers.
-WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP]
+WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP, crmpush.STEP]
 # Run once per sync batch on what was stored, in the sync's transaction (backend.sync.store_batch).
 RECORD_HOOKS: list[RecordHook] = [callbacks.on_records_stored, printing.on_records_stored]
 # A new site starts with the shipped playbooks and forms.

@@ -8,7 +8,8 @@ row may predate the rules and a name may resolve elsewhere tomorrow. Names are r
 own resolver (GuardedResolver), which refuses any answer holding a non-public address: aiohttp connects
 only to addresses that resolver returned, so what was checked is what is connected to (no DNS-rebinding
 window between check and connect). Redirects are never followed, proxies from the environment are not
-used, and a reply's body is never read: callers get its status and headers only, and `describe()` turns a
+used, and a reply's body is never read by `post`: callers get its status and headers only (`post_json_reply`
+reads a few KB of JSON, for the CRM's reference), and `describe()` turns a
 failure into a short classification that is safe to show users.
 """
 
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import re
 import socket
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -47,6 +49,15 @@ class Refused(OSError):
 class Reply(NamedTuple):
     status: int
     headers: CIMultiDictProxy[str]
+
+
+class JsonReply(NamedTuple):
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: Any  # the decoded JSON answer; None when empty, not JSON or longer than the limit
+
+
+REPLY_LIMIT = 8192  # bytes of an answer post_json_reply reads (a CRM's reference, an error's reason)
 
 
 def public(ip: Address) -> bool:
@@ -190,6 +201,22 @@ class Client:
         parsed = self.rules.check_url(url)
         async with self.session.post(parsed, data=data, headers=headers, allow_redirects=False) as response:
             return Reply(response.status, response.headers)
+
+    async def post_json_reply(
+        self, url: str, *, data: bytes, headers: dict[str, str], limit: int = REPLY_LIMIT
+    ) -> JsonReply:
+        """POST like `post`, and read at most `limit` bytes of the answer as JSON (for an API whose answer
+        matters, such as the CRM's reference): a longer answer is not read further and gives body None."""
+        parsed = self.rules.check_url(url)
+        async with self.session.post(parsed, data=data, headers=headers, allow_redirects=False) as response:
+            raw = await response.content.read(limit + 1)
+            body: Any = None
+            if raw and len(raw) <= limit:
+                try:
+                    body = json.loads(raw)
+                except ValueError:  # not JSON (or not UTF-8): the caller sees the status only
+                    body = None
+            return JsonReply(response.status, response.headers, body)
 
     async def close(self) -> None:
         await self.session.close()

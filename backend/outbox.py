@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -133,6 +134,37 @@ def _backoff(attempts: int) -> float:
     return delay * random.uniform(0.8, 1.2)  # jitter: many failed rows don't come back at the same instant
 
 
+async def send_all(
+    sends: list[Callable[[], Awaitable[dict[str, Any]]] | None], parallel: int, what: str
+) -> list[dict[str, Any] | None]:
+    """Run each send (None: nothing to send, None back), `parallel` at a time, outcomes in order. Whatever goes
+    wrong in one is that delivery's outcome, never the other rows' in the round."""
+    limit = asyncio.Semaphore(parallel)
+
+    async def one(send: Callable[[], Awaitable[dict[str, Any]]] | None) -> dict[str, Any] | None:
+        if send is None:
+            return None
+        async with limit:
+            try:
+                return await send()
+            except Exception:
+                log.exception("%s failed", what)
+                return {"status": None, "error": "internal error while sending"}
+
+    return list(await asyncio.gather(*(one(send) for send in sends)))
+
+
+def retry_at(outcome: dict[str, Any], attempts: int, at: datetime) -> datetime | None:
+    """When to try a failed delivery again: a 429 at its Retry-After, a 5xx or a network failure after the
+    backoff, while attempts are left; None (give up) for anything else or when outcome says "permanent"."""
+    status = outcome.get("status")
+    retryable = not outcome.get("permanent") and (status is None or status == 429 or status >= 500)
+    if not retryable or attempts >= MAX_ATTEMPTS:
+        return None
+    wait = _retry_after(outcome.get("retry_after"), at) if status == 429 else _backoff(attempts)
+    return at + timedelta(seconds=wait)
+
+
 def _claimable(at: datetime) -> Any:
     return or_(
         and_(
@@ -174,22 +206,16 @@ async def deliver_due(app: Any) -> int:
         ).all()
         await session.commit()
 
-    limit = asyncio.Semaphore(PARALLEL)
-
-    async def one(delivery: PushDelivery, note: Notification, sub: PushSubscription | None) -> dict[str, Any]:
+    def one(delivery: PushDelivery, note: Notification, sub: PushSubscription | None) -> Any:
         if sub is None:
-            return {"status": None, "gone": True, "error": "subscription removed"}
+            return None
         topic = f"incident-{note.incident_id}" if note.incident_id is not None else None
-        async with limit:
-            try:
-                return await push.send(state, sub, payload_for(note, delivery), note.urgency, topic)
-            except (
-                Exception
-            ):  # whatever goes wrong is this delivery's outcome, never the other rows' in the round
-                log.exception("push delivery %s failed", delivery.id)
-                return {"status": None, "error": "internal error while sending"}
+        return lambda: push.send(state, sub, payload_for(note, delivery), note.urgency, topic)
 
-    outcomes = await asyncio.gather(*(one(d, n, s) for d, n, s, _ in rows))
+    outcomes = [
+        o if o is not None else {"status": None, "gone": True, "error": "subscription removed"}
+        for o in await send_all([one(d, n, s) for d, n, s, _ in rows], PARALLEL, "push delivery")
+    ]
     async with state.sessionmaker() as session:
         at = await clock.now(state, session)
         await _record(
@@ -258,25 +284,15 @@ async def _record(
             values.update(state="gone", next_attempt_at=None)
             kind, data = "notification_gone", info(delivery, name, status)
         else:
-            retryable = not outcome.get("permanent") and (status is None or status == 429 or status >= 500)
-            if retryable and delivery.attempts < MAX_ATTEMPTS:
-                wait = (
-                    _retry_after(outcome.get("retry_after"), at)
-                    if status == 429
-                    else _backoff(delivery.attempts)
-                )
-                retry_at = at + timedelta(seconds=wait)
-            else:
-                retry_at = (
-                    None  # 3xx/400/401/403/413, refused, bad keys, out of attempts: give up; the inbox has it
-                )
-            values.update(state="failed", next_attempt_at=retry_at)
+            # None: 3xx/400/401/403/413, refused, bad keys, out of attempts: give up; the inbox has it
+            again = retry_at(outcome, delivery.attempts, at)
+            values.update(state="failed", next_attempt_at=again)
             kind, data = (
                 "notification_failed",
                 {
                     **info(delivery, name, status),
                     "error": outcome.get("error"),
-                    "retry_at": retry_at.isoformat() if retry_at else None,
+                    "retry_at": again.isoformat() if again else None,
                 },
             )
         if not affected(

@@ -22,6 +22,7 @@ import "./screens/incidents.js";
 import "./screens/inbox.js";
 import * as callbacks from "./screens/callbacks.js";
 import "./screens/recovery.js";
+import "./screens/crm.js";
 import "./screens/print.js";
 import "./screens/transcribe.js";
 
