@@ -41,6 +41,7 @@ from . import (
     records,
     reentry,
     reports,
+    retention,
     sessions,
     shell,
     steps,
@@ -81,9 +82,10 @@ ROUTERS = [
     printing.router,
     fleet.router,
     audit.router,
+    retention.router,
 ]
 # "Do what is due" steps, each run for the app's lifetime by backend.workers.
-WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP]
+WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP, retention.STEP]
 # Run once per sync batch on what was stored, in the sync's transaction (backend.sync.store_batch).
 RECORD_HOOKS: list[RecordHook] = [callbacks.on_records_stored, printing.on_records_stored]
 # A new site starts with the shipped playbooks and forms.
