@@ -24,6 +24,7 @@ from . import (
     attempts,
     audit,
     auth,
+    backup,
     callbacks,
     documents,
     escalation,
@@ -85,7 +86,7 @@ ROUTERS = [
     retention.router,
 ]
 # "Do what is due" steps, each run for the app's lifetime by backend.workers.
-WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP, retention.STEP]
+WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP, retention.STEP, backup.STEP]
 # Run once per sync batch on what was stored, in the sync's transaction (backend.sync.store_batch).
 RECORD_HOOKS: list[RecordHook] = [callbacks.on_records_stored, printing.on_records_stored]
 # A new site starts with the shipped playbooks and forms.
