@@ -13,7 +13,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,6 +34,7 @@ from . import (
     incidents,
     lifecycle,
     notifications,
+    openapi,
     outbox,
     playbooks,
     printing,
@@ -153,7 +153,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
             title="Outage Desk API",
             version="1",
             path="/schema",
-            render_plugins=[JsonRenderPlugin()],
+            render_plugins=[openapi.ProblemJsonRenderPlugin()],  # the document as the server behaves
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
             security=[{"bearer": []}],
         ),
