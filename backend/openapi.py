@@ -165,6 +165,12 @@ def patch(schema: dict[str, Any], app: Litestar) -> dict[str, Any]:
             if not isinstance(operation, dict):
                 continue
             answers = operation.setdefault("responses", {})
+            for (
+                answer
+            ) in answers.values():  # a handler that sends JSON it encoded itself (bytes) is an object
+                json_body = answer.get("content", {}).get("application/json", {})
+                if json_body.get("schema") == {"type": "string"}:
+                    json_body["schema"] = {"type": "object"}
             for status in sorted(_statuses(method, path, operation, (method, path) in guarded)):
                 responses.setdefault(
                     f"Problem{status}",
