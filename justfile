@@ -74,5 +74,5 @@ bench *args: install
 
 # Write the OpenAPI document to openapi.json
 openapi: install
-    {{py}} -c "import json; from backend.app import create_app; print(json.dumps(create_app(run_workers=False).openapi_schema.to_schema(), ensure_ascii=False, indent=1))" > openapi.json
+    {{py}} -c "import json; from backend.app import create_app; from backend.openapi import document; print(json.dumps(document(create_app(run_workers=False)), ensure_ascii=False, indent=1))" > openapi.json
     @echo "wrote openapi.json"

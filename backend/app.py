@@ -13,7 +13,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +23,7 @@ from . import (
     attempts,
     audit,
     auth,
+    backup,
     callbacks,
     crm,
     crmapi,
@@ -37,6 +37,7 @@ from . import (
     incidents,
     lifecycle,
     notifications,
+    openapi,
     outbox,
     playbooks,
     printing,
@@ -44,6 +45,7 @@ from . import (
     records,
     reentry,
     reports,
+    retention,
     sessions,
     shell,
     steps,
@@ -86,9 +88,18 @@ ROUTERS = [
     printing.router,
     fleet.router,
     audit.router,
+    retention.router,
 ]
 # "Do what is due" steps, each run for the app's lifetime by backend.workers.
-WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP, crmpush.STEP]
+WORKER_STEPS = [
+    escalation.STEP,
+    outbox.STEP,
+    callbacks.STEP,
+    reports.STEP,
+    crmpush.STEP,
+    retention.STEP,
+    backup.STEP,
+]
 # Run once per sync batch on what was stored, in the sync's transaction (backend.sync.store_batch).
 RECORD_HOOKS: list[RecordHook] = [callbacks.on_records_stored, printing.on_records_stored]
 # A new site starts with the shipped playbooks and forms.
@@ -155,7 +166,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
             title="Outage Desk API",
             version="1",
             path="/schema",
-            render_plugins=[JsonRenderPlugin()],
+            render_plugins=[openapi.ProblemJsonRenderPlugin()],  # the document as the server behaves
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
             security=[{"bearer": []}],
         ),

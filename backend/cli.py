@@ -1,5 +1,5 @@
 """python -m backend: serve, migrate, users (add, list, disable, enable, set-role, reset-password, revoke),
-demo, vapid, export, crm (set, show, push: backend.crmcli)."""
+demo, vapid, export; crm (set, show, push: backend.crmcli); backup and restore (backend.backup)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .config import load_settings
+from . import backup
+from .config import load_settings, tls_options
 from .db import make_engine, sessionmaker
 from .migrate import upgrade
 
@@ -38,6 +39,11 @@ async def load_defaults(session: Any) -> None:
         await load(session)
 
 
+def _load_models() -> None:
+    """Every capability's tables on Base.metadata (the app imports them all)."""
+    from . import app  # noqa: F401
+
+
 def prepare() -> None:
     """Migrate and load defaults: what `serve` does before it listens."""
     settings = load_settings()
@@ -51,14 +57,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     prepare()
     from .app import create_app
 
-    print(f"Outage Desk on http://{args.host}:{args.port}", flush=True)
+    tls = tls_options(load_settings())  # direct TLS for a small site without a reverse proxy
+    print(f"Outage Desk on {'https' if tls else 'http'}://{args.host}:{args.port}", flush=True)
     uvicorn.run(
         create_app(),
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         timeout_graceful_shutdown=5,
-        proxy_headers=False,
+        proxy_headers=False,  # backend.headers reads X-Forwarded-* itself, from OUTAGE_TRUSTED_PROXIES only
+        **tls,
     )
     return 0
 
@@ -324,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     from .crmcli import add_parsers as add_crm_parsers
 
     add_crm_parsers(sub, prepare)
+    backup.add_commands(sub, load_models=_load_models)
 
     args = parser.parse_args(argv)
     return args.fn(args)

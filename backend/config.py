@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -29,6 +30,11 @@ class Settings(msgspec.Struct, frozen=True):
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For / -Proto we believe (IPs, CIDRs)
     kdf_threads: int = 2  # password hashes computed at once, in threads off the event loop
     outbound_allow: str = ""  # OUTAGE_OUTBOUND_ALLOW: host[:port],… reachable though private or plain http
+    backup_dir: str = ""  # OUTAGE_BACKUP_DIR: scheduled SQLite backups (default var/backups)
+    backup_every_hours: float = 24.0  # OUTAGE_BACKUP_EVERY_HOURS: 0 turns scheduled backups off
+    backup_keep: int = 7  # OUTAGE_BACKUP_KEEP: scheduled backups kept, newest first
+    tls_certfile: str = ""  # OUTAGE_TLS_CERT: serve https directly with this certificate chain (PEM)…
+    tls_keyfile: str = ""  # OUTAGE_TLS_KEY: …and this private key (PEM)
 
 
 def _secret_key(var_dir: Path) -> str:
@@ -66,6 +72,11 @@ def load_settings(**overrides: object) -> Settings:
         "trusted_proxies": _list(env.get("OUTAGE_TRUSTED_PROXIES", "")),
         "kdf_threads": int(env.get("OUTAGE_KDF_THREADS", "2")),
         "outbound_allow": env.get("OUTAGE_OUTBOUND_ALLOW", ""),
+        "backup_dir": env.get("OUTAGE_BACKUP_DIR") or str(var_dir / "backups"),
+        "backup_every_hours": float(env.get("OUTAGE_BACKUP_EVERY_HOURS", "24")),
+        "backup_keep": int(env.get("OUTAGE_BACKUP_KEEP", "7")),
+        "tls_certfile": env.get("OUTAGE_TLS_CERT", ""),
+        "tls_keyfile": env.get("OUTAGE_TLS_KEY", ""),
     }
     values.update(overrides)
     proxies = values["trusted_proxies"]
@@ -73,3 +84,15 @@ def load_settings(**overrides: object) -> Settings:
     if "secret_key" not in values:
         values["secret_key"] = _secret_key(var_dir)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's certificate and key options when OUTAGE_TLS_CERT and OUTAGE_TLS_KEY are set (both or neither)."""
+    if bool(settings.tls_certfile) != bool(settings.tls_keyfile):
+        raise SystemExit("set both OUTAGE_TLS_CERT and OUTAGE_TLS_KEY, or neither")
+    if not settings.tls_certfile:
+        return {}
+    for path in (settings.tls_certfile, settings.tls_keyfile):
+        if not Path(path).is_file():
+            raise SystemExit(f"no TLS file at {path}")
+    return {"ssl_certfile": settings.tls_certfile, "ssl_keyfile": settings.tls_keyfile}

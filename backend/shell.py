@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from litestar import Response, Router, get
+from litestar import HttpMethod, Response, Router, get, route
 from litestar.datastructures import CacheControlHeader
 from litestar.file_system import BaseLocalFileSystem
 from litestar.static_files import create_static_files_router
@@ -76,7 +76,7 @@ def index_html() -> bytes:
     return _index_cache[build["version"]]
 
 
-@get("/", include_in_schema=False)
+@route("/", http_method=[HttpMethod.GET, HttpMethod.HEAD], include_in_schema=False)
 async def index() -> Response[bytes]:
     return Response(index_html(), media_type="text/html", headers=NO_CACHE)
 
@@ -90,14 +90,12 @@ async def manifest() -> Response[bytes]:
     )
 
 
-@get("/sw.js", include_in_schema=False)
+@route("/sw.js", http_method=[HttpMethod.GET, HttpMethod.HEAD], include_in_schema=False)
 async def service_worker() -> Response[str]:
     # The build line is prepended so the worker's cache names follow the shipped files.
     source = (SERVICE_WORKER / "sw.js").read_text(encoding="utf-8")
     body = f"self.__BUILD__ = {json.dumps(build_info())};\n{source}"
-    return Response(
-        body, media_type="text/javascript; charset=utf-8", headers={**NO_CACHE, "Service-Worker-Allowed": "/"}
-    )
+    return Response(body, media_type="text/javascript", headers={**NO_CACHE, "Service-Worker-Allowed": "/"})
 
 
 @get("/sw/{name:path}", include_in_schema=False)

@@ -28,6 +28,7 @@ from backend.config import load_settings
 from backend.db import make_engine, sessionmaker
 from backend.migrate import upgrade
 
+from .contract import Contract
 from .servers import ServerProcess, drop_postgres_database, fresh_postgres_database, off_loop
 
 REQUIRE_ALL = os.environ.get("OUTAGE_TEST_REQUIRE_ALL") == "1"
@@ -105,8 +106,12 @@ def settings_for(tmp_path_factory: pytest.TempPathFactory):
 async def client(database_url: str, settings_for) -> AsyncIterator[AsyncTestClient]:
     """The app in-process (workers off), one per database backend."""
     app = create_app(settings_for(database_url))
+    contract = Contract(app)  # every answer it gets is checked against the OpenAPI document
     async with AsyncTestClient(app=app, raise_server_exceptions=False) as test_client:
+        test_client.event_hooks["response"].append(contract.observe)
         yield test_client
+    print(f"\ncontract: {contract.checked} answers checked, {len(contract.mismatches)} mismatches")
+    assert not contract.mismatches, contract.report()
 
 
 @pytest.fixture(scope="session")

@@ -79,7 +79,10 @@ class ServerProcess:
     def __init__(self, var_dir: Path, database_url: str | None = None, port: int | None = None, **env: str):
         self.var_dir = Path(var_dir)
         self.port = port or free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        scheme = (
+            "https" if env.get("OUTAGE_TLS_CERT") else "http"
+        )  # direct TLS (a self-signed test certificate)
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
             "OUTAGE_VAR_DIR": str(self.var_dir),
@@ -152,7 +155,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.base}/api/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.base}/api/health", timeout=1, verify=False).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -180,6 +183,7 @@ class ServerProcess:
             f"{self.base}/api/auth/login",
             json={"username": username, "password": password or self.PASSWORD},
             timeout=10,
+            verify=False,
         )
         response.raise_for_status()
         return response.json()["token"]

@@ -404,6 +404,14 @@ OPS: dict[tuple[str, str], Op] = {
     ("GET", "/api/print/sheets/{sheet_id}"): Op(
         lambda c, r, d: _path(f"/api/print/sheets/{d.sheet_id}"), other_check=sheet_not_shown
     ),
+    # issue 16: retention (admin only; the erase names a number nobody called from)
+    ("GET", "/api/retention"): Op(simple("/api/retention"), "admin", other=False),
+    ("PUT", "/api/retention"): Op(
+        simple("/api/retention", json={"erase_after_days": None}), "admin", other=False
+    ),
+    ("POST", "/api/retention/erase"): Op(
+        simple("/api/retention/erase", json={"phone": "10000000000"}), "admin", other=False
+    ),
 }
 
 

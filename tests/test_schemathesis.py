@@ -1,6 +1,9 @@
 """Schemathesis against the OpenAPI document of a real server process (SQLite and PostgreSQL), logged in as a
 site admin (every guard passes, so generated input reaches the handlers): valid and invalid input for every
-operation, and no answer may be a 5xx. Bounded: a fixed number of examples per operation and mode."""
+operation, and no answer may be a 5xx. Every answer must also conform to the document: its status is one the
+operation documents, its content type the documented one, its body valid against the documented schema (so a
+problem answer is `application/problem+json` with the Problem schema). Bounded: a fixed number of examples per
+operation and mode."""
 
 from __future__ import annotations
 
@@ -13,10 +16,16 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase
 from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from .conftest import POSTGRES_URL, require
 from .servers import ServerProcess, drop_postgres_database, fresh_postgres_database
 
+CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES = 10  # per operation and mode: 48 operations × 2 modes × 10 ≈ 950 requests per database
 
 
@@ -73,6 +82,7 @@ def test_no_5xx_for_generated_input(fuzz_server):
     schema = schemathesis.openapi.from_url(f"{server.base}/schema/openapi.json")
     session = requests.Session()
     failures: list[str] = []
+    mismatches: list[str] = []
     tried = 0
 
     for result in schema.get_all_operations():
@@ -100,14 +110,30 @@ def test_no_5xx_for_generated_input(fuzz_server):
                     headers={"Authorization": f"Bearer {bearer}"},
                 )
                 tried += 1
+                try:
+                    case.validate_response(response, checks=CONFORMANCE)
+                except BaseException as exc:  # schemathesis raises its failure group: keep it, go on
+                    if isinstance(exc, KeyboardInterrupt | SystemExit):
+                        raise
+                    mismatches.append(
+                        f"{case.method} {case.operation.path} ({mode}) -> {response.status_code} "  # noqa: B023
+                        f"{response.headers.get('content-type')}: {str(exc)[:400]}"
+                    )
                 if response.status_code >= 500:
                     failures.append(
                         f"{case.method} {case.formatted_path} ({mode}) -> {response.status_code}: "  # noqa: B023
                         f"{response.text[:300]}\n  {case.as_curl_command()[:600]}"
                     )
 
-            run()  # right here, inside the loop: the loop variables it reads are the current ones
+            try:
+                run()  # right here, inside the loop: the loop variables it reads are the current ones
+            except hypothesis.errors.Unsatisfiable:
+                # A public operation without parameters or body (health): there is nothing to make invalid.
+                assert mode == GenerationMode.NEGATIVE, operation.path
     log = server.log.read_text(errors="replace")
     assert tried > 500, f"only {tried} requests were generated"
     assert not failures, f"{len(failures)} server errors:\n" + "\n".join(failures[:20])
+    assert not mismatches, f"{len(mismatches)} answers not as documented:\n" + "\n".join(
+        sorted(set(mismatches))[:30]
+    )
     assert "Traceback" not in log, log[-4000:]
