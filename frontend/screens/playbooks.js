@@ -1,7 +1,7 @@
 // Playbooks: the list grouped by category with search, and one playbook with tickable steps, the call
 // script, the forms it uses, contacts as tel: buttons and the escalation ladder. Works offline from the
 // saved copies (content.js); ticks are kept on this device.
-import { session } from "../api.js";
+import { errorText, session } from "../api.js";
 import { loadContent, savedAt } from "../content.js";
 import { emit, on } from "../events.js";
 import { net } from "../net.js";
@@ -246,7 +246,7 @@ function showFailure(view, error) {
   const offline = error instanceof TypeError;
   mount(view, h("div", { class: "card stack" },
     h("p", { class: "error", role: "alert" },
-      error?.status === 404 ? t("pb.notfound") : offline ? t("pb.offline.empty") : error.message),
+      error?.status === 404 ? t("pb.notfound") : offline ? t("pb.offline.empty") : errorText(error)),
     h("div", { class: "row" },
       h("button", { type: "button", onclick: () => emit("rerender") }, t("pb.retry")),
       h("a", { class: "button", href: "#/playbooks" }, t("pb.back")))));
