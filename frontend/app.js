@@ -46,11 +46,19 @@ function showNet() {
   net.textContent = t(online === null ? "net.checking" : online ? "net.online" : "net.offline");
 }
 
-// One banner for an expired login, with the way out on it (the outbox then shows no second one).
+// One message for an expired login, with the way out on it: this banner, except on the login screen itself
+// and on the outbox, which says it in its own words beside the records it concerns.
+const OWN_LOGIN_MESSAGE = ["#/login", "#/outbox"];
+
 function showExpired() {
   const banner = document.getElementById("banner");
   banner.replaceChildren(t("login.expired"), " ", h("a", { class: "button", href: "#/login" }, t("login.again")));
-  banner.hidden = location.hash === "#/login";
+  placeBanner();
+}
+
+function placeBanner() {
+  const banner = document.getElementById("banner");
+  banner.hidden = !session.expired || !banner.childNodes.length || OWN_LOGIN_MESSAGE.includes(location.hash);
 }
 
 // Renders overlap (a redraw still waiting for the network while the agent moves on): an older one that
@@ -62,9 +70,7 @@ async function render() {
   const mine = ++started;
   const hash = location.hash || "#/";
   const found = match(hash);
-  const banner = document.getElementById("banner");
-  if (hash === "#/login") banner.hidden = true;
-  else if (session.expired && banner.childNodes.length) banner.hidden = false;
+  placeBanner();
   const user = session.user;
   renderTabs(document.getElementById("tabs"), user);
   if (!found) {

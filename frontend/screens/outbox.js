@@ -80,9 +80,9 @@ route("#/outbox", async (view) => {
     progress.max = Math.max(1, s.total);
     progress.value = s.done;
     if (s.running && s.total) syncLine.textContent = t("outbox.progress", { done: s.done, total: s.total });
-    // One message for an expired login: the app's banner when it shows, else this one; no retry notice with it.
+    // One message for an expired login (the app's banner stays off on this screen); no retry notice with it.
     const loginNeeded = s.needsLogin || !session.token;
-    login.hidden = !loginNeeded || !document.getElementById("banner")?.hidden;
+    login.hidden = !loginNeeded;
     notice.hidden = loginNeeded || !((s.lastError && !s.running) || net.online === false);
     // In the agent's language; the server's own (English) words only as a smaller second line.
     if (net.online === false) notice.replaceChildren(t("outbox.offline"));

@@ -196,10 +196,11 @@ function contactsSection(playbook) {
   return h("section", { class: "pb-section", id: "pb-contacts" },
     h("h2", {}, t("pb.contacts")),
     h("div", { class: "pb-contacts" }, playbook.contacts.map((contact) =>
-      h("a", { class: "pb-tel", href: telHref(contact.phone), "aria-label": `${t("pb.call")} ${pick(contact.label)} ${contact.phone}` },
+      // Its name is what it shows (label, then number), so voice control finds it by the words on it.
+      h("a", { class: "pb-tel", href: telHref(contact.phone), title: `${t("pb.call")} ${contact.phone}` },
         h("span", { class: "pb-tel-icon", "aria-hidden": "true" }, "✆"),
         h("span", { class: "pb-tel-text" },
-          h("span", { class: "pb-tel-label" }, pick(contact.label)),
+          h("span", { class: "pb-tel-label" }, pick(contact.label)), " ",
           h("span", { class: "pb-tel-number" }, contact.phone))))));
 }
 
