@@ -154,8 +154,9 @@ def test_focus_is_visible_and_never_under_a_sticky_bar(live_server, team, new_co
               const style = getComputedStyle(el);
               return { name: el.name || el.className || el.tagName, top: r.top, bottom: r.bottom,
                 inSave: !!el.closest('.rec-actions'), inTabs: !!el.closest('#tabs, .topbar'),
-                topbar: top.bottom, tabs: tabs.top, save: save ? save.top : null,
-                outline: style.outlineStyle, width: parseFloat(style.outlineWidth), color: style.outlineColor };
+                topbar: top.bottom, tabs: tabs.top, save: save ? [save.top, save.bottom] : null,
+                outline: style.outlineStyle, width: parseFloat(style.outlineWidth), color: style.outlineColor,
+                focus: el.matches(':focus'), hasFocus: document.hasFocus() };
             })()"""
         )
         if info is None or info["inTabs"]:
@@ -163,9 +164,11 @@ def test_focus_is_visible_and_never_under_a_sticky_bar(live_server, team, new_co
         seen.add(info["name"])
         assert info["top"] >= info["topbar"] - 1, f"{info['name']} is under the header: {info}"
         assert info["bottom"] <= info["tabs"] + 1, f"{info['name']} is under the tab bar: {info}"
-        if not info["inSave"] and info["save"] is not None:
-            assert info["bottom"] <= info["save"] + 1, f"{info['name']} is under the save bar: {info}"
-        assert info["outline"] != "none" and info["width"] >= 2, info
+        if not info["inSave"] and info["save"] is not None:  # the sticky save bar covers no part of it
+            save_top, save_bottom = info["save"]
+            covered = info["top"] < save_bottom - 1 and save_top + 1 < info["bottom"]
+            assert not covered, f"{info['name']} is under the save bar: {info}"
+        assert info["outline"] != "none" and info["width"] >= 2, json.dumps(info)
         assert contrast(info["color"], "rgb(255, 255, 255)") >= 3, info
     assert "callback_due" in seen and any("secondary" in str(n) for n in seen), seen
     context.close()
@@ -190,8 +193,11 @@ def test_login_focuses_the_username_and_outbox_tells_what_waits(live_server, tea
         page.check("input[name=urgency][value=normal]")
         page.fill("textarea[name=details]", "断网")
         page.screenshot(path=artifacts / f"form-{lang}.png", full_page=True)
+        record_id = page.locator("form.rec-form").get_attribute("data-record")
         page.click("button.rec-save")
+        expect(page.locator("form.rec-form")).not_to_have_attribute("data-record", record_id)
         page.goto(live_server.base + "/#/outbox")
+        page.wait_for_function("document.getElementById('view').dataset.shown === '#/outbox'")
         truth = page.locator(".outbox-truth")
         expect(truth).to_contain_text("1 条未上传" if lang == "zh-CN" else "1 not uploaded")
         expect(truth).to_contain_text("联网后会自动上传" if lang == "zh-CN" else "when the network is back")
@@ -206,3 +212,22 @@ def test_login_focuses_the_username_and_outbox_tells_what_waits(live_server, tea
         )
         page.screenshot(path=artifacts / f"review-{lang}.png", full_page=True)
         context.close()
+
+
+def test_a_paper_sheet_has_only_its_printed_rows(live_server, team, new_context):
+    from datetime import UTC, datetime
+
+    from backend.printing import make_sheet_id
+
+    sheet = make_sheet_id(datetime.now(UTC).strftime("%y%m%d"))
+    context, page = page_as(live_server, new_context, team, "agent")
+    page.goto(live_server.base + "/#/print/form/call-record")
+    page.wait_for_selector(".print-pages[data-ready='1']")
+    rows = int(page.locator(".form-sheet").first.get_attribute("data-rows"))
+    assert page.locator(".form-sheet tbody tr").count() == rows
+    page.goto(live_server.base + f"/#/transcribe/call-record/{sheet}/{rows + 1}")
+    page.wait_for_url(f"**/#/transcribe/call-record/{sheet}/{rows}")
+    expect(page.locator(".toast")).to_contain_text(str(rows))
+    expect(page.locator(".tr-row")).to_have_attribute("data-row", str(rows))
+    expect(page.get_by_role("button", name="下一行", exact=True)).to_be_disabled()
+    context.close()

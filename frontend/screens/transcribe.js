@@ -115,7 +115,8 @@ route("#/transcribe/:form/:sheet/:row", async (view, params) => {
   const rows = rowsThatFit(definition);
   const row = Math.min(rows, Math.max(1, Number(params.row) || 1));
   const go = (n) => navigate(`#/transcribe/${params.form}/${sheetId}/${Math.min(rows, Math.max(1, n))}`);
-  if (String(row) !== String(params.row)) toast(t("print.rowTooHigh", { rows }), "error");
+  if (Number(params.row) > rows) toast(t("print.rowTooHigh", { rows }), "error");
+  if (String(row) !== String(params.row)) return go(row);
 
   // Times on a sheet run on: a new row starts with the previous row's date and time fields.
   const values = {};
