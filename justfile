@@ -38,8 +38,19 @@ lock *args:
 run *args: install
     {{py}} -m backend serve {{args}}
 
+axe_version := "4.14.1"
+axe_dir := "var/axe"
+
+# Install axe-core from the npm registry into var/axe (the accessibility sweep's engine); a no-op once there
+axe:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -f {{axe_dir}}/node_modules/axe-core/axe.min.js ] && grep -q '"version": "{{axe_version}}",' {{axe_dir}}/node_modules/axe-core/package.json; then exit 0; fi
+    if ! command -v npm >/dev/null; then echo "npm is missing: the accessibility sweep will skip (fail under OUTAGE_TEST_REQUIRE_ALL=1)" >&2; exit 0; fi
+    npm install --silent --no-audit --no-fund --no-save --prefix {{axe_dir}} axe-core@{{axe_version}}
+
 # Run the whole test suite (PostgreSQL tests need TEST_POSTGRES_URL; browser tests need /usr/bin/chromium)
-test *args: install
+test *args: install axe
     {{py}} -m pytest {{args}}
 
 # Create a demo site with one user per role and print their credentials

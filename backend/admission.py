@@ -23,8 +23,13 @@ import msgspec
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 
-async def _problem(send: Send, status: int, type_: str, title: str, detail: str, retry_after: int) -> None:
-    body = msgspec.json.encode({"type": type_, "title": title, "status": status, "detail": detail})
+async def _problem(
+    send: Send, status: int, type_: str, title: str, detail: str, retry_after: int, code: str = "server.busy"
+) -> None:
+    # `code` is what the client translates (errors.py); the rest is the RFC 9457 body as everywhere.
+    body = msgspec.json.encode(
+        {"type": type_, "title": title, "status": status, "detail": detail, "code": code}
+    )
     await send(
         cast(
             Any,
@@ -123,6 +128,7 @@ def sync_admission(app: ASGIApp) -> ASGIApp:
                         "Request Timeout",
                         "The upload arrived too slowly; nothing was lost on your device, it will retry.",
                         10,
+                        code="sync.slow_upload",
                     )
                     return
                 await app(scope, _replay(body, receive), send)

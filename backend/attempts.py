@@ -167,7 +167,7 @@ async def list_attempts(request: Req, db: AsyncSession, callback_id: uuid.UUID) 
     user = request.user
     callback = await get_callback_at_site(db, user, callback_id)
     if user.role == "agent" and user.id not in (callback.owner_id, callback.promised_by):
-        raise Problem(404, "No such callback at your site.")
+        raise Problem(404, "No such callback at your site.", code="callback.not_found")
     names = await site_names(db, user.site_id)
     rows = (
         (

@@ -232,6 +232,7 @@ class TokenAuth(AbstractAuthenticationMiddleware):
                 401,
                 "Log in first: this needs an 'Authorization: Bearer <token>' header.",
                 headers={"WWW-Authenticate": "Bearer"},
+                code="auth.required",
             )
         app_state = connection.app.state
         async with app_state.sessionmaker() as session:
@@ -241,6 +242,7 @@ class TokenAuth(AbstractAuthenticationMiddleware):
                 401,
                 "Your login has expired or is not valid; please log in again.",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                code="auth.expired",
             )
         return AuthenticationResult(user=user, auth=token)
 
@@ -266,9 +268,11 @@ def requires(min_role: str):
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         user = connection.user
         if not isinstance(user, CurrentUser):
-            raise Problem(401, "Log in first.")
+            raise Problem(401, "Log in first.", code="auth.required")
         if RANK[user.role] < RANK[min_role]:
-            raise Problem(403, f"This needs the {min_role} role or higher; you are {user.role}.")
+            raise Problem(
+                403, f"This needs the {min_role} role or higher; you are {user.role}.", code="auth.forbidden"
+            )
 
     return guard
 
@@ -302,10 +306,13 @@ async def login(data: LoginIn, request: Request, db: AsyncSession) -> LoginOut:
             429,
             "Too many failed logins; wait 15 minutes or ask your team lead to reset your password.",
             headers={"Retry-After": str(int(FAIL_WINDOW.total_seconds()))},
+            code="auth.locked",
         )
     ok = await throttle.verify_password(state, row.User.password_hash if row else None, data.password)
     if not ok or row is None:
-        raise Problem(401, "Wrong username or password.")  # the reserved failure stays counted
+        raise Problem(
+            401, "Wrong username or password.", code="auth.bad_credentials"
+        )  # the reserved failure stays counted
     user, site = row.User, row.Site
     await throttle.succeeded(db, data.username, address)
     await db.execute(delete(AuthToken).where(AuthToken.expires_at < utcnow()))
@@ -347,10 +354,10 @@ async def list_users(
 @post("/api/users", guards=[requires("admin")], summary="Add a user to my site")
 async def add_user(data: NewUserIn, request: Request[CurrentUser, str, Any], db: AsyncSession) -> UserOut:
     if rule := password_problem(data.username, data.password):
-        raise Problem(400, rule, errors={"password": rule})
+        raise Problem(400, rule, errors={"password": rule}, code="auth.weak_password")
     exists = (await db.execute(select(User.id).where(User.username == data.username))).scalar_one_or_none()
     if exists is not None:
-        raise Problem(409, f"The username {data.username!r} is taken.")
+        raise Problem(409, f"The username {data.username!r} is taken.", code="users.username_taken")
     user = await create_user(
         db,
         data.username,

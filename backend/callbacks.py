@@ -337,7 +337,12 @@ async def assign(request: Req, db: AsyncSession, callback_id: uuid.UUID, data: A
     callback = await get_callback_at_site(db, user, callback_id)
     owner = await db.get(User, data.owner_id)
     if owner is None or owner.site_id != user.site_id or not owner.active:
-        raise Problem(422, "Assign to an active user of your site.", errors={"owner_id": "unknown user"})
+        raise Problem(
+            422,
+            "Assign to an active user of your site.",
+            errors={"owner_id": "unknown user"},
+            code="callback.unknown_owner",
+        )
     previous = callback.owner_id
     now = await clock.now(request.app, db)
     callback.owner_id, callback.assigned_by, callback.assigned_at, callback.updated_at = (

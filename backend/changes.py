@@ -106,6 +106,7 @@ def parse_cursor(raw: str | int | None) -> tuple[int | None, int | None]:
             400,
             "The sync cursor is not one this server gave out; send null to start over.",
             errors={"cursor": "invalid"},
+            code="sync.bad_cursor",
         ) from None
 
 

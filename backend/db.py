@@ -151,5 +151,5 @@ async def get_for_site(session: AsyncSession, model: type[T], key: Any, site_id:
     else:
         row = await session.get(model, key)
     if row is None or getattr(row, "site_id", None) != site_id:
-        raise Problem(404, f"No such {what} at your site.")
+        raise Problem(404, f"No such {what} at your site.", code=f"{what}.not_found")
     return row

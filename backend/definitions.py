@@ -151,9 +151,9 @@ def parse_definition(kind: str, raw: dict[str, Any]) -> FormDefinition | Playboo
     try:
         definition: FormDefinition | PlaybookDefinition = msgspec.convert(raw, DEFINITIONS[kind])
     except msgspec.ValidationError as exc:
-        raise Problem(422, f"This {kind} definition is not valid: {exc}") from exc
+        raise Problem(422, f"This {kind} definition is not valid: {exc}", code="document.invalid") from exc
     if errors := check_definition(kind, definition):
-        raise Problem(422, f"This {kind} definition is not valid.", errors=errors)
+        raise Problem(422, f"This {kind} definition is not valid.", errors=errors, code="document.invalid")
     return definition
 
 

@@ -214,7 +214,9 @@ def make_router(kind: str, path: str, tag: str) -> Router:
         document = await get_document(db, request.user.site_id, kind, slug, version)
         if document is None:
             raise Problem(
-                404, f"No {kind} {slug!r}" + (f" version {version}" if version else "") + " at your site."
+                404,
+                f"No {kind} {slug!r}" + (f" version {version}" if version else "") + " at your site.",
+                code="document.not_found",
             )
         return document_out(document, lang)
 
@@ -229,6 +231,7 @@ def make_router(kind: str, path: str, tag: str) -> Router:
                 409,
                 f"A {kind} {definition.slug!r} exists already; PUT {path}/{definition.slug} "
                 "to make a new version.",
+                code="document.exists",
             )
         document = await add_version(
             db, request.user.site_id, kind, as_stored(definition), source="admin", user_id=request.user.id
@@ -247,11 +250,14 @@ def make_router(kind: str, path: str, tag: str) -> Router:
         definition = parse_definition(kind, {**data, "slug": data.get("slug", slug)})
         if definition.slug != slug:
             raise Problem(
-                422, "The slug in the body must match the address.", errors={"slug": "does not match"}
+                422,
+                "The slug in the body must match the address.",
+                errors={"slug": "does not match"},
+                code="document.slug_mismatch",
             )
         await _check_references(db, request.user.site_id, definition)
         if await get_document(db, request.user.site_id, kind, slug) is None:
-            raise Problem(404, f"No {kind} {slug!r} at your site.")
+            raise Problem(404, f"No {kind} {slug!r} at your site.", code="document.not_found")
         document = await add_version(
             db, request.user.site_id, kind, as_stored(definition), source="admin", user_id=request.user.id
         )
@@ -264,7 +270,12 @@ async def _check_references(db: AsyncSession, site_id: int, definition: msgspec.
     if isinstance(definition, PlaybookDefinition):
         missing = [s for s in definition.forms if await get_document(db, site_id, "form", s) is None]
         if missing:
-            raise Problem(422, "This playbook names forms that do not exist.", errors={"forms": missing})
+            raise Problem(
+                422,
+                "This playbook names forms that do not exist.",
+                errors={"forms": missing},
+                code="document.unknown_forms",
+            )
 
 
 @get(

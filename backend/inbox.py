@@ -80,7 +80,7 @@ async def inbox(
 async def mark_read(request: Req, db: AsyncSession, notification_id: int) -> dict[str, Any]:
     note = await db.get(Notification, notification_id)
     if note is None or note.user_id != request.user.id:
-        raise Problem(404, "No such notification in your inbox.")
+        raise Problem(404, "No such notification in your inbox.", code="inbox.not_found")
     if note.read_at is None:
         note.read_at = await clock.now(request.app, db)
     return inbox_out(note)

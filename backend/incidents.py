@@ -121,7 +121,10 @@ async def declare(
     document = await documents.get_document(session, site_id, "playbook", playbook)
     if document is None:
         raise Problem(
-            422, f"There is no playbook {playbook!r} at your site.", errors={"playbook": "unknown playbook"}
+            422,
+            f"There is no playbook {playbook!r} at your site.",
+            errors={"playbook": "unknown playbook"},
+            code="incident.unknown_playbook",
         )
     definition = document.definition
     incident = Incident(
@@ -384,7 +387,7 @@ async def get_timeline(
 async def add_note(request: Req, db: AsyncSession, incident_id: int, data: NoteIn) -> dict[str, Any]:
     incident = await get_incident_at_site(db, request.user, incident_id)
     if incident.status == "resolved":
-        raise Problem(409, "This incident is resolved; notes are closed.")
+        raise Problem(409, "This incident is resolved; notes are closed.", code="incident.resolved")
     at = await clock.now(request.app, db)
     event = await add_event(db, incident.id, "note", request.user.id, {"text": data.text.strip()}, at=at)
     return (await timeline(db, incident.id, event.id - 1, limit=1))[0]

@@ -76,10 +76,12 @@ async def ack_incident(request: Req, db: AsyncSession, incident_id: int) -> dict
     user = request.user
     incident = await get_incident_at_site(db, user, incident_id)
     if incident.status == "resolved":
-        raise Problem(409, "This incident is resolved already.")
+        raise Problem(409, "This incident is resolved already.", code="incident.resolved")
     if not may_ack(user, incident, await ladder.ladder(db, incident.id)):
         raise Problem(
-            403, "Only managers, or the roles this incident's escalation has reached, can acknowledge."
+            403,
+            "Only managers, or the roles this incident's escalation has reached, can acknowledge.",
+            code="incident.may_not_ack",
         )
     at = await clock.now(request.app, db)
     # Only the first acknowledgement counts, even when two managers press at once.
@@ -129,7 +131,7 @@ async def recover_incident(
     user = request.user
     incident = await get_incident_at_site(db, user, incident_id)
     if incident.status == "resolved":
-        raise Problem(409, "This incident is resolved already.")
+        raise Problem(409, "This incident is resolved already.", code="incident.resolved")
     at = await clock.now(request.app, db)
     note = data.note if data else None
     won = affected(

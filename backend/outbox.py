@@ -335,7 +335,7 @@ async def receipt(request: Request, db: AsyncSession, data: ReceiptIn) -> None:
     delivery = await db.get(PushDelivery, data.delivery)
     # bytes: compare_digest raises TypeError for non-ASCII text, and anyone may post here
     if delivery is None or not hmac.compare_digest(delivery.receipt.encode(), data.receipt.encode()):
-        raise Problem(404, "Unknown delivery.")
+        raise Problem(404, "Unknown delivery.", code="delivery.not_found")
     if delivery.delivered_at is None:
         at = await clock.now(request.app, db)
         delivery.delivered_at = at

@@ -161,12 +161,16 @@ async def allocate_sheets(
     user = request.user
     document = await documents.get_document(db, user.site_id, "form", data.form)
     if document is None:
-        raise Problem(404, f"No form {data.form!r} at your site.", errors={"form": "unknown"})
+        raise Problem(
+            404, f"No form {data.form!r} at your site.", errors={"form": "unknown"}, code="form.unknown"
+        )
     if data.day is not None:
         try:
             datetime.strptime(data.day, "%y%m%d")
         except ValueError:
-            raise Problem(422, "day is not a date (YYMMDD).", errors={"day": "not a date"}) from None
+            raise Problem(
+                422, "day is not a date (YYMMDD).", errors={"day": "not a date"}, code="validation.not_a_date"
+            ) from None
     day = data.day or datetime.now(UTC).strftime("%y%m%d")
     sheets = []
     for _ in range(data.count):
@@ -186,7 +190,9 @@ async def allocate_sheets(
             except IntegrityError:
                 continue
         else:
-            raise Problem(503, "Could not allocate a free sheet ID; try again.")
+            raise Problem(
+                503, "Could not allocate a free sheet ID; try again.", code="print.no_free_sheet_id"
+            )
         sheets.append(sheet)
     return [sheet_out(s) for s in sheets]
 
@@ -201,6 +207,7 @@ async def check_sheet(
             422,
             "This is not a valid sheet ID: check every character against the paper.",
             errors={"sheet_id": "check character does not match"},
+            code="print.bad_sheet_id",
         )
     sheet = (
         await db.execute(

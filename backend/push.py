@@ -237,7 +237,9 @@ async def subscribe(request: Req, db: AsyncSession, data: SubscriptionIn) -> dic
     except outbound.Refused as exc:
         errors["endpoint"] = f"is not a push service this server may send to ({exc})"
     if errors:
-        raise Problem(422, "This push subscription is not valid.", errors=errors)
+        raise Problem(
+            422, "This push subscription is not valid.", errors=errors, code="push.invalid_subscription"
+        )
     user = request.user
     at = await clock.now(request.app, db)
     agent = (request.headers.get("user-agent") or "")[:300] or None
@@ -255,6 +257,7 @@ async def subscribe(request: Req, db: AsyncSession, data: SubscriptionIn) -> dic
             409,
             "This push endpoint belongs to another user. To get notifications here, unsubscribe "
             "this browser from push and subscribe again (that makes a new endpoint).",
+            code="push.endpoint_taken",
         )
     sub.site_id, sub.user_id, sub.p256dh, sub.auth = user.site_id, user.id, data.keys.p256dh, data.keys.auth
     sub.user_agent, sub.last_seen_at = agent, at
@@ -272,7 +275,7 @@ async def unsubscribe(
         .where(PushSubscription.endpoint == endpoint, PushSubscription.user_id == request.user.id)
     )
     if not affected(result):
-        raise Problem(404, "You have no push subscription with that endpoint.")
+        raise Problem(404, "You have no push subscription with that endpoint.", code="push.not_found")
 
 
 @get("/api/push/subscriptions", summary="My devices that receive push")

@@ -147,7 +147,10 @@ async def list_records(
     if since is not None:
         if since.tzinfo is None:
             raise Problem(
-                400, "since needs a timezone, e.g. 2026-11-23T08:00:00+08:00", errors={"since": "naive"}
+                400,
+                "since needs a timezone, e.g. 2026-11-23T08:00:00+08:00",
+                errors={"since": "naive"},
+                code="validation.naive_time",
             )
         where.append(Record.updated_at >= since)
     total = (await db.execute(select(func.count()).select_from(Record).where(*where))).scalar_one()
@@ -172,7 +175,9 @@ async def get_record(
     user = request.user
     record = await get_for_site(db, Record, record_id, user.site_id, "record")
     if user.role == "agent" and record.agent_id != user.id:
-        raise Problem(404, "No such record at your site.")  # as a missing one: agents see only their own
+        raise Problem(
+            404, "No such record at your site.", code="record.not_found"
+        )  # as a missing one: agents see only their own
     return record_out(record)
 
 

@@ -86,7 +86,9 @@ async def mark_reentry(request: Req, db: AsyncSession, data: ReentryIn) -> dict[
         updated.append(str(record.id))
     body = {"updated": updated, "errors": errors, "counts": await reentry_counts(db, user.site_id)}
     if errors and not updated:
-        raise Problem(422, "None of these records could be marked.", errors=errors)
+        raise Problem(
+            422, "None of these records could be marked.", errors=errors, code="reentry.none_marked"
+        )
     return body
 
 
@@ -152,7 +154,10 @@ async def _export_rows(
     for name, bound in (("since", since), ("until", until)):
         if bound is not None and bound.tzinfo is None:
             raise Problem(
-                400, f"{name} needs a timezone, e.g. 2026-11-23T08:00:00+08:00", errors={name: "naive"}
+                400,
+                f"{name} needs a timezone, e.g. 2026-11-23T08:00:00+08:00",
+                errors={name: "naive"},
+                code="validation.naive_time",
             )
     if since is not None:
         where.append(Record.captured_at >= since)
@@ -224,7 +229,7 @@ async def export_csv(
     user = request.user
     document = await documents.get_document(db, user.site_id, "form", form)
     if document is None:
-        raise Problem(404, f"No form {form!r} at your site.", errors={"form": "unknown"})
+        raise Problem(404, f"No form {form!r} at your site.", errors={"form": "unknown"}, code="form.unknown")
     fields = document.definition["fields"]
     records = await _export_rows(db, user, form, incident_id, status, since, until)
     # Columns follow the newest version; fields only older versions had come after them.

@@ -233,6 +233,7 @@ async def put_report(request: Req, db: AsyncSession, incident_id: int, data: Rep
             errors={
                 k: "required" for k, v in (("cause", data.cause), ("actions", data.actions)) if not v.strip()
             },
+            code="validation.required",
         )
     now = await clock.now(request.app, db)
     report = await db.get(IncidentReport, incident.id)

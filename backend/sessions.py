@@ -57,7 +57,7 @@ async def find_user(session: AsyncSession, username: str) -> User | None:
 async def _site_user(db: AsyncSession, me: CurrentUser, user_id: int, *, not_me: str | None = None) -> User:
     user = await get_for_site(db, User, user_id, me.site_id, "user")  # another site's user is a 404
     if not_me and user.id == me.id:
-        raise Problem(409, not_me)
+        raise Problem(409, not_me, code="users.not_yourself")
     return user
 
 
@@ -77,7 +77,7 @@ async def reset_password(
 ) -> None:
     user = await _site_user(db, request.user, user_id)
     if rule := password_problem(user.username, data.password):
-        raise Problem(400, rule, errors={"password": rule})
+        raise Problem(400, rule, errors={"password": rule}, code="auth.weak_password")
     await set_password(db, user, await throttle.hash_password(request.app.state, data.password))
 
 

@@ -106,7 +106,7 @@ async def service_worker_part(name: str) -> Response[bytes]:
     except (OSError, ValueError):
         found = False
     if not found:
-        raise Problem(404, "No such service worker file.")
+        raise Problem(404, "No such service worker file.", code="not_found")
     return Response(path.read_bytes(), media_type="text/javascript; charset=utf-8", headers=NO_CACHE)
 
 

@@ -33,11 +33,13 @@ async def tick_step(
     incident = await get_incident_at_site(db, user, incident_id)
     step = next((s for s in incident.definition.get("steps", []) if s["id"] == step_id), None)
     if step is None:
-        raise Problem(404, f"This incident's playbook has no step {step_id!r}.")
+        raise Problem(404, f"This incident's playbook has no step {step_id!r}.", code="incident.unknown_step")
     if incident.status == "resolved":
-        raise Problem(409, "This incident is resolved; its steps can no longer change.")
+        raise Problem(
+            409, "This incident is resolved; its steps can no longer change.", code="incident.resolved"
+        )
     if RANK[user.role] < RANK["lead"] and step["who"] != "agent":
-        raise Problem(403, "Only leads and managers can tick this step.")
+        raise Problem(403, "Only leads and managers can tick this step.", code="auth.forbidden")
     done = data.done if data else True
     at = await clock.now(request.app, db)
     existing = await db.get(StepTick, (incident.id, step_id))

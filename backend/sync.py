@@ -280,7 +280,10 @@ async def _against_existing(
             stored.setdefault(item.id, "updated")
             return SyncResult(index, str(item.id), "updated", rev=item.rev)
     raise Problem(
-        503, "This record changed too often while storing; please retry.", headers={"Retry-After": "2"}
+        503,
+        "This record changed too often while storing; please retry.",
+        headers={"Retry-After": "2"},
+        code="sync.retry",
     )
 
 
@@ -297,6 +300,7 @@ async def sync(request: Request[CurrentUser, str, Any], db: AsyncSession, data: 
             f"Too many records in one batch: {len(data.records)}; send at most "
             f"{settings.sync_max_records} per request.",
             max_records=settings.sync_max_records,
+            code="sync.too_many_records",
         )
     now = await clock.now(request.app, db)
     results = await store_batch(

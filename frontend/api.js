@@ -1,14 +1,27 @@
 // The API client: bearer token, problem-details errors, and a real server probe for "online".
 import { emit } from "./events.js";
+import { has, t } from "./i18n.js";
 
 const TOKEN = "od.token";
 const USER = "od.user";
 
+// A server problem in the user's words: its stable `code` (backend/errors.py) looked up in the language
+// files, else a line for its status. The server's English `detail` stays on `detail`, never in `message`.
+export function problemText(status, problem = {}) {
+  if (problem.code && has(`problem.${problem.code}`)) return t(`problem.${problem.code}`);
+  const area = String(problem.code || "").split(".")[0];
+  if (area && has(`problem.${area}`)) return t(`problem.${area}`);
+  if (has(`problem.status.${status}`)) return t(`problem.status.${status}`);
+  return t("problem.other", { status });
+}
+
 export class ApiError extends Error {
   constructor(status, problem) {
-    super(problem.detail || problem.title || `HTTP ${status}`);
+    super(problemText(status, problem));
     this.status = status;
     this.problem = problem;
+    this.code = problem.code || null;
+    this.detail = problem.detail || "";
   }
 }
 
@@ -25,6 +38,11 @@ export const session = {
   clear() { localStorage.removeItem(TOKEN); localStorage.removeItem(USER); localStorage.removeItem("od.expired"); },
   get expired() { return localStorage.getItem("od.expired") === "1"; },
 };
+
+// What to tell the user about any failure: a server problem in their words, else "cannot reach the server".
+export function errorText(error) {
+  return error instanceof ApiError ? error.message : t("error.network");
+}
 
 // Always live: the service worker never answers /api (saved copies are offline.js's, per user).
 export async function api(path, { method = "GET", body, timeout = 15000, headers = {}, cache } = {}) {

@@ -1,6 +1,6 @@
 // Boot: every module registers its routes at import, and nothing else; what listens or runs on a timer
 // starts here, in this order, so the whole start-up can be read top to bottom.
-import { session } from "./api.js";
+import { ApiError, session } from "./api.js";
 import * as attempts from "./attempts.js";
 import * as content from "./content.js";
 import { emit, on } from "./events.js";
@@ -12,7 +12,7 @@ import * as pwa from "./pwa.js";
 import { match, navigate, renderTabs } from "./router.js";
 import * as store from "./store.js";
 import * as sync from "./sync.js";
-import { h, mount } from "./ui.js";
+import { h, keepFocusInSight, mount } from "./ui.js";
 import "./screens/login.js";
 import "./screens/home.js";
 import * as playbooks from "./screens/playbooks.js";
@@ -33,8 +33,11 @@ const langButton = document.getElementById("lang");
 
 function applyLanguage() {
   document.documentElement.lang = lang();
-  langButton.textContent = lang() === "en" ? "中文" : "EN";
+  // The button names the language it switches to, in that language (its visible text is its name).
+  langButton.textContent = lang() === "en" ? "中文" : "English";
+  langButton.lang = lang() === "en" ? "zh-CN" : "en";
   document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  document.querySelectorAll("[data-i18n-label]").forEach((el) => el.setAttribute("aria-label", t(el.dataset.i18nLabel)));
   document.title = `${t("app.title")} · Outage Desk`;
 }
 
@@ -44,10 +47,19 @@ function showNet() {
   net.textContent = t(online === null ? "net.checking" : online ? "net.online" : "net.offline");
 }
 
+// One message for an expired login, with the way out on it: this banner, except on the login screen itself
+// and on the outbox, which says it in its own words beside the records it concerns.
+const OWN_LOGIN_MESSAGE = ["#/login", "#/outbox"];
+
 function showExpired() {
   const banner = document.getElementById("banner");
-  banner.textContent = t("login.expired");
-  banner.hidden = false;
+  banner.replaceChildren(t("login.expired"), " ", h("a", { class: "button", href: "#/login" }, t("login.again")));
+  placeBanner();
+}
+
+function placeBanner() {
+  const banner = document.getElementById("banner");
+  banner.hidden = !session.expired || !banner.childNodes.length || OWN_LOGIN_MESSAGE.includes(location.hash);
 }
 
 // Renders overlap (a redraw still waiting for the network while the agent moves on): an older one that
@@ -59,9 +71,15 @@ async function render() {
   const mine = ++started;
   const hash = location.hash || "#/";
   const found = match(hash);
+  placeBanner();
   const user = session.user;
   renderTabs(document.getElementById("tabs"), user);
-  if (!found) return mount(view, h("p", { class: "empty" }, t("notfound")));
+  if (!found) {
+    mount(view, h("h1", {}, t("notfound.title")), h("p", { class: "empty" }, t("notfound")),
+      h("a", { class: "button primary", href: "#/" }, t("nav.home")));
+    view.dataset.shown = hash;
+    return;
+  }
   const { route, params } = found;
   if (!route.public && !user) return navigate("#/login");
   if (route.roles && user && !route.roles.includes(user.role)) return navigate("#/");
@@ -69,14 +87,18 @@ async function render() {
     await route.render(view, params);
   } catch (error) {
     console.error(error);
-    mount(view, h("p", { class: "error", role: "alert" }, error.message || String(error)));
+    // In the user's language: an API problem's own words (api.js translates its code), else a general line.
+    mount(view, h("h1", {}, t("error.screen")),
+      h("p", { class: "error", role: "alert" }, error instanceof ApiError ? error.message : t("error.screenDetail")));
   }
   if (mine < finished) return render();
   finished = mine;
+  view.dataset.shown = hash; // drawn and settled: tests and the sweeps wait for this
   view.focus({ preventScroll: true });
 }
 
 function startFrame() {
+  keepFocusInSight();
   langButton.addEventListener("click", () => {
     setLang(lang() === "en" ? "zh-CN" : "en");
     applyLanguage();

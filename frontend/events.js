@@ -15,6 +15,7 @@ export const TOPICS = {
   notification: "a push message arrived while the page is open (detail: its payload)",
   inbox: "something this user did may have added a notification: redraw the inbox",
   rerender: "redraw the current screen",
+  install: "the browser offered (or withdrew) installing the app (pwa.js)",
 };
 
 const handlers = new Map(Object.keys(TOPICS).map((topic) => [topic, new Set()]));

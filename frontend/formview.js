@@ -1,7 +1,7 @@
 // Render a form definition (from /api/forms/{slug}, with or without ?lang=) as big-target inputs,
 // read the values back, and check them the same way the server does (backend/forms.py).
 import { pick, t } from "./i18n.js";
-import { h } from "./ui.js";
+import { formatTime, h } from "./ui.js";
 
 const pad = (n) => String(n).padStart(2, "0");
 
@@ -143,13 +143,16 @@ export function renderForm(definition, values = {}, { onInput } = {}) {
   const changed = () => { update(); if (onInput) onInput(read()); };
   const element = h("div", { class: "form-fields" }, definition.fields.map((field) => {
     const error = h("p", { class: "field-error", role: "alert", hidden: true });
+    // The browser's date-time picker speaks the browser's language; this line says the same in the app's.
+    const echo = field.type === "datetime" ? h("p", { class: "field-echo muted", id: `f-${field.name}-echo` }) : null;
     const row = h("div", { class: `field field-${field.type}`, dataset: { field: field.name } },
       h("label", { for: `f-${field.name}`, class: "field-label" }, pick(field.label),
         h("span", { class: "req", hidden: !field.required }, ` *`)),
       field.help ? h("p", { class: "field-help muted" }, pick(field.help)) : null,
       control(field, values[field.name], changed),
-      error);
-    rows.set(field.name, { row, error, field });
+      echo, error);
+    if (echo) row.querySelector("input")?.setAttribute("aria-describedby", echo.id);
+    rows.set(field.name, { row, error, field, echo });
     return row;
   }));
 
@@ -165,8 +168,9 @@ export function renderForm(definition, values = {}, { onInput } = {}) {
   // Show "required" marks that depend on other answers (callback due when a callback is promised).
   function update() {
     const current = read();
-    for (const { row, field } of rows.values()) {
+    for (const { row, field, echo } of rows.values()) {
       row.querySelector(".req").hidden = !isRequired(field, current);
+      if (echo) echo.textContent = current[field.name] ? t("dt.picked", { time: formatTime(current[field.name]) }) : "";
     }
   }
 

@@ -24,6 +24,11 @@ export function t(key, vars = {}) {
   return text.replace(/\{(\w+)\}/g, (_, name) => (name in vars ? String(vars[name]) : `{${name}}`));
 }
 
+// Is there a string for this key (in the current language, or the Chinese fallback)?
+export function has(key) {
+  return key in strings[lang()] || key in strings["zh-CN"];
+}
+
 // Pick the current language from a {"zh-CN": …, "en": …} object (content from the server).
 export function pick(texts) {
   if (texts === null || texts === undefined) return "";

@@ -2,7 +2,7 @@
 // the agent may be mid-call with a half-filled form. On tap, unsent work is flushed first (window.odBeforeReload,
 // a hook for whoever holds unsent work; returning false cancels), then the new worker takes over.
 import { t } from "./i18n.js";
-import { on } from "./events.js";
+import { emit, on } from "./events.js";
 import { h } from "./ui.js";
 
 const CHECK_EVERY_MS = 30 * 60 * 1000;
@@ -45,8 +45,42 @@ function watch(registration) {
   setInterval(check, CHECK_EVERY_MS);
 }
 
+// Installing: Chromium offers a prompt (beforeinstallprompt), kept here until the user taps "install";
+// iOS Safari has none, so there the steps are shown instead. Installed (standalone) shows nothing.
+let installPrompt = null;
+
+const standalone = () => matchMedia("(display-mode: standalone)").matches || navigator.standalone === true;
+const iosSafari = () => /iP(hone|ad|od)/.test(navigator.userAgent) && !/CriOS|FxiOS|EdgiOS/.test(navigator.userAgent);
+
+// A small block for a screen: the install button, or the iOS steps, or nothing; it follows the browser's offer.
+export function installControl() {
+  const box = h("div", { class: "install" });
+  const draw = () => {
+    if (standalone()) return box.replaceChildren();
+    if (installPrompt) {
+      return box.replaceChildren(h("button", { type: "button", class: "primary install-button", onclick: async () => {
+        const offer = installPrompt;
+        installPrompt = null;
+        await offer.prompt();
+        await offer.userChoice.catch(() => null);
+        emit("install");
+      } }, t("install.button")));
+    }
+    box.replaceChildren(...(iosSafari() ? [h("p", { class: "muted install-ios" }, t("install.ios"))] : []));
+  };
+  draw();
+  const off = on("install", () => (box.isConnected ? draw() : off()));
+  return box;
+}
+
 // Register the service worker and watch for new builds.
 export function start() {
+  window.addEventListener("beforeinstallprompt", (event) => {
+    event.preventDefault(); // our own button, shown where it helps, instead of the browser's mini-bar
+    installPrompt = event;
+    emit("install");
+  });
+  window.addEventListener("appinstalled", () => { installPrompt = null; emit("install"); });
   if (!("serviceWorker" in navigator)) return;
   navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch((e) => console.warn("service worker", e));
   // The first install also changes the controller (clients.claim): only a tapped "reload" reloads.

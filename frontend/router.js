@@ -18,6 +18,11 @@ export function tab(entry) {
   tabs.sort((a, b) => (a.order ?? 50) - (b.order ?? 50));
 }
 
+// Every screen the app knows, with who may open it: for the accessibility and language sweeps (tests walk it).
+export function routeList() {
+  return routes.map(({ pattern, names, roles, public: open }) => ({ pattern, names, roles: roles || null, public: !!open }));
+}
+
 export function match(hash) {
   for (const r of routes) {
     const m = hash.match(r.regex);

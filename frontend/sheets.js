@@ -66,3 +66,17 @@ export async function uuid5(namespace, name) {
 export function paperRecordId(site, sheetId, row) {
   return uuid5(PAPER_NAMESPACE, `${site}:${sheetId}:${row}`);
 }
+
+// Rows of a printed blank form (print.js draws them, transcribe.js accepts no row beyond them).
+// Page geometry (mm) of a landscape A4 sheet: the rows that fit are computed, never left to chance.
+const PAGE_H = 186; // 210 − 2 × 10 mm margins, less 4 mm for borders and rounding
+const HEAD_H = 30;
+const THEAD_H = 16;
+const LEGEND_LINE_H = 5;
+const FOOT_H = 9;
+const ROW_H = 12; // room for handwriting
+
+export function rowsThatFit(definition) {
+  const legendLines = definition.fields.filter((f) => f.type === "choice").length;
+  return Math.floor((PAGE_H - HEAD_H - THEAD_H - legendLines * LEGEND_LINE_H - FOOT_H) / ROW_H);
+}

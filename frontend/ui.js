@@ -26,15 +26,46 @@ export function mount(view, ...children) {
   append(view, children);
 }
 
+// A passing note at the top, under the header: it never sits over an action and never takes a tap
+// (pointer-events: none); what must not be missed (a save that did not happen) is told on the screen itself.
 export function toast(message, kind = "info") {
-  const el = h("div", { class: `toast toast-${kind}`, role: "status" }, message);
-  document.body.append(el);
+  const region = document.getElementById("toasts") || document.body;
+  const el = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" }, message);
+  region.append(el);
   setTimeout(() => el.remove(), 4000);
 }
 
-export function formatTime(iso, lang) {
+export function formatTime(iso, lang = document.documentElement.lang) {
   if (!iso) return "";
   const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return String(iso);
+  if (Number.isNaN(d.getTime())) return "";
   return d.toLocaleString(lang === "en" ? "en-GB" : "zh-CN", { dateStyle: "short", timeStyle: "short" });
+}
+
+// Whatever takes the keyboard is scrolled clear of the bars that stay on screen (the sticky header, the tab
+// bar, a form's sticky save bar): the browser only makes sure it is inside the viewport, not uncovered.
+const BARS = ".topbar, #tabs, .rec-actions, .update-banner, .sticky-bar";
+
+export function keepFocusInSight() {
+  document.addEventListener("focusin", (event) => {
+    const el = event.target;
+    if (!(el instanceof Element) || el.id === "view") return;
+    requestAnimationFrame(() => {
+      const r = el.getBoundingClientRect();
+      let top = 0;
+      let bottom = window.innerHeight;
+      for (const bar of document.querySelectorAll(BARS)) {
+        if (bar.contains(el)) continue;
+        const position = getComputedStyle(bar).position;
+        if (position !== "fixed" && position !== "sticky") continue;
+        const b = bar.getBoundingClientRect();
+        if (!b.height || b.bottom <= 0 || b.top >= window.innerHeight) continue;
+        if (b.top <= 1) top = Math.max(top, b.bottom); // a bar stuck to the top
+        else bottom = Math.min(bottom, b.top); // a bar stuck to the bottom
+      }
+      const margin = 8;
+      if (r.top < top + margin) window.scrollBy({ top: r.top - top - margin });
+      else if (r.bottom > bottom - margin) window.scrollBy({ top: Math.min(r.bottom - bottom + margin, r.top - top - margin) });
+    });
+  });
 }

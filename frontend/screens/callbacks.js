@@ -1,7 +1,7 @@
 // Callbacks: the calls promised a callback during the outage. Agents see their own (also offline, from the
 // saved list) and record each try with one tap; tries wait in the device's outbox (attempts.js) and are
 // sent with their own ids, so sending one twice is harmless. Leads see everyone's and assign them.
-import { api, session } from "../api.js";
+import { api, errorText, session } from "../api.js";
 import * as attempts from "../attempts.js";
 import { emit, on } from "../events.js";
 import { lang, t } from "../i18n.js";
@@ -64,7 +64,7 @@ function item(callback, now, users, queued) {
         try {
           const done = await api(`/api/callbacks/${c.id}/owner`, { method: "PUT", body: { owner_id: Number(event.target.value) } });
           toast(t("cb.assigned", { name: done.owner.name }));
-        } catch (error) { toast(error.message, "error"); }
+        } catch (error) { toast(errorText(error), "error"); }
       } }, users.map((u) => h("option", { value: u.id, selected: u.id === c.owner.id }, `${u.display_name} (${t(`role.${u.role}`)})`)))) : null);
 }
 

@@ -42,7 +42,7 @@ route("#/forms/:slug", async (view, { slug }) => {
 
 route("#/records/:id", async (view, { id }) => {
   const record = await store.get(id);
-  if (!record) return mount(view, h("p", { class: "empty" }, t("rec.notfound")));
+  if (!record) return mount(view, h("h1", {}, t("rec.notfound")), h("a", { class: "button", href: "#/outbox" }, t("nav.outbox")));
   showForm(view, await loadForm(record.form, record.formVersion), record, { fresh: false });
 });
 
@@ -61,7 +61,7 @@ function showForm(view, definition, record, { fresh }) {
       record = await store.saveDraft(record, form.read());
       status.textContent = t("rec.autosaved", { time: formatTime(record.updatedAt) });
       discard.hidden = record.sentRev > 0;
-    }).catch((e) => toast(e.message, "error"));
+    }).catch((e) => { console.warn("autosave", e); toast(t("rec.autosaveFailed"), "error"); });
     return saving;
   };
   const form = renderForm(definition, values, { onInput: () => {
@@ -83,6 +83,7 @@ function showForm(view, definition, record, { fresh }) {
     } }, t("rec.discard"));
 
   const submit = h("button", { type: "submit", class: "primary big rec-save" }, t("rec.save"));
+  const notSaved = h("p", { class: "rec-notsaved", role: "alert", hidden: true });
   const element = h("form", { class: "card rec-form", novalidate: true, dataset: { form: definition.slug,
     version: definition.version, record: record.id }, onsubmit: async (event) => {
     event.preventDefault();
@@ -90,10 +91,16 @@ function showForm(view, definition, record, { fresh }) {
     timer = null;
     const errors = form.validate();
     if (Object.keys(errors).length) {
+      // Not saved, and it says so where the thumb is: a line in the action bar that stays until the next
+      // save, the status line above the form, and the keyboard on the first field to fix.
       form.showErrors(errors);
-      toast(t("rec.fix"), "error");
+      notSaved.textContent = t("rec.notSaved", { n: Object.keys(errors).length });
+      notSaved.hidden = false;
+      status.textContent = t("rec.notSavedStatus");
+      element.querySelector(".field.invalid input, .field.invalid textarea, .field.invalid select")?.focus();
       return;
     }
+    notSaved.hidden = true;
     submit.disabled = true;
     try {
       await saving;
@@ -113,7 +120,7 @@ function showForm(view, definition, record, { fresh }) {
     } finally {
       submit.disabled = false;
     }
-  } }, form.element, h("div", { class: "rec-actions" }, submit, discard));
+  } }, form.element, h("div", { class: "rec-actions" }, notSaved, submit, discard));
 
   mount(view,
     h("h1", {}, pick(definition.title)),

@@ -2,6 +2,7 @@
 import { session } from "../api.js";
 import { t } from "../i18n.js";
 import { navigate, route, tab } from "../router.js";
+import { installControl } from "../pwa.js";
 import { logout } from "../session.js";
 import { h, mount } from "../ui.js";
 
@@ -28,5 +29,6 @@ route("#/", async (view) => {
     h("div", { class: "actions" }, actions
       .filter((a) => !a.roles || a.roles.includes(user.role))
       .map((a) => h("a", { class: `action ${a.kind || ""}`, href: a.href }, a.label()))),
+    installControl(),
     h("div", { class: "row" }, logoutButton));
 });

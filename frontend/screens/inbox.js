@@ -1,6 +1,6 @@
 // Inbox: every notification this user got (escalations, declarations, alert levels), whether or not a
 // push reached the phone, and the switch that turns Web Push on for this device (from a tap).
-import { api } from "../api.js";
+import { api, errorText } from "../api.js";
 import { emit } from "../events.js";
 import * as readCache from "../offline.js";
 import { lang, pick, t } from "../i18n.js";
@@ -42,7 +42,7 @@ async function pushCard() {
         refreshCard(card);
       } catch (error) {
         pushError = error.code === "denied" ? t("push.denied")
-          : error.code === "unsupported" ? t("push.unsupported") : t("push.failed", { error: error.message });
+          : error.code === "unsupported" ? t("push.unsupported") : t("push.failed", { error: errorText(error) });
         status.textContent = pushError;
         status.className = "error";
         button.disabled = false;
@@ -51,12 +51,12 @@ async function pushCard() {
   }
   if (subscribed) {
     buttons.append(h("button", { type: "button", onclick: async () => {
-      try { await disablePush(); toast(t("push.disabled")); } catch (error) { toast(error.message, "error"); }
+      try { await disablePush(); toast(t("push.disabled")); } catch (error) { toast(errorText(error), "error"); }
       refreshCard(card);
     } }, t("push.disable")));
   }
   buttons.append(h("button", { type: "button", id: "push-test", onclick: async () => {
-    try { await api("/api/push/test", { method: "POST" }); toast(t("push.tested")); emit("inbox"); } catch (error) { toast(error.message, "error"); }
+    try { await api("/api/push/test", { method: "POST" }); toast(t("push.tested")); emit("inbox"); } catch (error) { toast(errorText(error), "error"); }
   } }, t("push.test")));
   card.append(status, buttons);
   return card;

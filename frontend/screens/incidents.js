@@ -2,7 +2,7 @@
 // label, playbook steps with who ticked them, the escalation ladder, notes, the timeline, and the
 // ack / recovered / resolve buttons the server says this user may use. The last state fetched is kept in
 // this user's offline cache (offline.js), so the screens still show something useful offline.
-import { api, session } from "../api.js";
+import { api, errorText, session } from "../api.js";
 import { emit } from "../events.js";
 import { loadContent } from "../content.js";
 import * as readCache from "../offline.js";
@@ -86,7 +86,7 @@ async function declareCard() {
       const incident = await api("/api/incidents", { method: "POST", body });
       navigate(`#/incidents/${incident.id}`);
     } catch (e) {
-      error.textContent = t("inc.failed", { error: e.message });
+      error.textContent = t("inc.failed", { error: errorText(e) });
       error.hidden = false;
       submit.disabled = false;
     }
@@ -114,7 +114,7 @@ function levelCard(level) {
       await api("/api/metrics", { method: "POST", body: {
         answer_rate: Number(rate.value), queue_length: Number(queue.value), system_failure: failure.checked } });
       emit("rerender");
-    } catch (e) { toast(t("inc.failed", { error: e.message }), "error"); }
+    } catch (e) { toast(t("inc.failed", { error: errorText(e) }), "error"); }
   } },
   h("div", { class: "row two" }, h("label", {}, t("level.answer_rate"), rate), h("label", {}, t("level.queue"), queue)),
   h("label", { class: "check" }, failure, t("level.failure")),
@@ -187,7 +187,7 @@ function stepsList(incident, offline, onChange) {
         } catch (e) {
           box.checked = !box.checked;
           box.disabled = false;
-          toast(t("inc.failed", { error: e.message }), "error");
+          toast(t("inc.failed", { error: errorText(e) }), "error");
         }
       } });
     return h("li", { class: `inc-step ${step.done ? "done" : ""} ${role === step.who ? "mine" : ""}` },
@@ -216,7 +216,7 @@ function actionButtons(incident, offline, onChange) {
       onChange(await api(`/api/incidents/${incident.id}/${path}`, { method: "POST", body }));
       emit("inbox");
     } catch (e) {
-      toast(t("inc.failed", { error: e.message }), "error");
+      toast(t("inc.failed", { error: errorText(e) }), "error");
       event.target.disabled = false;
     }
   };
@@ -243,7 +243,7 @@ function noteForm(incident, onAdded) {
       await api(`/api/incidents/${incident.id}/notes`, { method: "POST", body: { text: text.value.trim() } });
       text.value = "";
       onAdded();
-    } catch (e) { toast(t("inc.failed", { error: e.message }), "error"); }
+    } catch (e) { toast(t("inc.failed", { error: errorText(e) }), "error"); }
   } }, h("label", {}, t("inc.notes"), text), h("button", { type: "submit" }, t("inc.note.add")));
 }
 

@@ -17,7 +17,7 @@ route("#/login", async (view) => {
       document.getElementById("banner").hidden = true;
       navigate("#/");
     } catch (e) {
-      error.textContent = e instanceof ApiError ? `${t("login.failed")}: ${e.message}` : t("error.network");
+      error.textContent = e instanceof ApiError ? t("login.failedBecause", { reason: e.message }) : t("error.network");
       error.hidden = false;
     }
   } },
@@ -27,5 +27,6 @@ route("#/login", async (view) => {
   error,
   h("button", { type: "submit", class: "primary big" }, t("login.submit")));
   mount(view, form);
-  if (!username.value) username.focus(); else password.focus();
+  // The first empty field takes the keyboard (after the app's own focus on the view, hence the next frame).
+  requestAnimationFrame(() => (username.value ? password : username).focus());
 }, { public: true });

@@ -17,6 +17,9 @@ homeAction({ href: "#/outbox", label: () => t("outbox.home"), order: 2 });
 
 route("#/outbox", async (view) => {
   const countsBar = h("div", { class: "outbox-counts", role: "status" });
+  // The truth at a glance: how many are not uploaded, since when, and what happens next.
+  const truth = h("div", { class: "outbox-truth", role: "status", "aria-live": "polite" });
+  let waiting = { unsent: 0, drafts: 0, oldest: null };
   const syncLine = h("p", { class: "outbox-sync muted" });
   const progress = h("progress", { class: "outbox-progress", max: 1, value: 0, hidden: true });
   const notice = h("p", { class: "warning", role: "alert", hidden: true });
@@ -39,7 +42,7 @@ route("#/outbox", async (view) => {
   } }, t("outbox.clear"));
 
   const root = h("section", { class: "outbox" },
-    h("h1", {}, t("outbox.title")), login, notice, persistWarning, countsBar, syncLine, progress,
+    h("h1", {}, t("outbox.title")), truth, login, notice, persistWarning, countsBar, syncLine, progress,
     h("div", { class: "row outbox-buttons" }, syncButton, exportButton), list, h("div", { class: "row" }, clearButton));
   mount(view, root);
 
@@ -50,14 +53,37 @@ route("#/outbox", async (view) => {
     return definitions[key];
   }
 
+  function nextStep(s) {
+    if (s.running) return t("outbox.next.sending");
+    if (s.needsLogin || !session.token) return t("outbox.next.login");
+    if (net.online === false) return t("outbox.next.offline");
+    if (s.lastError) return t("outbox.next.retry");
+    return t("outbox.next.soon");
+  }
+
+  function showTruth(s = syncState) {
+    const { unsent, drafts, oldest } = waiting;
+    truth.className = `outbox-truth ${unsent ? "waiting" : "clear"}`;
+    truth.replaceChildren(...[
+      h("strong", {}, unsent ? t("outbox.unsent", { n: unsent }) : t("outbox.unsentNone")),
+      unsent && oldest ? h("p", {}, t("outbox.since", { time: formatTime(oldest) })) : null,
+      unsent ? h("p", {}, nextStep(s)) : null,
+      drafts ? h("p", {}, t("outbox.drafts", { n: drafts })) : null].filter(Boolean));
+  }
+
   function showSync(s = syncState) {
-    syncLine.textContent = s.lastSync ? t("outbox.last", { time: formatTime(s.lastSync) }) : t("outbox.never");
+    // "Last successful upload" never reads as "all is well" while records wait.
+    syncLine.textContent = s.lastSync
+      ? t(waiting.unsent ? "outbox.lastOk" : "outbox.last", { time: formatTime(s.lastSync) }) : t("outbox.never");
+    showTruth(s);
     progress.hidden = !s.running || !s.total;
     progress.max = Math.max(1, s.total);
     progress.value = s.done;
     if (s.running && s.total) syncLine.textContent = t("outbox.progress", { done: s.done, total: s.total });
-    login.hidden = !(s.needsLogin || !session.token);
-    notice.hidden = !((s.lastError && !s.running) || net.online === false);
+    // One message for an expired login (the app's banner stays off on this screen); no retry notice with it.
+    const loginNeeded = s.needsLogin || !session.token;
+    login.hidden = !loginNeeded;
+    notice.hidden = loginNeeded || !((s.lastError && !s.running) || net.online === false);
     // In the agent's language; the server's own (English) words only as a smaller second line.
     if (net.online === false) notice.replaceChildren(t("outbox.offline"));
     else notice.replaceChildren(t("outbox.retry", { reason: failureText(s.lastError) }),
@@ -76,6 +102,10 @@ route("#/outbox", async (view) => {
         dataset: { status: s, count: counts[s] } }, `${t(`status.${s}`)} `, h("b", {}, String(counts[s])))));
       persistWarning.hidden = (await store.persistence()) !== false;
       const records = await store.list();
+      const unsent = records.filter((r) => r.status !== "synced" && r.status !== "draft");
+      waiting = { unsent: unsent.length, drafts: counts.draft,
+        oldest: unsent.map((r) => r.capturedAt).filter(Boolean).sort()[0] || null };
+      showSync();
       const items = [];
       for (const r of records.slice(0, SHOWN)) items.push(await item(r));
       if (!items.length) items.push(h("li", { class: "empty" }, t("outbox.empty")));

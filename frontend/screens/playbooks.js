@@ -1,7 +1,7 @@
 // Playbooks: the list grouped by category with search, and one playbook with tickable steps, the call
 // script, the forms it uses, contacts as tel: buttons and the escalation ladder. Works offline from the
 // saved copies (content.js); ticks are kept on this device.
-import { session } from "../api.js";
+import { errorText, session } from "../api.js";
 import { loadContent, savedAt } from "../content.js";
 import { emit, on } from "../events.js";
 import { net } from "../net.js";
@@ -196,10 +196,11 @@ function contactsSection(playbook) {
   return h("section", { class: "pb-section", id: "pb-contacts" },
     h("h2", {}, t("pb.contacts")),
     h("div", { class: "pb-contacts" }, playbook.contacts.map((contact) =>
-      h("a", { class: "pb-tel", href: telHref(contact.phone), "aria-label": `${t("pb.call")} ${pick(contact.label)} ${contact.phone}` },
+      // Its name is what it shows (label, then number), so voice control finds it by the words on it.
+      h("a", { class: "pb-tel", href: telHref(contact.phone), title: `${t("pb.call")} ${contact.phone}` },
         h("span", { class: "pb-tel-icon", "aria-hidden": "true" }, "✆"),
         h("span", { class: "pb-tel-text" },
-          h("span", { class: "pb-tel-label" }, pick(contact.label)),
+          h("span", { class: "pb-tel-label" }, pick(contact.label)), " ",
           h("span", { class: "pb-tel-number" }, contact.phone))))));
 }
 
@@ -246,7 +247,7 @@ function showFailure(view, error) {
   const offline = error instanceof TypeError;
   mount(view, h("div", { class: "card stack" },
     h("p", { class: "error", role: "alert" },
-      error?.status === 404 ? t("pb.notfound") : offline ? t("pb.offline.empty") : error.message),
+      error?.status === 404 ? t("pb.notfound") : offline ? t("pb.offline.empty") : errorText(error)),
     h("div", { class: "row" },
       h("button", { type: "button", onclick: () => emit("rerender") }, t("pb.retry")),
       h("a", { class: "button", href: "#/playbooks" }, t("pb.back")))));

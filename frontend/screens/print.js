@@ -3,10 +3,10 @@
 // works offline too (then the sheet ID is made on this device and printed as big text, without a QR code).
 import { api, session } from "../api.js";
 import { loadContent } from "../content.js";
-import { t } from "../i18n.js";
+import { pick, t } from "../i18n.js";
 import { route } from "../router.js";
 import { h, mount } from "../ui.js";
-import { deviceSheetId, isDeviceSheet, localDay } from "../sheets.js";
+import { deviceSheetId, isDeviceSheet, localDay, rowsThatFit } from "../sheets.js";
 import { loadCallbacks } from "./callbacks.js";
 import { homeAction } from "./home.js";
 
@@ -26,6 +26,9 @@ function printedAt() {
   const now = new Date();
   return now.toLocaleString("zh-CN", { dateStyle: "short", timeStyle: "short" });
 }
+
+// What a sheet is called, for its page headers and the kit's contents.
+const titled = (title) => ({ title: `${ZH(title)} ${EN(title)}`, titleZh: ZH(title), titleEn: EN(title) });
 
 function sheetHead(title, kindLabel, version, extra) {
   return h("header", { class: "ps-head" },
@@ -52,7 +55,7 @@ export function playbookSheet(playbook, forms = []) {
   };
   const section = (zh, en, ...content) => h("section", { class: "ps-section" },
     h("h2", {}, h("span", { class: "zh" }, zh), " ", h("span", { class: "en" }, en)), ...content);
-  return h("article", { class: "print-sheet playbook-sheet", dataset: { playbook: playbook.slug } },
+  return h("article", { class: "print-sheet playbook-sheet", dataset: { playbook: playbook.slug, ...titled(playbook.title) } },
     sheetHead(playbook.title, L("应急预案", "Playbook"), playbook.version,
       h("div", { class: "ps-fill" }, h("span", {}, "事件开始 Started ____:____"), h("span", {}, "组长 Lead ________"))),
     h("p", { class: "ps-summary" }, both(playbook.summary, "span")),
@@ -84,19 +87,6 @@ export function playbookSheet(playbook, forms = []) {
 
 // ---------------------------------------------------------------- blank form sheets
 
-// Page geometry (mm) of a landscape A4 sheet: the rows that fit are computed, never left to chance.
-const PAGE_H = 186; // 210 − 2 × 10 mm margins, less 4 mm for borders and rounding
-const HEAD_H = 30;
-const THEAD_H = 16;
-const LEGEND_LINE_H = 5;
-const FOOT_H = 9;
-const ROW_H = 12; // room for handwriting
-
-export function rowsThatFit(definition) {
-  const legendLines = definition.fields.filter((f) => f.type === "choice").length;
-  return Math.floor((PAGE_H - HEAD_H - THEAD_H - legendLines * LEGEND_LINE_H - FOOT_H) / ROW_H);
-}
-
 function cellHint(field) {
   if (field.type === "boolean") return h("span", { class: "hint" }, "□是Y  □否N");
   if (field.type === "choice") {
@@ -118,7 +108,8 @@ export function formSheet(form, sheet) {
       offline ? h("p", { class: "ps-id-note" }, "离线生成，无二维码：录入时手输此编号", h("br"),
         "Made offline, no QR code: type this ID when transcribing") : null));
   const choiceFields = form.fields.filter((f) => f.type === "choice");
-  return h("article", { class: "print-sheet form-sheet", dataset: { form: form.slug, sheetId: sheet.sheet_id, rows } },
+  return h("article", { class: "print-sheet form-sheet",
+    dataset: { form: form.slug, sheetId: sheet.sheet_id, rows, ...titled(form.title) } },
     sheetHead(form.title, L("纸质表单", "Paper form"), form.version, idBlock),
     h("table", { class: "ps-grid" },
       h("colgroup", {}, h("col", { class: "rownum" }),
@@ -155,7 +146,47 @@ function toolbar(back, ...extra) {
     h("button", { type: "button", class: "primary", id: "print-now", onclick: () => window.print() }, t("print.button")));
 }
 
-function ready(view, sheets) {
+// Every printed page says what it is: the sheet's title (and sheet ID) at the top, "n / N" at the bottom.
+// One named @page per sheet carries its own margin boxes; the rules go in through the CSSOM (the CSP allows
+// no inline <style>), replacing the last print screen's.
+let pageRules = null;
+const cssText = (text) => `"${String(text).replace(/["\\]/g, "\\$&").replace(/\n/g, " ")}"`;
+
+function pageSetup(sheets, kitTitle) {
+  const rules = sheets.map((sheet, i) => {
+    const name = `sheet-${i + 1}`;
+    sheet.dataset.page = name;
+    const landscape = sheet.classList.contains("form-sheet") || sheet.classList.contains("list-sheet");
+    const title = sheet.dataset.title || "";
+    const id = sheet.dataset.sheetId ? `表单编号 Sheet ID ${sheet.dataset.sheetId}` : "";
+    return `.print-sheet[data-page="${name}"] { page: ${name}; }
+      @page ${name} { size: A4 ${landscape ? "landscape" : "portrait"}; margin: ${landscape ? "12mm 10mm" : "14mm 12mm"};
+        @top-left { content: ${cssText(sheets.length > 1 ? `${i + 1}. ${title}` : title)}; font-size: 8pt; }
+        @top-right { content: ${cssText(id || kitTitle)}; font-size: 8pt; }
+        @bottom-left { content: ${cssText(kitTitle)}; font-size: 8pt; }
+        @bottom-right { content: "第 " counter(page) " / " counter(pages) " 页 · Page " counter(page) " / " counter(pages); font-size: 8pt; } }`;
+  });
+  const sheet = new CSSStyleSheet();
+  sheet.replaceSync(rules.join("\n"));
+  document.adoptedStyleSheets = [...document.adoptedStyleSheets.filter((s) => s !== pageRules), sheet];
+  pageRules = sheet;
+}
+
+// The kit's first page: every sheet in print order, with its kind and sheet ID, numbered as on its pages.
+function contentsSheet(sheets) {
+  return h("article", { class: "print-sheet contents-sheet playbook-sheet", dataset: { title: "目录 Contents" } },
+    h("header", { class: "ps-head" }, h("div", { class: "ps-title" },
+      h("h1", { class: "zh", lang: "zh-CN" }, "应急包 · 目录"), h("p", { class: "en", lang: "en" }, "Outage kit · Contents"),
+      h("p", { class: "ps-meta" }, `打印 Printed ${printedAt()} · ${session.user ? session.user.site_name : ""}`))),
+    h("ol", { class: "ps-contents" }, sheets.map((sheet, i) => h("li", { dataset: { n: i + 2 } },
+      h("span", { class: "num" }, String(i + 2)), " ",
+      h("span", { class: "zh", lang: "zh-CN" }, sheet.dataset.titleZh || ""), " ",
+      h("span", { class: "en", lang: "en" }, sheet.dataset.titleEn || ""),
+      sheet.dataset.sheetId ? h("span", { class: "ps-contents-id" }, ` · ${sheet.dataset.sheetId}`) : null))));
+}
+
+function ready(view, sheets, kitTitle = "应急工作台 Outage Desk") {
+  pageSetup(sheets, kitTitle);
   const offline = sheets.some((s) => s.dataset.sheetId && isDeviceSheet(s.dataset.sheetId));
   view.append(h("div", { class: "print-pages", dataset: { ready: "1" } }, sheets));
   if (offline) view.querySelector(".print-toolbar").append(h("p", { class: "muted" }, t("print.offlineIds")));
@@ -163,7 +194,7 @@ function ready(view, sheets) {
 
 route("#/print", async (view) => {
   const [playbooks, forms] = await Promise.all([loadContent("/api/playbooks"), loadContent("/api/forms")]);
-  const item = (href, title) => h("li", {}, h("a", { class: "button print-link", href }, `${ZH(title)} · ${EN(title)}`));
+  const item = (href, title) => h("li", {}, h("a", { class: "button print-link", href }, pick(title)));
   mount(view,
     h("h1", {}, t("print.index")),
     h("section", { class: "card" }, h("p", {}, t("print.kit.help")),
@@ -203,7 +234,8 @@ route("#/print/kit", async (view) => {
   const sheets = [];
   for (const form of forms) sheets.push(formSheet(form, (await sheetIds(form.slug, 1))[0]));
   view.querySelector(".loading")?.remove();
-  ready(view, [...playbooks.map((p) => playbookSheet(p, forms)), ...sheets]);
+  const all = [...playbooks.map((p) => playbookSheet(p, forms)), ...sheets];
+  ready(view, [contentsSheet(all), ...all], "应急包 Outage kit");
 });
 
 // The callback list on paper: for when the phones die halfway through the callbacks.
@@ -213,7 +245,8 @@ route("#/print/callbacks/:scope", async (view, params) => {
   const time = (iso) => (iso ? new Date(iso).toLocaleString("zh-CN", { dateStyle: "short", timeStyle: "short" }) : "");
   const heads = [["来电人", "Caller"], ["电话", "Phone"], ["来电时间", "Called"], ["最晚回拨", "Call back by"],
     ["负责人", "Owner"], ["第1次", "Try 1"], ["第2次", "Try 2"], ["第3次", "Try 3"], ["结果", "Outcome"], ["备注", "Notes"]];
-  const sheet = h("article", { class: "print-sheet list-sheet", dataset: { rows: data.items.length } },
+  const sheet = h("article", { class: "print-sheet list-sheet",
+    dataset: { rows: data.items.length, ...titled(L("回拨清单", "Callback list")) } },
     sheetHead(L("回拨清单", "Callback list"), L("回拨", "Callbacks"), 1,
       h("div", { class: "ps-fill" }, h("span", {}, `共 ${data.items.length} 个 · ${data.items.length} in all`))),
     h("table", { class: "ps-grid list-grid" },

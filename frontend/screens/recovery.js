@@ -1,6 +1,6 @@
 // After recovery (leads): re-enter the manual records into the CRM (single or bulk, with the CRM
 // reference) or close them, export them, and write the post-incident review; its print views.
-import { api, session } from "../api.js";
+import { api, errorText, session } from "../api.js";
 import { loadContent } from "../content.js";
 import { emit } from "../events.js";
 import * as readCache from "../offline.js";
@@ -66,7 +66,7 @@ route("#/recovery", async (view) => {
       if (Object.keys(answer.errors).length) toast(Object.values(answer.errors)[0], "error");
       emit("rerender");
     } catch (error) {
-      toast(error.problem?.errors ? t("re.needRef") : error.message, "error");
+      toast(error.problem?.errors ? t("re.needRef") : errorText(error), "error");
     }
   }
 
@@ -93,12 +93,12 @@ route("#/recovery", async (view) => {
         filters.status === "pending" ? h("button", { type: "button", id: "re-close", onclick: () => mark("closed") }, t("re.closeSelected")) : null) : null)
       : h("p", { class: "empty" }, t("re.none")),
     h("div", { class: "row" },
-      h("button", { type: "button", id: "re-csv", onclick: () => download(`/api/recovery/export.csv?${exportQuery}`, `${filters.form}.csv`).catch((e) => toast(e.message, "error")) }, t("re.csv")),
-      h("button", { type: "button", id: "re-json", onclick: () => download(`/api/recovery/export.json?${exportQuery}`, `${filters.form}.json`).catch((e) => toast(e.message, "error")) }, t("re.json"))),
+      h("button", { type: "button", id: "re-csv", onclick: () => download(`/api/recovery/export.csv?${exportQuery}`, `${filters.form}.csv`).catch((e) => toast(errorText(e), "error")) }, t("re.csv")),
+      h("button", { type: "button", id: "re-json", onclick: () => download(`/api/recovery/export.json?${exportQuery}`, `${filters.form}.json`).catch((e) => toast(errorText(e), "error")) }, t("re.json"))),
     h("h2", {}, t("re.reviews")),
     h("ul", { class: "re-incidents" }, incidentList.slice(0, 30).map((i) => h("li", {},
       h("a", { href: `#/incidents/${i.id}/review` }, `#${i.id} ${pick(i.title)}`), " · ",
-      h("span", { class: "muted" }, `${i.status} · ${formatTime(i.declared_at, lang())}`), " · ",
+      h("span", { class: "muted" }, `${t(`st.${i.status}`)} · ${formatTime(i.declared_at, lang())}`), " · ",
       h("a", { href: `#/print/incident/${i.id}/log` }, t("re.log"))))));
 }, { roles: ["lead", "manager", "admin"] });
 
@@ -115,7 +115,8 @@ function figures(report) {
     row(t("rv.firstReport"), `${minutes(fr.seconds)} · ${t("rv.fiveMin")}: ${fr.within_limit ? t("rv.ok") : t("rv.late")}`,
       fr.within_limit ? "ok" : "bad"),
     row(t("rv.outage"), report.outage.ongoing ? `${minutes(report.outage.seconds_so_far)} (${t("rv.ongoing")})` : minutes(report.outage.seconds)),
-    row(t("rv.records"), `${report.records.total} (device ${report.records.by_source.device || 0} · paper ${report.records.by_source.paper || 0})`),
+    row(t("rv.records"), t("rv.recordsBySource", { total: report.records.total,
+      device: report.records.by_source.device || 0, paper: report.records.by_source.paper || 0 })),
     row(t("rv.callbacks"), `${t("rv.promised")} ${cb.promised} · ${t("rv.onTime")} ${cb.on_time} · ${t("rv.lateCb")} ${cb.late} · ${t("rv.open")} ${cb.open}`,
       cb.open || cb.late ? "bad" : "ok"),
     row(t("rv.reentry"), `${t("re.reentered")} ${re.reentered} · ${t("re.closed")} ${re.closed} · ${t("re.pending")} ${re.pending} / ${re.total}`,
@@ -126,7 +127,8 @@ function escalations(report) {
   return h("table", { class: "rv-ladder" },
     h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, t("rv.escalations")), h("th", {}, t("rv.fired")), h("th", {}, t("rv.acked")))),
     h("tbody", {}, report.escalations.map((e) => h("tr", {},
-      h("td", {}, String(e.rung + 1)), h("td", {}, `${e.after_minutes} min → ${e.notify.join(", ")} (${e.status})`),
+      h("td", {}, String(e.rung + 1)), h("td", {}, t("rv.rung", { after: e.after_minutes, roles: e.notify.map((r) => t(`role.${r}`)).join(t("list.sep")),
+        status: t(`rv.state.${e.status}`) })),
       h("td", {}, e.fired_at ? formatTime(e.fired_at, lang()) : "—"),
       h("td", {}, e.acked_at ? `${formatTime(e.acked_at, lang())} (+${minutes(e.seconds_fire_to_ack)})` : "—")))));
 }
@@ -140,14 +142,20 @@ const KINDS = {
   reserve_called: ["调用后备", "Reserves called"],
   crm_pushed: ["推送到CRM", "Sent to CRM"], crm_reentered: ["已入CRM", "In the CRM"], crm_failed: ["CRM推送失败", "CRM push failed"],
 };
-const kindText = (kind) => (KINDS[kind] ? KINDS[kind].join(" ") : kind);
+// On screen in the user's language; on paper both, each marked with its language.
+const kindText = (kind, both = false) => {
+  const [zh, en] = KINDS[kind] || [t("ev.other"), t("ev.other")];
+  if (!both) return lang() === "en" ? en : zh;
+  return [h("span", { lang: "zh-CN" }, zh), " ", h("span", { lang: "en" }, en)];
+};
+// A step is never shown by its id; a ladder message in the reader's language.
 const eventDetails = (e) => (e.data && (e.data.text || e.data.note || e.data.crm_ref || e.data.error ||
-  (e.data.message ? `${e.data.message["zh-CN"]} / ${e.data.message.en}` : e.data.step || ""))) || "";
+  (e.data.message ? pick(e.data.message) : e.data.step ? t("ev.step") : ""))) || "";
 
 function timelineTable(events) {
   return h("table", { class: "rv-timeline" }, h("tbody", {}, events.map((e) => h("tr", {},
     h("td", { class: "nowrap" }, formatTime(e.at, "zh-CN")),
-    h("td", {}, h("b", {}, kindText(e.kind)), e.actor ? ` · ${e.actor.name}` : "",
+    h("td", {}, h("b", {}, kindText(e.kind, Boolean(document.querySelector(".print-sheet")))), e.actor ? ` · ${e.actor.name}` : "",
       eventDetails(e) ? h("div", { class: "rv-detail" }, eventDetails(e)) : null)))));
 }
 
@@ -169,7 +177,7 @@ route("#/incidents/:id/review", async (view, { id }) => {
         await api(`/api/incidents/${id}/report`, { method: "PUT", body: { cause: cause.value, actions: actions.value } });
         toast(t("rv.saved"));
         emit("rerender");
-      } catch (error) { toast(error.message, "error"); }
+      } catch (error) { toast(errorText(error), "error"); }
     } },
     h("label", { for: "rv-cause" }, t("rv.cause")), cause,
     h("label", { for: "rv-actions" }, t("rv.actions")), actions,
@@ -184,7 +192,7 @@ route("#/incidents/:id/review", async (view, { id }) => {
 
 function printToolbar(back) {
   return h("div", { class: "print-toolbar no-print" }, h("a", { class: "button", href: back }, "←"),
-    h("button", { type: "button", class: "primary", onclick: () => window.print() }, "打印 Print"));
+    h("button", { type: "button", class: "primary", onclick: () => window.print() }, t("print.button")));
 }
 
 function printHead(zh, en, report) {
@@ -242,7 +250,7 @@ route("#/print/incident/:id/log", async (view, { id }) => {
   const timeline = h("table", { class: "ps-table" },
     h("thead", {}, h("tr", {}, h("th", {}, "时间 Time"), h("th", {}, "事件 Event"), h("th", {}, "人员 Who"), h("th", {}, "内容 Details"))),
     h("tbody", {}, report.timeline.map((e) => h("tr", {}, h("td", { class: "nowrap" }, formatTime(e.at, "zh-CN")),
-      h("td", {}, kindText(e.kind)), h("td", {}, e.actor ? e.actor.name : ""), h("td", {}, eventDetails(e))))));
+      h("td", {}, kindText(e.kind, true)), h("td", {}, e.actor ? e.actor.name : ""), h("td", {}, eventDetails(e))))));
   const sheet = h("article", { class: "print-sheet playbook-sheet log-sheet" },
     printHead("事件日志", "Incident log", report), logs.items.map(logTable),
     h("section", { class: "ps-section" }, h("h2", {}, "时间线 ", h("span", { class: "en" }, "Timeline")), timeline));

@@ -5,9 +5,9 @@ import { api, ApiError, session } from "../api.js";
 import { loadContent } from "../content.js";
 import { pick, t } from "../i18n.js";
 import { navigate, route } from "../router.js";
-import { h, mount, toast } from "../ui.js";
+import { formatTime, h, mount, toast } from "../ui.js";
 import { renderForm } from "../formview.js";
-import { normalizeSheetId, paperRecordId } from "../sheets.js";
+import { normalizeSheetId, paperRecordId, rowsThatFit } from "../sheets.js";
 import * as store from "../store.js";
 import { requestSync } from "../sync.js";
 import { homeAction } from "./home.js";
@@ -111,8 +111,12 @@ route("#/transcribe/:form/:sheet/:row", async (view, params) => {
   const sheetId = normalizeSheetId(params.sheet);
   if (!sheetId) return navigate("#/transcribe");
   const definition = await loadContent(`/api/forms/${encodeURIComponent(params.form)}`);
-  const row = Math.max(1, Number(params.row) || 1);
-  const go = (n) => navigate(`#/transcribe/${params.form}/${sheetId}/${Math.max(1, n)}`);
+  // A paper sheet has the rows print.js drew on it, and no more: row 11 of a 10-row sheet is a typo.
+  const rows = rowsThatFit(definition);
+  const row = Math.min(rows, Math.max(1, Number(params.row) || 1));
+  const go = (n) => navigate(`#/transcribe/${params.form}/${sheetId}/${Math.min(rows, Math.max(1, n))}`);
+  if (Number(params.row) > rows) toast(t("print.rowTooHigh", { rows }), "error");
+  if (String(row) !== String(params.row)) return go(row);
 
   // Times on a sheet run on: a new row starts with the previous row's date and time fields.
   const values = {};
@@ -137,12 +141,24 @@ route("#/transcribe/:form/:sheet/:row", async (view, params) => {
     if (result.outcome === "differs") return showConflict(result.before);
     noteRow(sheetId, definition.slug, row);
     toast(t(result.outcome === "same" ? "tr.same" : "tr.saved", { row }));
-    go(row + 1);
+    if (row < rows) go(row + 1);
+    else navigate("#/transcribe"); // the sheet's last row: the sheet is done
   }
 
   function showConflict(before) {
-    const list = (data) => h("dl", {}, definition.fields.filter((f) => data[f.name] !== undefined).map((f) => [
-      h("dt", {}, pick(f.label)), h("dd", {}, String(data[f.name]))]));
+    // Values as the agent wrote them (choice labels, yes/no, times in the app's language); what differs marked.
+    const shown = (f, v) => {
+      if (v === undefined || v === null || v === "") return "—";
+      if (typeof v === "boolean") return t(v ? "field.yes" : "field.no");
+      if (f.type === "choice") return pick(f.choices.find((c) => c.value === v)?.label) || "—";
+      if (f.type === "datetime") return formatTime(v) || "—";
+      return String(v);
+    };
+    const now = form.read();
+    const differs = (f) => shown(f, before[f.name]) !== shown(f, now[f.name]);
+    const list = (data) => h("dl", {}, definition.fields.filter((f) => data[f.name] !== undefined || differs(f)).map((f) => [
+      h("dt", { class: differs(f) ? "differs" : "" }, pick(f.label), differs(f) ? " ≠" : ""),
+      h("dd", { class: differs(f) ? "differs" : "" }, shown(f, data[f.name]))]));
     conflict.hidden = false;
     conflict.replaceChildren(h("p", { class: "error", role: "alert" }, t("tr.differs", { row })),
       h("div", { class: "tr-versions" }, h("div", {}, h("h3", {}, t("tr.before")), list(before)),
@@ -160,7 +176,8 @@ route("#/transcribe/:form/:sheet/:row", async (view, params) => {
     h("div", { class: "tr-rowbar" },
       h("button", { type: "button", "aria-label": t("tr.prevRow"), disabled: row <= 1, onclick: () => go(row - 1) }, "◀"),
       h("h1", { class: "tr-row", dataset: { row } }, t("tr.row", { row })),
-      h("button", { type: "button", "aria-label": t("tr.nextRow"), onclick: () => go(row + 1) }, "▶")),
+      h("button", { type: "button", "aria-label": t("tr.nextRow"), disabled: row >= rows, onclick: () => go(row + 1) }, "▶")),
+    h("p", { class: "muted tr-rows" }, t("print.sheetRows", { rows })),
     h("p", { class: "tr-done muted" }, `${t("tr.done")}: `, done.length ? done.map((n) => h("a", {
       href: `#/transcribe/${params.form}/${sheetId}/${n}`, class: n === row ? "current" : "" }, String(n))) : t("tr.none")),
     codes,
