@@ -231,7 +231,7 @@ async def save_connector(
     stored = await get_connector(session, site_id)
     errors = {**check_connector(data, rules, stored), **(errors or {})}
     if errors:
-        raise Problem(422, "This CRM connector cannot be saved.", errors=errors)
+        raise Problem(422, "This CRM connector cannot be saved.", errors=errors, code="crm.invalid")
     before = describe(stored) if stored else None
     if stored is None:
         stored = CrmConnector(site_id=site_id)

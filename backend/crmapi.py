@@ -48,7 +48,7 @@ async def sample_facts(
         return crm.facts(record, agent.display_name if agent else None, site_slug), False
     document = await documents.get_document(session, site_id, "form", form)
     if document is None:
-        raise Problem(404, f"No form {form!r} at your site.", errors={"form": "unknown"})
+        raise Problem(404, f"No form {form!r} at your site.", errors={"form": "unknown"}, code="form.unknown")
     made_up = Record(
         id=uuid.UUID(int=0),
         rev=1,
@@ -86,7 +86,7 @@ async def preview_request(
     stored = await crm.get_connector(session, site_id)
     if data.connector is not None:
         if errors := crm.check_connector(data.connector, rules, stored):
-            raise Problem(422, "This CRM connector cannot be used.", errors=errors)
+            raise Problem(422, "This CRM connector cannot be used.", errors=errors, code="crm.invalid")
         draft = data.connector
         connector = crm.CrmConnector(
             site_id=site_id,
@@ -102,7 +102,7 @@ async def preview_request(
     elif stored is not None:
         connector, secret = stored, _readable(secret_key, stored.secret)
     else:
-        raise Problem(404, "This site has no CRM connector yet.")
+        raise Problem(404, "This site has no CRM connector yet.", code="crm.not_set_up")
     site = await session.get(Site, site_id)
     assert site is not None
     record_facts, made_up = await sample_facts(session, site_id, site.slug, data.form, data.record_id, at)
@@ -128,7 +128,7 @@ def _readable(secret_key: str, token: str | None) -> str | None:
     try:
         return crm.unseal(secret_key, token)
     except ValueError as exc:
-        raise Problem(409, str(exc), errors={"secret": "unreadable"}) from exc
+        raise Problem(409, str(exc), errors={"secret": "unreadable"}, code="crm.secret_unreadable") from exc
 
 
 @post(
@@ -167,9 +167,15 @@ async def push_records(
 ) -> dict[str, Any]:
     connector = await crm.get_connector(session, site_id)
     if connector is None:
-        raise Problem(409, "This site has no CRM connector: an admin sets one up first.")
+        raise Problem(
+            409, "This site has no CRM connector: an admin sets one up first.", code="crm.not_set_up"
+        )
     if not dry_run and not connector.enabled:
-        raise Problem(409, "The CRM connector is switched off: an admin switches it on after the preview.")
+        raise Problem(
+            409,
+            "The CRM connector is switched off: an admin switches it on after the preview.",
+            code="crm.off",
+        )
     send, skipped, again = await crmpush.plan(session, site_id, record_ids, incident_id)
     changed = [str(r.id) for r in await changed_records(session, site_id, incident_id)]
     body: dict[str, Any] = {"dry_run": dry_run, "count": len(send), "skipped": skipped, "changed": changed}
@@ -179,7 +185,9 @@ async def push_records(
         try:
             secret = crm.unseal(secret_key, connector.secret)
         except ValueError as exc:
-            raise Problem(409, str(exc), errors={"secret": "unreadable"}) from exc
+            raise Problem(
+                409, str(exc), errors={"secret": "unreadable"}, code="crm.secret_unreadable"
+            ) from exc
         names = await site_names(session, site_id)
         shown = []
         for record in send[:DRY_RUN_SHOWN]:

@@ -46,7 +46,7 @@ async def _run(fn: Callable[[Any, Any], Awaitable[Any]]) -> Any:
 async def _site(session: Any, slug: str) -> Site:
     site = (await session.execute(select(Site).where(Site.slug == slug))).scalar_one_or_none()
     if site is None:
-        raise Problem(404, f"no site {slug!r}")
+        raise Problem(404, f"no site {slug!r}", code="site.not_found")
     return site
 
 
@@ -65,7 +65,12 @@ def _connector_in(args: argparse.Namespace, stored: crm.CrmConnector | None) -> 
     if args.header:
         name, sep, value = args.header.partition(":")
         if not sep or not name.strip() or not value.strip():
-            raise Problem(422, 'The header must be "NAME: VALUE".', errors={"header": "not NAME: VALUE"})
+            raise Problem(
+                422,
+                'The header must be "NAME: VALUE".',
+                errors={"header": "not NAME: VALUE"},
+                code="crm.invalid",
+            )
         auth, header_name, secret = "header", name.strip(), value.strip()
     elif args.bearer:
         auth, header_name, secret = "bearer", None, args.bearer
@@ -77,7 +82,10 @@ def _connector_in(args: argparse.Namespace, stored: crm.CrmConnector | None) -> 
             mapping = json.loads(Path(args.mapping).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise Problem(
-                422, f"Cannot read the mapping file: {exc}", errors={"mapping": "unreadable"}
+                422,
+                f"Cannot read the mapping file: {exc}",
+                errors={"mapping": "unreadable"},
+                code="crm.invalid",
             ) from exc
     try:
         return crm.ConnectorIn(
@@ -90,7 +98,7 @@ def _connector_in(args: argparse.Namespace, stored: crm.CrmConnector | None) -> 
             enabled=not args.off,
         )
     except (TypeError, ValueError) as exc:
-        raise Problem(422, f"Not a usable set-up: {exc}") from exc
+        raise Problem(422, f"Not a usable set-up: {exc}", code="crm.invalid") from exc
 
 
 def cmd_set(args: argparse.Namespace) -> int:

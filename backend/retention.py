@@ -274,7 +274,9 @@ async def erase_caller(
     user = request.user
     wanted = digits(data.phone)
     if len(wanted) < 3:
-        raise Problem(422, "Give the caller's phone number.", errors={"phone": "no digits"})
+        raise Problem(
+            422, "Give the caller's phone number.", errors={"phone": "no digits"}, code="retention.no_phone"
+        )
     now = await clock.now(request.app, db)
     ids: list[uuid.UUID] = []
     query = select(Record.id, Record.data).where(

@@ -235,4 +235,11 @@ export default {
   "install.button": "Install on this device", "install.ios": "To install: tap Share in Safari, then Add to Home Screen.",
   "install.done": "Installed", "print.contents": "Contents", "print.page": "Page {n} / {total}", "print.sheetRows": "{rows} rows on this sheet",
   "print.rowTooHigh": "This paper sheet has only {rows} rows", "dt.picked": "Picked: {time}",
+  // merge: problem codes of the CRM connector and retention
+  "problem.crm": "The CRM connector could not do this", "problem.crm.invalid": "The CRM set-up is not valid: check the fields marked",
+  "problem.crm.not_set_up": "This site has no CRM connector yet: an admin sets one up first",
+  "problem.crm.off": "The CRM connector is switched off: an admin switches it on after the preview",
+  "problem.crm.secret_unreadable": "The stored CRM secret cannot be read: an admin enters it again",
+  "problem.site.not_found": "No such site", "problem.retention": "The retention rule could not be applied",
+  "problem.retention.no_phone": "Give the caller's phone number",
 };

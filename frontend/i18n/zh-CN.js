@@ -184,4 +184,11 @@ export default {
   "install.button": "安装到桌面", "install.ios": "安装：在 Safari 里点“分享”按钮，再选“添加到主屏幕”。",
   "install.done": "已安装", "print.contents": "目录", "print.page": "第 {n} / {total} 页", "print.sheetRows": "本页 {rows} 行",
   "print.rowTooHigh": "这张纸单只有 {rows} 行", "dt.picked": "已选：{time}",
+  // merge: problem codes of the CRM connector and retention
+  "problem.crm": "CRM连接无法完成此操作", "problem.crm.invalid": "CRM设置无效：请检查标出的字段",
+  "problem.crm.not_set_up": "本场地尚未设置CRM连接：请管理员先设置",
+  "problem.crm.off": "CRM连接已关闭：管理员预览后可开启",
+  "problem.crm.secret_unreadable": "无法读取已保存的CRM密钥：请管理员重新输入",
+  "problem.site.not_found": "没有这个场地", "problem.retention": "无法执行保留期规则",
+  "problem.retention.no_phone": "请填写来电人的电话号码",
 };
