@@ -152,8 +152,18 @@ async def enqueue(
         ).scalars()
         if set(c.roles) & set(roles)
     ]
+    return len(await add_deliveries(session, channels, message, incident_id, at))
+
+
+async def add_deliveries(
+    session: AsyncSession,
+    channels: list[Channel],
+    message: dict[str, Any],
+    incident_id: int | None,
+    at: datetime,
+) -> list[PushDelivery]:
     if not channels:
-        return 0
+        return []
     waiting = dict(
         (
             await session.execute(
@@ -172,7 +182,7 @@ async def enqueue(
         row.next_attempt_at = waiting.get(row.channel_id) or at
     session.add_all(rows)
     await session.flush()
-    return len(rows)
+    return rows
 
 
 # ---------------------------------------------------------------- API
@@ -306,9 +316,7 @@ TEST_MESSAGE["body"] = {
 async def test_channel(request: Req, db: AsyncSession, channel_id: int) -> dict[str, Any]:
     channel = await get_for_site(db, Channel, channel_id, request.user.site_id, "channel")
     at = await clock.now(request.app, db)
-    row = _delivery(channel, TEST_MESSAGE, None, at)
-    db.add(row)
-    await db.flush()
+    (row,) = await add_deliveries(db, [channel], TEST_MESSAGE, None, at)
     return {"delivery": row.id}
 
 

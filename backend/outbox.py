@@ -277,6 +277,8 @@ async def deliver_due(app: Any) -> int:
 
 def _succeeded(outcome: dict[str, Any]) -> bool:
     status = outcome.get("status")
+    if outcome.get("defer") is not None or outcome.get("gone"):
+        return False
     return bool(outcome.get("ok", status is not None and 200 <= status < 300))
 
 
