@@ -225,15 +225,15 @@ class Mailbox:
         self.controller.stop()
 
 
-@pytest.fixture(scope="module")
-def providers() -> Iterator[Providers]:
+@pytest.fixture(scope="module", name="providers")
+def providers_fixture() -> Iterator[Providers]:
     stand_in = Providers()
     yield stand_in
     stand_in.close()
 
 
-@pytest.fixture(scope="module")
-def mailbox() -> Iterator[Mailbox]:
+@pytest.fixture(scope="module", name="mailbox")
+def mailbox_fixture() -> Iterator[Mailbox]:
     box = Mailbox()
     yield box
     box.close()

@@ -25,8 +25,8 @@ from .providers import (
     SMS_KEY_ID,
     SMS_KEY_SECRET,
     WEBHOOK_SECRET,
-    mailbox,  # noqa: F401 (fixture)
-    providers,  # noqa: F401 (fixture)
+    mailbox_fixture,  # noqa: F401 (the `mailbox` fixture)
+    providers_fixture,  # noqa: F401 (the `providers` fixture)
 )
 
 LINK = re.compile(r"https?://\S+/ack/[0-9]+\.[A-Za-z0-9_-]{24}")
