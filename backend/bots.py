@@ -94,8 +94,8 @@ def request_for(
         }
         if channel.secret:
             stamp = str(int(now * 1000))
-            digest = hmac.new(channel.secret.encode(), f"{stamp}\n{channel.secret}".encode(), hashlib.sha256)
-            sign = quote_plus(base64.b64encode(digest.digest()).decode())
+            mac = hmac.new(channel.secret.encode(), f"{stamp}\n{channel.secret}".encode(), hashlib.sha256)
+            sign = quote_plus(base64.b64encode(mac.digest()).decode())
             url += f"{'&' if '?' in url else '?'}timestamp={stamp}&sign={sign}"
     elif channel.kind == "feishu":
         body = {"msg_type": "text", "content": {"text": text}}
@@ -141,7 +141,7 @@ def interpret(kind: str, status: int, body: bytes, retry_after: str | None) -> d
         if 200 <= status < 300:
             return {"status": status}
         if status == 429:
-            seconds = float(retry_after) if (retry_after or "").isdigit() else RATE_LIMIT_WAIT
+            seconds = float(retry_after) if retry_after and retry_after.isdigit() else RATE_LIMIT_WAIT
             return {"status": status, "defer": min(seconds, 3600), "error": "rate limited (429)"}
         if status in (404, 410):
             return {
@@ -185,7 +185,7 @@ async def load(session: AsyncSession, deliveries: list[PushDelivery], at: dateti
     ).all()
     free_at: dict[int, datetime] = {}
     for channel_id in ids:
-        times = [t for c, t in recent if c == channel_id]
+        times = [t for c, t in recent if c == channel_id and t is not None]
         if len(times) >= PER_MINUTE:
             free_at[channel_id] = times[-PER_MINUTE] + timedelta(minutes=1)
     return {
@@ -196,7 +196,9 @@ async def load(session: AsyncSession, deliveries: list[PushDelivery], at: dateti
 
 
 async def send(state: Any, items: list[Item]) -> dict[str, Any]:
-    channel, free_at, at = items[0].context or (None, None, None)
+    if items[0].context is None:
+        return {"status": None, "gone": True, "error": "channel removed"}
+    channel, free_at, at = items[0].context
     if channel is None or channel.state != "active":
         return {"status": None, "gone": True, "error": "channel removed or disabled"}
     if free_at > at:

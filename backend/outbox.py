@@ -332,12 +332,13 @@ async def _record(
             "last_error": outcome.get("error"),
             "deadline_at": None,
         }
+        retry_at: datetime | None
         if outcome.get("defer") is not None:
-            retry_at = at + timedelta(seconds=float(outcome["defer"]))
+            wait_until = at + timedelta(seconds=float(outcome["defer"]))
             # Rate limited: not this delivery's fault; it keeps its attempts and waits for the robot.
-            values.update(state="pending", next_attempt_at=retry_at, attempts=delivery.attempts - 1)
+            values.update(state="pending", next_attempt_at=wait_until, attempts=delivery.attempts - 1)
             kind = "notification_deferred"
-            data = {**_info(item, status), "error": outcome.get("error"), "retry_at": retry_at.isoformat()}
+            data = {**_info(item, status), "error": outcome.get("error"), "retry_at": wait_until.isoformat()}
         elif outcome.get("gone") or (delivery.kind == "push" and status in (404, 410)):
             values.update(state="gone", next_attempt_at=None)
             kind, data = "notification_gone", _info(item, status)
@@ -350,7 +351,7 @@ async def _record(
                     if status == 429
                     else _backoff(delivery.attempts)
                 )
-                retry_at: datetime | None = at + timedelta(seconds=wait)
+                retry_at = at + timedelta(seconds=wait)
             else:
                 retry_at = (
                     None  # 3xx/400/401/403/413, refused, bad keys, out of attempts: give up; the inbox has it

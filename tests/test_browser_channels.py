@@ -44,7 +44,9 @@ def test_contact_and_channel_screens(browser, new_context, live_server, artifact
         page.uncheck("#rule-email")
         page.fill("#rule-sms-after", "3")
         page.click("#rules-save")
-        page.wait_for_function("!document.querySelector('#rule-email').checked && document.querySelector('.rules .tag') === null || true")
+        page.wait_for_function(
+            "!document.querySelector('#rule-email').checked && document.querySelector('.rules .tag') === null || true"
+        )
         page.screenshot(path=str(artifacts / f"issue12-contacts-{lang}.png"), full_page=True)
         for button in page.locator(".rules-card button, .contact-card button").all():
             assert button.bounding_box()["height"] >= 44
@@ -64,4 +66,8 @@ def test_contact_and_channel_screens(browser, new_context, live_server, artifact
     token = live_server.login(users["manager"])
     me = httpx.get(live_server.base + "/api/me/contact", headers={"Authorization": f"Bearer {token}"}).json()
     rules = {r["method"]: r for r in me["rules"]}
-    assert me["email"] == "chen@example.cn" and not rules["email"]["enabled"] and rules["sms"]["after_minutes"] == 3
+    assert (
+        me["email"] == "chen@example.cn"
+        and not rules["email"]["enabled"]
+        and rules["sms"]["after_minutes"] == 3
+    )
