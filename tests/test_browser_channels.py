@@ -5,10 +5,25 @@ both languages (screenshots under the artifacts directory)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
+import pytest
 
+from .providers import Providers
+from .servers import ServerProcess
 from .test_browser_incidents import login
+
+
+@pytest.fixture(scope="module")
+def bot_server(tmp_path_factory) -> Iterator[tuple[ServerProcess, Providers]]:
+    """A server that may reach the loopback robot stand-in (OUTAGE_OUTBOUND_ALLOW=127.0.0.1)."""
+    providers = Providers()
+    server = ServerProcess(tmp_path_factory.mktemp("bots"), OUTAGE_OUTBOUND_ALLOW="127.0.0.1")
+    server.start()
+    yield server, providers
+    server.stop()
+    providers.close()
 
 
 def test_push_unreachable_is_explained_within_seconds(browser, new_context, live_server, artifacts):
@@ -31,7 +46,8 @@ def test_push_unreachable_is_explained_within_seconds(browser, new_context, live
     page.wait_for_selector("#contact-email")
 
 
-def test_contact_and_channel_screens(browser, new_context, live_server, artifacts):
+def test_contact_and_channel_screens(browser, new_context, bot_server, artifacts):
+    live_server, providers = bot_server
     users = live_server.add_users("b12c", roles=("manager", "admin"))
     for lang in ("zh-CN", "en"):
         context = new_context(lang)
@@ -53,16 +69,18 @@ def test_contact_and_channel_screens(browser, new_context, live_server, artifact
 
         admin = login(context, live_server, users["admin"])
         admin.goto(live_server.base + "/#/channels")
-        admin.select_option("#channel-kind", "dingtalk")
+        admin.select_option("#channel-kind", "wecom")
         admin.fill("#channel-name", f"主管群 {lang}")
-        admin.fill("#channel-url", "https://oapi.dingtalk.com/robot/send?access_token=0123abcd")
-        admin.fill("#channel-secret", "SEC0123456789")
+        admin.fill("#channel-url", providers.urls["wecom"])
         admin.check("#channel-role-lead")
         admin.click("#channel-save")
         card = admin.locator(".channel", has_text=f"主管群 {lang}")
         card.wait_for()
-        assert "access_token" not in card.inner_text() and "0123abcd" not in card.inner_text()
+        assert "key=" not in card.inner_text() and "wecom-key" not in card.inner_text()
+        card.locator(".channel-test").click()
+        card.locator(".outcome.state-sent").wait_for(timeout=15000)  # the screen redraws 3 s after the test
         admin.screenshot(path=str(artifacts / f"issue12-channels-{lang}.png"), full_page=True)
+    assert len(providers.of("wecom")) == 2 and "测试消息" in providers.of("wecom")[0].text
     token = live_server.login(users["manager"])
     me = httpx.get(live_server.base + "/api/me/contact", headers={"Authorization": f"Bearer {token}"}).json()
     rules = {r["method"]: r for r in me["rules"]}

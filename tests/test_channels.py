@@ -289,3 +289,18 @@ async def test_cli_adds_and_lists_channels_and_sets_contacts(database_url, db, s
     async with db() as session:
         channel = (await session.execute(select(Channel).where(Channel.name == "主管群"))).scalar_one()
         assert channel.roles == ["manager", "lead"] and channel.secret == DING_SECRET
+
+
+async def test_a_busy_robot_is_held_back_before_its_limit_then_gets_the_rest(client, site, engine, providers):
+    from backend import bots
+
+    ids = await add_channels(client, site, providers, kinds=("feishu",))
+    for _ in range(bots.PER_MINUTE + 2):  # one message per round, all within the same minute
+        await client.post(f"/api/channels/{ids['feishu']}/test", headers=site.headers("admin"))
+        await drain(engine)
+        engine.clock.advance(seconds=1)
+    assert len(providers.of("feishu")) == bots.PER_MINUTE  # the last two wait instead of hitting the limit
+    engine.clock.advance(seconds=60)
+    await drain(engine)
+    got = providers.of("feishu")
+    assert len(got) == bots.PER_MINUTE + 1 and "2 messages combined" in got[-1].text
