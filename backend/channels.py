@@ -127,7 +127,7 @@ def _delivery(
         attempts=0,
         next_attempt_at=at,
         receipt=secrets.token_urlsafe(16),
-        message=message,
+        message={**message, "to": channel.name},  # the timeline names the channel
         created_at=at,
     )
 

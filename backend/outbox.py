@@ -284,7 +284,13 @@ def _succeeded(outcome: dict[str, Any]) -> bool:
 
 def _info(item: Item, status: int | None) -> dict[str, Any]:
     d = item.delivery
-    data = {"delivery": d.id, "user_id": d.user_id, "user": item.who, "status": status, "attempt": d.attempts}
+    data = {
+        "delivery": d.id,
+        "user_id": d.user_id,
+        "user": item.who or (d.message or {}).get("to"),
+        "status": status,
+        "attempt": d.attempts,
+    }
     if d.kind != "push":
         data.update(channel=d.kind, channel_id=d.channel_id)
     return data

@@ -193,4 +193,7 @@ export default {
   "channels.secret": "Signing secret (optional; required for webhooks)", "channels.secretHelp": "DingTalk 加签 (SEC…), Feishu signature, or a Standard Webhooks secret (whsec_…).",
   "channels.save": "Save channel", "channels.k.wecom": "WeCom robot", "channels.k.dingtalk": "DingTalk robot",
   "channels.k.feishu": "Feishu bot", "channels.k.webhook": "Webhook",
+  "contacts.m.channel": "group bot", "ev.notification_deferred": "{user}: rate limited, waits until {time} (nothing dropped)",
+  "ev.via.notification_sent": "Sent by {via}: {user}", "ev.via.notification_gone": "{via} {user} no longer exists: not tried again",
+  "ev.via.notification_delivered": "{user} received it ({via})",
 };

@@ -142,4 +142,7 @@ export default {
   "channels.secret": "签名密钥（可选；Webhook 必填）", "channels.secretHelp": "钉钉加签（SEC…）、飞书签名校验，或 Standard Webhooks 密钥（whsec_…）。",
   "channels.save": "保存", "channels.k.wecom": "企业微信机器人", "channels.k.dingtalk": "钉钉机器人",
   "channels.k.feishu": "飞书机器人", "channels.k.webhook": "Webhook",
+  "contacts.m.channel": "群机器人", "ev.notification_deferred": "{user}：发送过快被限流，等待到 {time}（不丢消息）",
+  "ev.via.notification_sent": "已通过{via}发送：{user}", "ev.via.notification_gone": "{via}“{user}”已失效，不再尝试",
+  "ev.via.notification_delivered": "{user} 已收到（{via}）",
 };
