@@ -214,26 +214,14 @@ async def channel_list(session: AsyncSession, site_id: int) -> list[dict[str, An
     )
     found = await session.execute(select(PushDelivery).where(PushDelivery.id.in_(last_ids)))
     last = {d.channel_id: d for d in found.scalars()}
-    out = []
-    for c in channels:
-        d = last.get(c.id)
-        out.append(
-            {
-                "id": c.id,
-                **audit_view(c),
-                "last": None
-                if d is None
-                else {
-                    "state": d.state,
-                    "status": d.last_status,
-                    "error": d.last_error,
-                    "sent_at": d.sent_at,
-                    "next_attempt_at": d.next_attempt_at,
-                    "attempts": d.attempts,
-                },
-            }
-        )
-    return out
+    return [{"id": c.id, **audit_view(c), "last": last_out(last.get(c.id))} for c in channels]
+
+
+def last_out(d: PushDelivery | None) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    keys = ("state", "last_status", "last_error", "sent_at", "next_attempt_at", "attempts")
+    return {k.removeprefix("last_"): getattr(d, k) for k in keys}
 
 
 @get(
@@ -381,11 +369,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"{'name':20} {'kind':9} {'roles':16} {'state':7} last delivery")
     for c in channels:
         last = c["last"]
-        outcome = (
-            "never"
-            if last is None
-            else f"{last['state']} {last['status'] or ''} {last['error'] or ''}".strip()
-        )
+        outcome = f"{last['state']} {last['status'] or ''} {last['error'] or ''}".strip() if last else "never"
         print(f"{c['name']:20} {c['kind']:9} {','.join(c['roles']):16} {c['state']:7} {outcome}  {c['url']}")
     return 0
 

@@ -2,15 +2,14 @@
 group bot, an email, an SMS), sent by the sender step (`STEP`) exactly once across app processes, retried with
 backoff, given up on dead targets; every attempt on the incident timeline.
 
-Each kind of delivery has a `Transport` (wired in backend.app TRANSPORTS): `load` reads what sending needs,
-`send` sends one message for a group of deliveries (deliveries with the same `group` key in a round are
-coalesced into one message: a robot's rate limit is met by sending fewer, longer messages, never by dropping),
-`gone` cleans up a dead target. A new kind (a CRM push) is one more Transport.
+Each kind of delivery has a `Transport` (wired in backend.app TRANSPORTS); deliveries with the same `group` key
+in a round go as one message (a robot's rate limit is met by fewer, longer messages, never by dropping). A new
+kind (a CRM push) is one more Transport.
 
 Delivery states: pending -> sending (claimed, with a deadline: a crashed sender's rows are taken again
 after it) -> sent | failed (retried with backoff, or given up when next_attempt_at is NULL)
-| gone (the target said it no longer exists: push 404/410, a deleted robot) | cancelled (ack / resolve).
-A rate-limited send goes back to pending without using up an attempt.
+| gone (the target said it no longer exists) | cancelled (ack / resolve). Rate limited: back to pending,
+no attempt used up.
 """
 
 from __future__ import annotations
@@ -130,12 +129,8 @@ def _claimable(at: datetime) -> Any:
     )
 
 
-Delivery = PushDelivery  # the name for what it now is; PushDelivery stays for the code that has it
-
-
 class Item(NamedTuple):
-    """One claimed delivery as a transport sees it: the row, its notification (if any), who it is for (a
-    user's or a channel's name) and what the transport's `load` found for it."""
+    """A claimed delivery as a transport sees it: row, notification, the user's name, what `load` found."""
 
     delivery: PushDelivery
     note: Notification | None
@@ -144,11 +139,9 @@ class Item(NamedTuple):
 
 
 class Transport(NamedTuple):
-    """How one kind of delivery is sent. `send(state, items)` sends one message for all `items` (one group)
-    and returns the outcome for each of them: {"status", "ok"?, "error"?, "permanent"?, "gone"?, "retry"?,
-    "retry_after"?, "defer"? (seconds: rate limited, try again then without using an attempt)}; it never
-    raises. `load(session, deliveries, at)` -> {delivery id: context}; `group(delivery)` -> key of deliveries
-    coalesced into one message (None: each alone); `gone(session, item)` after the target said it is dead."""
+    """`send(state, items)`: one message for a group, never raises, outcome {"status", "ok"?, "error"?,
+    "permanent"?, "gone"?, "retry"?, "retry_after"?, "defer"? (seconds; no attempt used)}. `load(session,
+    deliveries, at)` -> {id: context}; `group(delivery)` -> coalescing key; `gone(session, item)`: dead target."""
 
     send: Callable[[Any, list[Item]], Awaitable[dict[str, Any]]]
     load: Callable[[AsyncSession, list[PushDelivery], datetime], Awaitable[dict[int, Any]]] | None = None
