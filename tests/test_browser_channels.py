@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .providers import Providers
+from .providers import Mailbox, Providers
 from .servers import ServerProcess
 from .test_browser_incidents import login
 
@@ -18,12 +18,16 @@ from .test_browser_incidents import login
 @pytest.fixture(scope="module")
 def bot_server(tmp_path_factory) -> Iterator[tuple[ServerProcess, Providers]]:
     """A server that may reach the loopback robot stand-in (OUTAGE_OUTBOUND_ALLOW=127.0.0.1)."""
-    providers = Providers()
-    server = ServerProcess(tmp_path_factory.mktemp("bots"), OUTAGE_OUTBOUND_ALLOW="127.0.0.1")
+    providers, mailbox = Providers(), Mailbox()
+    server = ServerProcess(
+        tmp_path_factory.mktemp("bots"), OUTAGE_OUTBOUND_ALLOW="127.0.0.1", OUTAGE_SMTP_URL=mailbox.url
+    )
     server.start()
+    server.mailbox = mailbox  # type: ignore[attr-defined]
     yield server, providers
     server.stop()
     providers.close()
+    mailbox.close()
 
 
 def test_push_unreachable_is_explained_within_seconds(browser, new_context, live_server, artifacts):
@@ -89,3 +93,38 @@ def test_contact_and_channel_screens(browser, new_context, bot_server, artifacts
         and not rules["email"]["enabled"]
         and rules["sms"]["after_minutes"] == 3
     )
+
+
+def test_the_acknowledge_page_from_an_email_link(browser, new_context, bot_server, artifacts):
+    server, _providers = bot_server
+    users = server.add_users("b12a", roles=("lead", "manager"))
+    token = server.login(users["manager"])
+    auth = {"Authorization": f"Bearer {token}"}
+    httpx.put(
+        server.base + "/api/me/contact", json={"email": "ack@example.cn"}, headers=auth
+    ).raise_for_status()
+    lead = {"Authorization": f"Bearer {server.login(users['lead'])}"}
+    incident = httpx.post(
+        server.base + "/api/incidents",
+        json={"playbook": "system-failure", "drill": {"time_scale": 60}},
+        headers=lead,
+    ).json()
+    deadline = time.monotonic() + 30
+    mails: list = []
+    while time.monotonic() < deadline and not mails:  # the first rung, 5 minutes / 60, then the email
+        mails = [m for to, m in server.mailbox.messages if to == ["ack@example.cn"]]  # type: ignore[attr-defined]
+        time.sleep(0.5)
+    assert mails, "no escalation email arrived"
+    link = next(line for line in mails[0].get_content().splitlines() if "/ack/" in line)
+    context = new_context("zh-CN", bypass_csp=False)  # the page works under the app's CSP
+    page = context.new_page()
+    page.goto(link)
+    button = page.locator("#ack")
+    assert button.is_visible() and button.bounding_box()["height"] >= 44
+    assert httpx.get(f"{server.base}/api/incidents/{incident['id']}", headers=lead).json()["status"] == "open"
+    page.screenshot(path=str(artifacts / "issue12-ack-page.png"), full_page=True)
+    button.click()
+    page.wait_for_selector("text=已确认")
+    detail = httpx.get(f"{server.base}/api/incidents/{incident['id']}", headers=lead).json()
+    assert detail["status"] == "acknowledged"
+    page.screenshot(path=str(artifacts / "issue12-ack-done.png"), full_page=True)
