@@ -64,9 +64,11 @@ def test_contact_and_channel_screens(browser, new_context, bot_server, artifacts
         page.uncheck("#rule-email")
         page.fill("#rule-sms-after", "3")
         page.click("#rules-save")
-        page.wait_for_function(
-            "!document.querySelector('#rule-email').checked && document.querySelector('.rules .tag') === null || true"
-        )
+        page.locator(".toast").first.wait_for()
+        page.reload()  # what the server kept, drawn afresh
+        page.wait_for_selector("#rules-save")
+        assert page.locator(".rules .tag").count() == 0  # the user's own rules now, no "role default"
+        assert not page.is_checked("#rule-email") and page.input_value("#rule-sms-after") == "3"
         page.screenshot(path=str(artifacts / f"issue12-contacts-{lang}.png"), full_page=True)
         for button in page.locator(".rules-card button, .contact-card button").all():
             assert button.bounding_box()["height"] >= 44
@@ -106,12 +108,12 @@ def test_the_acknowledge_page_from_an_email_link(browser, new_context, bot_serve
     lead = {"Authorization": f"Bearer {server.login(users['lead'])}"}
     incident = httpx.post(
         server.base + "/api/incidents",
-        json={"playbook": "system-failure", "drill": {"time_scale": 60}},
+        json={"playbook": "system-failure", "drill": {"time_scale": 600}},
         headers=lead,
     ).json()
     deadline = time.monotonic() + 30
     mails: list = []
-    while time.monotonic() < deadline and not mails:  # the first rung, 5 minutes / 60, then the email
+    while time.monotonic() < deadline and not mails:  # the first rung, 5 minutes / 600, then the email
         mails = [m for to, m in server.mailbox.messages if to == ["ack@example.cn"]]  # type: ignore[attr-defined]
         time.sleep(0.5)
     assert mails, "no escalation email arrived"
