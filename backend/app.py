@@ -29,6 +29,9 @@ from . import (
     callbacks,
     channels,
     contacts,
+    crm,
+    crmapi,
+    crmpush,
     documents,
     escalation,
     fleet,
@@ -87,13 +90,15 @@ ROUTERS = [
     callbacks.router,
     attempts.router,
     reentry.router,
+    crm.router,
+    crmapi.router,
     reports.router,
     printing.router,
     fleet.router,
     audit.router,
 ]
 # "Do what is due" steps, each run for the app's lifetime by backend.workers.
-WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP]
+WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP, crmpush.STEP]
 # How each kind of outbox delivery is sent (backend.outbox.Transport); a new kind (a CRM push) adds itself here.
 TRANSPORTS: dict[str, outbox.Transport] = {
     "push": outbox.PUSH,

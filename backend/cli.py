@@ -1,5 +1,5 @@
 """python -m backend: serve, migrate, users (add, list, disable, enable, set-role, reset-password, revoke,
-contact), channels (add, list), demo, vapid, export."""
+contact), channels (add, list), demo, vapid, export, crm (set, show, push: backend.crmcli)."""
 
 from __future__ import annotations
 
@@ -329,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     export = sub.add_parser("export", help="print everything a site holds as JSON (no credentials)")
     export.add_argument("--site", required=True)
     export.set_defaults(fn=cmd_export)
+
+    from .crmcli import add_parsers as add_crm_parsers
+
+    add_crm_parsers(sub, prepare)
 
     args = parser.parse_args(argv)
     return args.fn(args)

@@ -10,17 +10,19 @@ only to addresses that resolver returned, so what was checked is what is connect
 window between check and connect). Redirects are never followed and proxies from the environment are not
 used; OUTAGE_OUTBOUND_PROXY names the one proxy requests go through, given explicitly (its host is allowed, and
 every target name is resolved and checked by the rules before the proxy is asked to reach it). A reply's body
-is read only when the caller asks, and then at most `read_body` bytes (IM bots answer 200 with an error code
-in the body); `describe()` turns a failure into a short classification that is safe to show users.
+is read only when the caller asks: at most `read_body` bytes from `post` (IM bots answer 200 with an error code
+in the body), or a few KB of JSON from `post_json_reply` (the CRM's reference); `describe()` turns a failure
+into a short classification that is safe to show users.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import re
 import socket
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -50,6 +52,15 @@ class Reply(NamedTuple):
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes = b""  # at most the read_body bytes the caller asked for
+
+
+class JsonReply(NamedTuple):
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: Any  # the decoded JSON answer; None when empty, not JSON or longer than the limit
+
+
+REPLY_LIMIT = 8192  # bytes of an answer post_json_reply reads (a CRM's reference, an error's reason)
 
 
 def public(ip: Address) -> bool:
@@ -213,6 +224,26 @@ class Client:
             return  # check_url judged it already
         async with asyncio.timeout(RESOLVE_TIMEOUT):
             await self.resolver.resolve(parsed.host, parsed.port or 0, socket.AF_UNSPEC)
+
+    async def post_json_reply(
+        self, url: str, *, data: bytes, headers: dict[str, str], limit: int = REPLY_LIMIT
+    ) -> JsonReply:
+        """POST like `post`, and read at most `limit` bytes of the answer as JSON (for an API whose answer
+        matters, such as the CRM's reference): a longer answer is not read further and gives body None."""
+        parsed = self.rules.check_url(url)
+        if self.proxy and not self.rules.allowed(parsed.host or "", parsed.port):
+            await self._resolve_checked(parsed)
+        async with self.session.post(
+            parsed, data=data, headers=headers, allow_redirects=False, proxy=self.proxy
+        ) as response:
+            raw = await response.content.read(limit + 1)
+            body: Any = None
+            if raw and len(raw) <= limit:
+                try:
+                    body = json.loads(raw)
+                except ValueError:  # not JSON (or not UTF-8): the caller sees the status only
+                    body = None
+            return JsonReply(response.status, response.headers, body)
 
     async def close(self) -> None:
         await self.session.close()

@@ -14,10 +14,7 @@ no attempt used up.
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -31,14 +28,11 @@ from .auth import User
 from .db import Base, UTCDateTime, affected, table_of
 from .inbox import Notification
 from .push import PushSubscription
+from .retries import BACKOFF_BASE, MAX_ATTEMPTS, retry_at, send_all  # noqa: F401 (BACKOFF_BASE: tests, crmpush)
 from .timeline import IncidentEvent
 
 log = logging.getLogger("outage_desk")
 
-MAX_ATTEMPTS = 8
-BACKOFF_BASE = 10  # seconds; doubled per attempt, with jitter
-BACKOFF_CAP = 15 * 60
-RETRY_AFTER_CAP = 3600
 BATCH = 200  # deliveries claimed per round
 PARALLEL = 50  # requests in flight per sender (push services are far away: overlap the waits)
 # A 'sending' row older than this belongs to a sender that died. Longer than a whole claimed batch can take
@@ -47,10 +41,8 @@ SEND_LEASE = timedelta(seconds=push.SEND_TIMEOUT * (BATCH // PARALLEL + 1) + 30)
 
 
 class PushDelivery(Base):
-    """The outbox: one row per message. `kind` says what carries it: "push" (a subscription), "channel" (a
-    site's group bot or webhook, `channel_id`), "email" / "sms" (to `address`). `message` holds what a non-push
-    delivery says: {"title", "body" ({lang: text}), "link", "drill", "kind", "mobiles" (to @-mention)}.
-    (The table keeps its first name, push_deliveries.)"""
+    """One row per message; `kind`: push (subscription_id), channel (channel_id), email / sms (address).
+    `message`: what it says ({"title", "body", "kind", "drill", "ack", "mobiles", "to"})."""
 
     __tablename__ = "push_deliveries"
     __table_args__ = (Index("ix_push_deliveries_state_next_attempt_at", "state", "next_attempt_at"),)
@@ -97,25 +89,6 @@ async def cancel_pending(session: AsyncSession, incident_id: int, at: datetime) 
         .values(state="cancelled", next_attempt_at=None, last_error="cancelled (acknowledged or resolved)")
     )
     return affected(result)
-
-
-def _retry_after(value: str | None, at: datetime) -> float:
-    """Retry-After in seconds or as an HTTP date; 60 s when missing or unreadable."""
-    if not value:
-        return 60
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = (email.utils.parsedate_to_datetime(value) - at).total_seconds()
-        except (TypeError, ValueError):
-            seconds = 60
-    return min(max(seconds, 0), RETRY_AFTER_CAP)
-
-
-def _backoff(attempts: int) -> float:
-    delay = min(BACKOFF_BASE * 2 ** max(attempts - 1, 0), BACKOFF_CAP)
-    return delay * random.uniform(0.8, 1.2)  # jitter: many failed rows don't come back at the same instant
 
 
 def _claimable(at: datetime) -> Any:
@@ -198,8 +171,8 @@ def transports_of(state: Any) -> dict[str, Transport]:
 
 
 async def deliver_due(app: Any) -> int:
-    """Claim due deliveries (SKIP LOCKED on PostgreSQL, one guarded UPDATE on SQLite), send them outside
-    any transaction (coalesced per group), then record each outcome. Returns how many were attempted."""
+    """Claim due deliveries (SKIP LOCKED / guarded UPDATE), send them outside any transaction (coalesced per
+    group), then record each outcome. Returns how many were attempted."""
     state = getattr(app, "state", app)
     transports = transports_of(state)
     async with state.sessionmaker() as session:
@@ -239,25 +212,17 @@ async def deliver_due(app: Any) -> int:
     for item in items:
         transport = transports.get(item.delivery.kind)
         key = transport.group(item.delivery) if transport is not None and transport.group else None
-        groups.setdefault(
-            (item.delivery.kind, key) if key is not None else ("one", item.delivery.id), []
-        ).append(item)
-    limit = asyncio.Semaphore(PARALLEL)
+        group = (item.delivery.kind, key) if key is not None else ("one", item.delivery.id)
+        groups.setdefault(group, []).append(item)
 
-    async def one(group: list[Item]) -> dict[str, Any]:
+    def one(group: list[Item]) -> Any:
         transport = transports.get(group[0].delivery.kind)
-        if transport is None:
-            return {"status": None, "error": f"no transport for {group[0].delivery.kind}", "permanent": True}
-        async with limit:
-            try:
-                return await transport.send(state, group)
-            except (
-                Exception
-            ):  # whatever goes wrong is this delivery's outcome, never the other rows' in the round
-                log.exception("delivery %s failed", group[0].delivery.id)
-                return {"status": None, "error": "internal error while sending"}
+        return None if transport is None else (lambda: transport.send(state, group))
 
-    outcomes = await asyncio.gather(*(one(g) for g in groups.values()))
+    outcomes = [
+        o if o is not None else {"status": None, "error": "no transport for this kind", "permanent": True}
+        for o in await send_all([one(g) for g in groups.values()], PARALLEL, "delivery")
+    ]
     results = [
         (item, outcome) for group, outcome in zip(groups.values(), outcomes, strict=True) for item in group
     ]
@@ -331,7 +296,6 @@ async def _record(
             "last_error": outcome.get("error"),
             "deadline_at": None,
         }
-        retry_at: datetime | None
         if outcome.get("defer") is not None:
             wait_until = at + timedelta(seconds=float(outcome["defer"]))
             # Rate limited: not this delivery's fault; it keeps its attempts and waits for the robot.
@@ -342,25 +306,14 @@ async def _record(
             values.update(state="gone", next_attempt_at=None)
             kind, data = "notification_gone", _info(item, status)
         else:
-            default = status is None or status == 429 or status >= 500
-            retryable = not outcome.get("permanent") and outcome.get("retry", default)
-            if retryable and delivery.attempts < MAX_ATTEMPTS:
-                wait = (
-                    _retry_after(outcome.get("retry_after"), at)
-                    if status == 429
-                    else _backoff(delivery.attempts)
-                )
-                retry_at = at + timedelta(seconds=wait)
-            else:
-                retry_at = (
-                    None  # 3xx/400/401/403/413, refused, bad keys, out of attempts: give up; the inbox has it
-                )
-            values.update(state="failed", next_attempt_at=retry_at)
+            # None: 3xx/400/401/403/413, refused, bad keys, out of attempts: give up; the inbox has it
+            again = retry_at(outcome, delivery.attempts, at)
+            values.update(state="failed", next_attempt_at=again)
             kind = "notification_failed"
             data = {
                 **_info(item, status),
                 "error": outcome.get("error"),
-                "retry_at": retry_at.isoformat() if retry_at else None,
+                "retry_at": again.isoformat() if again else None,
             }
         if not affected(
             await session.execute(table.update().where(table.c.id == delivery.id, ours).values(**values))

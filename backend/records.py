@@ -51,6 +51,9 @@ class Record(Base):
     crm_ref: Mapped[str | None] = mapped_column(String(100), nullable=True)
     reentered_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     reentered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The rev the CRM holds, when it was re-entered through the CRM connector (backend.crmpush); a later rev
+    # is flagged for a second push (crm_changed), never re-sent by itself.
+    crm_rev: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class RecordOut(msgspec.Struct):
@@ -72,6 +75,8 @@ class RecordOut(msgspec.Struct):
     sheet_row: int | None
     reentry_status: str
     crm_ref: str | None
+    crm_rev: int | None = None
+    crm_changed: bool = False  # changed after the CRM got it: a second push is needed
 
 
 def record_out(record: Record) -> RecordOut:
@@ -94,6 +99,8 @@ def record_out(record: Record) -> RecordOut:
         record.sheet_row,
         record.reentry_status,
         record.crm_ref,
+        record.crm_rev,
+        record.crm_rev is not None and record.rev > record.crm_rev,
     )
 
 

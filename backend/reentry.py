@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.params import Parameter
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import clock, documents
@@ -74,6 +74,7 @@ async def mark_reentry(request: Req, db: AsyncSession, data: ReentryIn) -> dict[
         record.crm_ref = None if data.status == "pending" else crm_ref
         record.reentered_by = None if data.status == "pending" else user.id
         record.reentered_at = None if data.status == "pending" else now
+        record.crm_rev = None  # a mark by hand: whatever the CRM connector sent is not what counts now
         await add_personal_change(
             db,
             user.site_id,
@@ -107,7 +108,23 @@ async def reentry_counts(
     for form, status, n in rows:
         counts[status] = counts.get(status, 0) + n
         by_form.setdefault(form, {"pending": 0, "reentered": 0, "closed": 0})[status] = n
-    return {**counts, "total": sum(counts.values()), "by_form": by_form}
+    # Re-entered through the CRM connector count like marks by hand; these say how many went that way, and
+    # how many changed after the CRM got them (flagged for a second push).
+    via_crm, changed = (
+        await session.execute(
+            select(
+                func.count(Record.crm_rev),
+                func.coalesce(func.sum(case((Record.rev > Record.crm_rev, 1), else_=0)), 0),
+            ).where(*where, Record.reentry_status == "reentered")
+        )
+    ).one()
+    return {
+        **counts,
+        "total": sum(counts.values()),
+        "by_form": by_form,
+        "via_crm": via_crm,
+        "crm_changed": changed,
+    }
 
 
 @get("/api/recovery/counts", guards=[requires("lead")], summary="What is still to re-enter (?incident_id=)")

@@ -32,6 +32,9 @@ EVENT_KINDS = {
     "resolved": "note, rungs_cancelled, deliveries_cancelled",
     "level_changed": "from, to, answer_rate, queue_length, system_failure",
     "reserve_called": "tier (1-3), level",
+    "crm_pushed": "queued, skipped (a lead sent the incident's records to the CRM)",
+    "crm_reentered": "delivery, record, rev, status, attempt, crm_ref (the CRM took it: marked re-entered)",
+    "crm_failed": "delivery, record, rev, status, attempt, error, retry_at (None: given up)",
 }
 
 

@@ -12,9 +12,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .db import is_postgresql
@@ -93,3 +94,36 @@ async def claim(
         update(key.class_).where(key.in_(pick.scalar_subquery()), *due).values(**values).returning(key)
     )
     return list(result.scalars())
+
+
+async def claim_leased(
+    session: AsyncSession,
+    model: Any,
+    at: datetime,
+    lease: timedelta,
+    limit: int,
+    max_attempts: int,
+    *also: Any,
+) -> tuple[list[Any], datetime]:
+    """`claim` for an outbox-shaped table (id, state, attempts, next_attempt_at, deadline_at): rows pending or
+    failed and due with attempts left, or 'sending' past their lease (their sender died), become 'sending'
+    until at + lease, oldest due first. Returns their ids and that deadline, which marks this claim: only its
+    holder may record the outcome. `also`: further conditions (e.g. the channel is switched on)."""
+    deadline = at + lease
+    due = or_(
+        and_(
+            model.state.in_(("pending", "failed")),
+            model.next_attempt_at <= at,
+            model.attempts < max_attempts,
+        ),
+        and_(model.state == "sending", model.deadline_at <= at),
+    )
+    claimed = await claim(
+        session,
+        model.id,
+        [due, *also],
+        [model.next_attempt_at, model.id],
+        limit,
+        {"state": "sending", "deadline_at": deadline, "attempts": model.attempts + 1},
+    )
+    return claimed, deadline

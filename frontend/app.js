@@ -24,6 +24,7 @@ import "./screens/contacts.js";
 import "./screens/channels.js";
 import * as callbacks from "./screens/callbacks.js";
 import "./screens/recovery.js";
+import "./screens/crm.js";
 import "./screens/print.js";
 import "./screens/transcribe.js";
 

@@ -327,6 +327,20 @@ async def build_reentry(client, role, data):
     }
 
 
+CRM = {"url": "https://1.1.1.1/api/cases", "auth": "bearer", "secret": "tok-123456", "enabled": True}
+
+
+async def build_crm_push(client, role, data):
+    # The target site has a connector (set by its admin), so the push itself is what is judged.
+    response = await client.put("/api/crm/connector", json=CRM, headers=data.site.headers("admin"))
+    assert response.status_code == 200, response.text
+    return {"path": "/api/crm/push", "json": {"records": [data.record_id], "dry_run": True}}
+
+
+def crm_push_refused(body: dict) -> bool:
+    return body.get("count") == 0 and "would_send" in body and not body["would_send"]
+
+
 def sheet_not_shown(body: dict) -> bool:
     return body.get("known") is False and "form" not in body
 
@@ -400,11 +414,9 @@ OPS: dict[tuple[str, str], Op] = {
     ),
     ("POST", "/api/me/contact/test"): Op(build_contact_test, other=False),
     ("GET", "/api/me/deliveries"): Op(simple("/api/me/deliveries"), other=False),
-    ("GET", "/api/audit"): Op(simple("/api/audit"), "admin", other=False),
-    ("GET", "/api/fleet"): Op(
-        simple("/api/fleet"), "lead", other=False
-    ),  # public, but a wrong receipt proves nothing
     ("GET", "/api/inbox"): Op(simple("/api/inbox"), other=False),
+    ("GET", "/api/fleet"): Op(simple("/api/fleet"), "lead", other=False),
+    ("GET", "/api/audit"): Op(simple("/api/audit"), "admin", other=False),
     ("POST", "/api/inbox/{notification_id}/read"): Op(build_read),
     ("POST", "/api/inbox/read-all"): Op(simple("/api/inbox/read-all"), other=False),
     ("GET", "/api/callbacks"): Op(simple("/api/callbacks"), other=False),
@@ -419,6 +431,13 @@ OPS: dict[tuple[str, str], Op] = {
         simple("/api/recovery/export.csv", params={"form": "call-record"}), "lead", other=False
     ),
     ("GET", "/api/recovery/export.json"): Op(simple("/api/recovery/export.json"), "lead", other=False),
+    ("GET", "/api/crm/connector"): Op(simple("/api/crm/connector"), "admin", other=False),
+    ("PUT", "/api/crm/connector"): Op(simple("/api/crm/connector", json=CRM), "admin", other=False),
+    ("POST", "/api/crm/preview"): Op(
+        simple("/api/crm/preview", json={"connector": CRM}), "admin", other=False
+    ),
+    ("POST", "/api/crm/push"): Op(build_crm_push, "lead", other_check=crm_push_refused),
+    ("GET", "/api/crm/deliveries"): Op(simple("/api/crm/deliveries"), "lead", other=False),
     ("POST", "/api/print/sheets"): Op(simple("/api/print/sheets", json={"form": "call-record"}), other=False),
     ("GET", "/api/print/sheets/{sheet_id}"): Op(
         lambda c, r, d: _path(f"/api/print/sheets/{d.sheet_id}"), other_check=sheet_not_shown

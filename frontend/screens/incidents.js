@@ -163,6 +163,10 @@ function eventText(event, incident) {
     case "level_changed": return t("ev.level_changed", { from: t(`level.${d.from}`), to: t(`level.${d.to}`),
       rate: d.answer_rate, queue: d.queue_length });
     case "reserve_called": return t("ev.reserve_called", { tier: d.tier });
+    case "crm_pushed": return t("ev.crm_pushed", { actor, n: d.queued });
+    case "crm_reentered": return t("ev.crm_reentered", { ref: d.crm_ref, record: String(d.record).slice(0, 8) });
+    case "crm_failed": return t("ev.crm_failed", { record: String(d.record).slice(0, 8), error: d.error,
+      retry: d.retry_at ? t("ev.retry", { time: time(d.retry_at) }) : t("ev.crm_giveup") });
     default: return event.kind;
   }
 }

@@ -138,9 +138,10 @@ const KINDS = {
   notification_delivered: ["已送达", "Delivered"], acknowledged: ["确认", "Acknowledged"],
   recovered: ["恢复", "Recovered"], resolved: ["结束", "Resolved"], level_changed: ["告警级别", "Alert level"],
   reserve_called: ["调用后备", "Reserves called"],
+  crm_pushed: ["推送到CRM", "Sent to CRM"], crm_reentered: ["已入CRM", "In the CRM"], crm_failed: ["CRM推送失败", "CRM push failed"],
 };
 const kindText = (kind) => (KINDS[kind] ? KINDS[kind].join(" ") : kind);
-const eventDetails = (e) => (e.data && (e.data.text || e.data.note ||
+const eventDetails = (e) => (e.data && (e.data.text || e.data.note || e.data.crm_ref || e.data.error ||
   (e.data.message ? `${e.data.message["zh-CN"]} / ${e.data.message.en}` : e.data.step || ""))) || "";
 
 function timelineTable(events) {

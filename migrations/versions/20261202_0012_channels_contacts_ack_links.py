@@ -1,7 +1,7 @@
 """team channels, contact methods and rules, acknowledge links; the outbox takes every kind of delivery
 
 Revision ID: 20261202_0012
-Revises: 20261202_0008
+Revises: 20261202_0018
 Create Date: 2026-12-02
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import backend.db
 
 revision: str = "20261202_0012"
-down_revision: str | Sequence[str] | None = "20261202_0008"
+down_revision: str | Sequence[str] | None = "20261202_0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
