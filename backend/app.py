@@ -18,13 +18,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import (
+    ackpage,
     admission,
     alerts,
     attempts,
     audit,
     auth,
     backup,
+    bots,
     callbacks,
+    channels,
+    contacts,
     crm,
     crmapi,
     crmpush,
@@ -36,18 +40,21 @@ from . import (
     inbox,
     incidents,
     lifecycle,
+    mail,
     notifications,
     openapi,
     outbox,
     playbooks,
     printing,
     push,
+    receipts,
     records,
     reentry,
     reports,
     retention,
     sessions,
     shell,
+    sms,
     steps,
     sync,
     workers,
@@ -77,8 +84,11 @@ ROUTERS = [
     alerts.router,
     notifications.router,
     inbox.router,
-    outbox.router,
+    receipts.router,
     push.router,
+    channels.router,
+    contacts.router,
+    ackpage.router,
     callbacks.router,
     attempts.router,
     reentry.router,
@@ -100,6 +110,13 @@ WORKER_STEPS = [
     retention.STEP,
     backup.STEP,
 ]
+# How each kind of outbox delivery is sent (backend.outbox.Transport); a new kind (a CRM push) adds itself here.
+TRANSPORTS: dict[str, outbox.Transport] = {
+    "push": outbox.PUSH,
+    "channel": bots.TRANSPORT,
+    "email": mail.TRANSPORT,
+    "sms": sms.TRANSPORT,
+}
 # Run once per sync batch on what was stored, in the sync's transaction (backend.sync.store_batch).
 RECORD_HOOKS: list[RecordHook] = [callbacks.on_records_stored, printing.on_records_stored]
 # A new site starts with the shipped playbooks and forms.
@@ -152,7 +169,14 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
     return Litestar(
         route_handlers=[health, *ROUTERS],
         lifespan=[lifespan],
-        state=State({"settings": settings, "record_hooks": RECORD_HOOKS, "site_seeders": SITE_SEEDERS}),
+        state=State(
+            {
+                "settings": settings,
+                "record_hooks": RECORD_HOOKS,
+                "site_seeders": SITE_SEEDERS,
+                "transports": TRANSPORTS,
+            }
+        ),
         dependencies={"db": Provide(provide_db)},
         middleware=MIDDLEWARE,
         before_send=BEFORE_SEND,

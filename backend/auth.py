@@ -252,6 +252,7 @@ PUBLIC_PATHS = [
     r"^/api/auth/login$",
     r"^/api/push/vapid-public-key$",
     r"^/api/push/receipts$",
+    r"^/ack/",  # personal acknowledge links: the signed link is the credential (backend.acklinks)
     r"^/schema",
     r"^/$",
     r"^/static/",

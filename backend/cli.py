@@ -1,5 +1,6 @@
-"""python -m backend: serve, migrate, users (add, list, disable, enable, set-role, reset-password, revoke),
-demo, vapid, export; crm (set, show, push: backend.crmcli); backup and restore (backend.backup)."""
+"""python -m backend: serve, migrate, users (add, list, disable, enable, set-role, reset-password, revoke,
+contact), channels (add, list), demo, vapid, export, crm (set, show, push: backend.crmcli); backup and restore
+(backend.backup)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import backup
+from . import backup, channels, contacts
 from .config import load_settings, tls_options
 from .db import make_engine, sessionmaker
 from .migrate import upgrade
@@ -49,6 +50,12 @@ def prepare() -> None:
     settings = load_settings()
     upgrade(settings.database_url)
     _with_session(load_defaults)
+
+
+def _run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    """For commands defined in their capability's module: migrate, then fn(session), committed."""
+    prepare()
+    return _with_session(fn)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -317,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     reset.add_argument("name")
     reset.add_argument("--password", required=True)
     reset.set_defaults(fn=cmd_users_reset_password)
+    contacts.add_users_cli(users, _run)
+    channels.add_cli(sub, _run)
 
     demo = sub.add_parser("demo", help="a demo site with one user per role")
     demo.add_argument("--site", default="demo")

@@ -35,6 +35,17 @@ class Settings(msgspec.Struct, frozen=True):
     backup_keep: int = 7  # OUTAGE_BACKUP_KEEP: scheduled backups kept, newest first
     tls_certfile: str = ""  # OUTAGE_TLS_CERT: serve https directly with this certificate chain (PEM)…
     tls_keyfile: str = ""  # OUTAGE_TLS_KEY: …and this private key (PEM)
+    outbound_proxy: str = (
+        ""  # OUTAGE_OUTBOUND_PROXY: http://host:port every outbound HTTP request goes through
+    )
+    smtp_url: str = ""  # OUTAGE_SMTP_URL: smtp://host:port or smtps://user:pass@host:port; empty: no email
+    smtp_from: str = "outage-desk@localhost"  # OUTAGE_SMTP_FROM
+    sms_endpoint: str = "https://dysmsapi.aliyuncs.com/"  # OUTAGE_SMS_ENDPOINT (Aliyun SMS, SendSms)
+    sms_access_key_id: str = ""  # OUTAGE_SMS_ACCESS_KEY_ID; empty: no SMS
+    sms_access_key_secret: str = ""  # OUTAGE_SMS_ACCESS_KEY_SECRET
+    sms_sign_name: str = ""  # OUTAGE_SMS_SIGN_NAME: the approved 签名
+    sms_template: str = ""  # OUTAGE_SMS_TEMPLATE: the approved template code, with ${title} and ${link}
+    ack_link_hours: float = 24.0  # OUTAGE_ACK_LINK_HOURS: how long a personal acknowledge link works
 
 
 def _secret_key(var_dir: Path) -> str:
@@ -77,6 +88,15 @@ def load_settings(**overrides: object) -> Settings:
         "backup_keep": int(env.get("OUTAGE_BACKUP_KEEP", "7")),
         "tls_certfile": env.get("OUTAGE_TLS_CERT", ""),
         "tls_keyfile": env.get("OUTAGE_TLS_KEY", ""),
+        "outbound_proxy": env.get("OUTAGE_OUTBOUND_PROXY", ""),
+        "smtp_url": env.get("OUTAGE_SMTP_URL", ""),
+        "smtp_from": env.get("OUTAGE_SMTP_FROM", "outage-desk@localhost"),
+        "sms_endpoint": env.get("OUTAGE_SMS_ENDPOINT", "https://dysmsapi.aliyuncs.com/"),
+        "sms_access_key_id": env.get("OUTAGE_SMS_ACCESS_KEY_ID", ""),
+        "sms_access_key_secret": env.get("OUTAGE_SMS_ACCESS_KEY_SECRET", ""),
+        "sms_sign_name": env.get("OUTAGE_SMS_SIGN_NAME", ""),
+        "sms_template": env.get("OUTAGE_SMS_TEMPLATE", ""),
+        "ack_link_hours": float(env.get("OUTAGE_ACK_LINK_HOURS", "24")),
     }
     values.update(overrides)
     proxies = values["trusted_proxies"]

@@ -67,6 +67,7 @@ async def fire_due(app: Any) -> int:
                 urgency="high",
                 at=at,
                 drill=incident.drill,
+                time_scale=incident.time_scale,
             )
             following = next((s for s in await ladder(session, incident.id) if s.status == "pending"), None)
             await add_event(

@@ -4,8 +4,8 @@ timelines, step ticks, reviews, alert levels, notifications and deliveries, prin
 
 Built from the tables themselves, so a table added later is exported too: a table with a `site_id` column
 gives that site's rows; one without it but with an `incident_id` gives the rows of the site's incidents.
-Credentials never leave: no password hashes, tokens, login failures, push keys, delivery receipts or CRM
-secrets.
+Credentials never leave: no password hashes, tokens, login failures, push keys, delivery receipts, CRM
+secrets or team channels' URLs and secrets.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ SECRET_COLUMNS = {
     ("push_subscriptions", "p256dh"),
     ("push_subscriptions", "auth"),
     ("push_deliveries", "receipt"),
+    ("channels", "url"),  # a robot's URL holds its key / access token
+    ("channels", "secret"),
     ("crm_connectors", "secret"),  # encrypted anyway; left out all the same
 }
 

@@ -67,24 +67,11 @@ async def _tell(
     await feed(db, incident)
 
 
-@post(
-    "/api/incidents/{incident_id:int}/ack",
-    status_code=200,
-    summary="Acknowledge: stops the ladder's pending rungs and pending notifications (manager+, or notified roles)",
-)
-async def ack_incident(request: Req, db: AsyncSession, incident_id: int) -> dict[str, Any]:
-    user = request.user
-    incident = await get_incident_at_site(db, user, incident_id)
-    if incident.status == "resolved":
-        raise Problem(409, "This incident is resolved already.", code="incident.resolved")
-    if not may_ack(user, incident, await ladder.ladder(db, incident.id)):
-        raise Problem(
-            403,
-            "Only managers, or the roles this incident's escalation has reached, can acknowledge.",
-            code="incident.may_not_ack",
-        )
-    at = await clock.now(request.app, db)
-    # Only the first acknowledgement counts, even when two managers press at once.
+async def acknowledge(
+    db: AsyncSession, incident: Incident, user: CurrentUser, at: datetime, channel: str = "app"
+) -> bool:
+    """Acknowledge as `user`; `channel` says where the press came from (app, push, email, sms). Only the first
+    acknowledgement counts, even when two managers press at once: False for a later one."""
     won = affected(
         await db.execute(
             update(Incident)
@@ -112,10 +99,31 @@ async def ack_incident(request: Req, db: AsyncSession, incident_id: int) -> dict
                 "rungs_stopped": stopped,
                 "deliveries_cancelled": cancelled,
                 "seconds_to_ack": round((at - incident.declared_at).total_seconds(), 3),
+                "channel": channel,
             },
             at=at,
         )
         await _tell(db, incident, user, "acknowledged", ["lead", "manager"], at)
+    return bool(won)
+
+
+@post(
+    "/api/incidents/{incident_id:int}/ack",
+    status_code=200,
+    summary="Acknowledge: stops the ladder's pending rungs and pending notifications (manager+, or notified roles)",
+)
+async def ack_incident(request: Req, db: AsyncSession, incident_id: int) -> dict[str, Any]:
+    user = request.user
+    incident = await get_incident_at_site(db, user, incident_id)
+    if incident.status == "resolved":
+        raise Problem(409, "This incident is resolved already.", code="incident.resolved")
+    if not may_ack(user, incident, await ladder.ladder(db, incident.id)):
+        raise Problem(
+            403,
+            "Only managers, or the roles this incident's escalation has reached, can acknowledge.",
+            code="incident.may_not_ack",
+        )
+    await acknowledge(db, incident, user, await clock.now(request.app, db))
     return await detail_out(db, incident, user)
 
 

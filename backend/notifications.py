@@ -1,23 +1,27 @@
-"""Notifications: `notify()` makes an inbox row for every recipient (backend.inbox) and a pending delivery for
-each of their push subscriptions (backend.outbox), which the sender step sends.
+"""Notifications: `notify()` makes an inbox row for every recipient (backend.inbox) and pending outbox deliveries
+(backend.outbox), which the sender step sends: one per push subscription, and for urgent ones (the ladder's
+rungs) an email and an SMS as each recipient's rules say (backend.contacts: at once or after N minutes without
+an acknowledgement, N scaled by a drill's time scale), each personal one with its own acknowledge link
+(backend.acklinks); an escalation also goes to the site's team channels for its roles (backend.channels), with
+an @-mention of the recipients who want one.
 
 For other modules:
     await notify(session, site_id, roles, title, body, incident_id=None, kind="info", urgency="normal",
-                 at=now, drill=incident.drill) -> {"users": n, "notifications": [ids], "deliveries": m}
+                 at=now, drill=incident.drill, time_scale=1) -> {"users": n, "notifications": [ids], "deliveries": m}
 title / body: a string or {"zh-CN": …, "en": …}. The caller commits.
 """
 
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from litestar import Request, Router, post
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import clock
+from . import acklinks, channels, clock, contacts
 from .auth import CurrentUser, User
 from .inbox import Notification
 from .outbox import PushDelivery
@@ -50,6 +54,7 @@ async def notify(
     exclude_user_id: int | None = None,
     at: datetime,
     drill: bool | None = None,
+    time_scale: int = 1,
 ) -> dict[str, Any]:
     """Inbox rows for every active user with one of `roles` at the site (or exactly `user_ids`), and a
     pending push delivery for each of their subscriptions. The caller commits.
@@ -61,7 +66,7 @@ async def notify(
     title, body = _texts(title), _texts(body)
     if drill:
         title = {lang: DRILL_PREFIX[lang] + text for lang, text in title.items()}
-    query = select(User.id).where(User.site_id == site_id, User.active.is_(True))
+    query = select(User.id, User.role).where(User.site_id == site_id, User.active.is_(True))
     query = (
         query.where(User.id.in_(user_ids))
         if user_ids is not None
@@ -69,7 +74,8 @@ async def notify(
     )
     if exclude_user_id is not None:
         query = query.where(User.id != exclude_user_id)
-    users = list((await session.execute(query.order_by(User.id))).scalars())
+    roles_of: dict[int, str] = {u: r for u, r in (await session.execute(query.order_by(User.id))).all()}
+    users = list(roles_of)
     notes = [
         Notification(
             site_id=site_id,
@@ -98,8 +104,24 @@ async def notify(
         if users
         else []
     )
-    session.add_all(
-        [
+    urgent = urgency == "high"
+    plans = await contacts.plans_for(session, users, roles_of) if urgent else {}
+    message = {"kind": kind, "title": title, "body": body, "drill": drill}
+
+    def after(user_id: int, method: str) -> datetime:
+        minutes = plans[user_id].after.get(method, 0) if urgent else 0
+        return at + timedelta(minutes=minutes) / max(time_scale, 1)
+
+    async def personal(user_id: int, channel: str) -> dict[str, Any]:
+        if incident_id is None or not urgent:
+            return message
+        return {**message, "ack": await acklinks.make(session, user_id, incident_id, channel, at)}
+
+    rows = []
+    for sub_id, user_id in subscriptions:
+        if urgent and "push" not in plans[user_id].after:
+            continue
+        rows.append(
             PushDelivery(
                 site_id=site_id,
                 notification_id=by_user[user_id].id,
@@ -109,15 +131,39 @@ async def notify(
                 urgency=urgency,
                 state="pending",
                 attempts=0,
-                next_attempt_at=at,
+                next_attempt_at=after(user_id, "push"),
                 receipt=secrets.token_urlsafe(16),
+                message=await personal(user_id, "push") if urgent and incident_id is not None else None,
                 created_at=at,
             )
-            for sub_id, user_id in subscriptions
-        ]
-    )
+        )
+    mentions: list[str] = []
+    for user_id, plan in plans.items():
+        for method, address in (("email", plan.email), ("sms", plan.mobile)):
+            if address and method in plan.after:
+                rows.append(
+                    contacts.personal_delivery(
+                        site_id,
+                        user_id,
+                        method,
+                        address,
+                        await personal(user_id, method),
+                        at,
+                        send_at=after(user_id, method),
+                        notification_id=by_user[user_id].id,
+                        incident_id=incident_id,
+                    )
+                )
+        if plan.mobile and "mention" in plan.after:
+            mentions.append(contacts.normal_mobile(plan.mobile))
+    session.add_all(rows)
     await session.flush()
-    return {"users": len(users), "notifications": [n.id for n in notes], "deliveries": len(subscriptions)}
+    sent = len(rows)
+    if kind == "escalation":
+        sent += await channels.enqueue(
+            session, site_id, roles, {**message, "mobiles": mentions}, incident_id=incident_id, at=at
+        )
+    return {"users": len(users), "notifications": [n.id for n in notes], "deliveries": sent}
 
 
 @post("/api/push/test", status_code=200, summary="Send myself a test notification (inbox + push)")

@@ -7,10 +7,12 @@ A URL is checked when it is stored (`Client.check`) and again on every request (
 row may predate the rules and a name may resolve elsewhere tomorrow. Names are resolved by the session's
 own resolver (GuardedResolver), which refuses any answer holding a non-public address: aiohttp connects
 only to addresses that resolver returned, so what was checked is what is connected to (no DNS-rebinding
-window between check and connect). Redirects are never followed, proxies from the environment are not
-used, and a reply's body is never read by `post`: callers get its status and headers only (`post_json_reply`
-reads a few KB of JSON, for the CRM's reference), and `describe()` turns a
-failure into a short classification that is safe to show users.
+window between check and connect). Redirects are never followed and proxies from the environment are not
+used; OUTAGE_OUTBOUND_PROXY names the one proxy requests go through, given explicitly (its host is allowed, and
+every target name is resolved and checked by the rules before the proxy is asked to reach it). A reply's body
+is read only when the caller asks: at most `read_body` bytes from `post` (IM bots answer 200 with an error code
+in the body), or a few KB of JSON from `post_json_reply` (the CRM's reference); `describe()` turns a failure
+into a short classification that is safe to show users.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Refused(OSError):
 class Reply(NamedTuple):
     status: int
     headers: CIMultiDictProxy[str]
+    body: bytes = b""  # at most the read_body bytes the caller asked for
 
 
 class JsonReply(NamedTuple):
@@ -169,7 +172,13 @@ class GuardedResolver(AbstractResolver):
 class Client:
     """One shared HTTP session for every outbound request, with the rules built in."""
 
-    def __init__(self, allow: str, timeout: float) -> None:
+    def __init__(self, allow: str, timeout: float, proxy: str = "") -> None:
+        self.proxy = proxy or None
+        if self.proxy:
+            parts = urlsplit(self.proxy)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("OUTAGE_OUTBOUND_PROXY must be http(s)://host:port")
+            allow = f"{allow},{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
         self.rules = Rules(allow)
         self.resolver = GuardedResolver(self.rules)
         # trust_env=False: an HTTP(S)_PROXY from the environment would connect for us, to unchecked addresses.
@@ -195,12 +204,26 @@ class Client:
         except (OSError, TimeoutError):
             pass
 
-    async def post(self, url: str, *, data: bytes, headers: dict[str, str]) -> Reply:
-        """POST and return the status and headers; the body is never read. Raises Refused, TimeoutError or
-        aiohttp.ClientError (classify them with describe())."""
+    async def post(self, url: str, *, data: bytes, headers: dict[str, str], read_body: int = 0) -> Reply:
+        """POST and return the status, headers and at most `read_body` bytes of the body (none by default).
+        Raises Refused, TimeoutError or aiohttp.ClientError (classify them with describe())."""
         parsed = self.rules.check_url(url)
-        async with self.session.post(parsed, data=data, headers=headers, allow_redirects=False) as response:
-            return Reply(response.status, response.headers)
+        if self.proxy and not self.rules.allowed(parsed.host or "", parsed.port):
+            await self._resolve_checked(parsed)  # the proxy resolves for itself: check the name first
+        async with self.session.post(
+            parsed, data=data, headers=headers, allow_redirects=False, proxy=self.proxy
+        ) as response:
+            body = b""
+            while len(body) < read_body and (chunk := await response.content.read(read_body - len(body))):
+                body += chunk
+            return Reply(response.status, response.headers, body)
+
+    async def _resolve_checked(self, parsed: URL) -> None:
+        assert parsed.host is not None
+        if _literal(parsed.host) is not None:
+            return  # check_url judged it already
+        async with asyncio.timeout(RESOLVE_TIMEOUT):
+            await self.resolver.resolve(parsed.host, parsed.port or 0, socket.AF_UNSPEC)
 
     async def post_json_reply(
         self, url: str, *, data: bytes, headers: dict[str, str], limit: int = REPLY_LIMIT
@@ -208,7 +231,11 @@ class Client:
         """POST like `post`, and read at most `limit` bytes of the answer as JSON (for an API whose answer
         matters, such as the CRM's reference): a longer answer is not read further and gives body None."""
         parsed = self.rules.check_url(url)
-        async with self.session.post(parsed, data=data, headers=headers, allow_redirects=False) as response:
+        if self.proxy and not self.rules.allowed(parsed.host or "", parsed.port):
+            await self._resolve_checked(parsed)
+        async with self.session.post(
+            parsed, data=data, headers=headers, allow_redirects=False, proxy=self.proxy
+        ) as response:
             raw = await response.content.read(limit + 1)
             body: Any = None
             if raw and len(raw) <= limit:

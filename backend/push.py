@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import logging
 import os
 import time
@@ -36,6 +37,7 @@ from .errors import Problem
 
 log = logging.getLogger("outage_desk")
 SEND_TIMEOUT = 10  # seconds for one POST to a push service
+MAX_PAYLOAD = 3000  # bytes of JSON; Web Push allows ~4 KB after encryption
 TTL = {"high": 3600, "normal": 12 * 3600}  # seconds a push service may hold the message for an offline phone
 # A VAPID JWT is valid for one push service (its `aud`) until its `exp` (at most 24 h ahead). Signing one per
 # message is an ECDSA signature each time for nothing: sign one per push-service origin, valid 12 h, and use
@@ -101,7 +103,8 @@ async def on_startup(app: Any) -> None:
     app.state.vapid = vapid_key(app.state.settings)
     # The app's one outbound HTTP client (connection reuse, and the outbound rules on every request); push is
     # its first user, so it is made here.
-    app.state.outbound = outbound.Client(app.state.settings.outbound_allow, SEND_TIMEOUT)
+    settings = app.state.settings
+    app.state.outbound = outbound.Client(settings.outbound_allow, SEND_TIMEOUT, settings.outbound_proxy)
 
 
 async def on_shutdown(app: Any) -> None:
@@ -169,6 +172,34 @@ async def send(
     if 300 <= reply.status < 400:
         error += " (redirects are not followed)"
     return {"status": reply.status, "retry_after": reply.headers.get("Retry-After"), "error": error}
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def payload_for(note: Any, delivery: Any, ack_url: str | None = None) -> str:
+    """Ids plus a short title and body in both languages (the service worker picks one), and the personal
+    acknowledge link of an escalation."""
+    data = {
+        "v": 1,
+        "id": note.id,
+        "delivery": delivery.id,
+        "receipt": delivery.receipt,
+        "incident_id": note.incident_id,
+        "kind": note.kind,
+        "urgency": note.urgency,
+        "drill": note.drill,
+        "title": {k: _short(v, 120) for k, v in note.title.items()},
+        "body": {k: _short(v, 300) for k, v in note.body.items()},
+    }
+    if ack_url:
+        data["ack_url"] = ack_url
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    if len(text.encode()) > MAX_PAYLOAD:  # the app fetches the full text from the inbox anyway
+        data["body"] = {}
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return text
 
 
 # ---------------------------------------------------------------- API

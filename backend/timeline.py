@@ -20,7 +20,10 @@ EVENT_KINDS = {
     "note": "text",
     "step_ticked": "step, done (bool)",
     "escalation_fired": "rung, after_minutes, notify (roles), message, due_at, late_seconds, recipients, deliveries",
-    "notification_sent": "delivery, user_id, user (name), status, attempt (a push service accepted it)",
+    "notification_sent": "delivery, user_id, user (name, or the channel's), status, attempt; channel (email, sms,"
+    " channel: a team channel) and channel_id when not Web Push (the provider accepted it)",
+    "notification_deferred": "delivery, user_id, user, status, error, retry_at, channel (rate limited: waits,"
+    " keeps its attempts)",
     "notification_failed": "delivery, user_id, user, status, error, attempt, retry_at (None: given up)",
     "notification_gone": "delivery, user_id, user, status (404/410: the subscription was removed)",
     "notification_delivered": "delivery, user_id, user (the device's service worker received it)",

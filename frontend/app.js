@@ -20,6 +20,8 @@ import "./screens/form.js";
 import "./screens/outbox.js";
 import "./screens/incidents.js";
 import "./screens/inbox.js";
+import "./screens/contacts.js";
+import "./screens/channels.js";
 import * as callbacks from "./screens/callbacks.js";
 import "./screens/recovery.js";
 import "./screens/crm.js";

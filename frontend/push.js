@@ -30,6 +30,26 @@ async function registration() {
   return Promise.race([navigator.serviceWorker.ready, timeout]);
 }
 
+// The browser's push service (Google's for Chrome: unreachable in mainland China) may never answer: give up
+// after this long and say so, instead of a button that greys out forever.
+export const SUBSCRIBE_TIMEOUT_MS = 8000;
+
+function unreachable() {
+  return Object.assign(new Error("push service unreachable"), { code: "unreachable" });
+}
+
+// pushManager.subscribe() with a deadline; a push-service failure (AbortError "push service not available",
+// a network error) becomes .code "unreachable" too.
+function subscribeWithin(reg, key) {
+  const timeout = new Promise((_, reject) => setTimeout(() => reject(unreachable()), SUBSCRIBE_TIMEOUT_MS));
+  const attempt = reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(key) })
+    .catch((error) => {
+      if (error?.name === "NotAllowedError") throw Object.assign(error, { code: "denied" });
+      throw Object.assign(unreachable(), { cause: error });
+    });
+  return Promise.race([attempt, timeout]);
+}
+
 // Subscribe (when allowed) and tell the server; returns the subscription or null.
 async function subscribeAndSave() {
   const reg = await registration();
@@ -39,7 +59,7 @@ async function subscribeAndSave() {
     await sub.unsubscribe(); // the server has a new VAPID key: the old subscription is useless
     sub = null;
   }
-  const fresh = () => reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(key) });
+  const fresh = () => subscribeWithin(reg, key);
   if (!sub) sub = await fresh();
   try {
     await api("/api/push/subscriptions", { method: "POST", body: sub.toJSON() });

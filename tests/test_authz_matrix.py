@@ -25,6 +25,7 @@ from .push_receiver import PushReceiver
 RANK = {role: n for n, role in enumerate(ROLES)}
 OK = "ok"  # any 2xx
 REFUSED = {403, 404, 409, 422}
+CHANNEL_URL = "https://1.1.1.1/cgi-bin/webhook/send?key=matrix"  # a public literal: no DNS, never sent
 
 
 def call_record(marker: str, n: int = 0) -> dict[str, Any]:
@@ -254,6 +255,27 @@ def sync_refused(body: dict) -> bool:
     return [r["status"] for r in body["results"]] == ["rejected"] and "server" not in body["results"][0]
 
 
+def on_channel(suffix: str) -> Build:
+    """A channel of the target site (made by its admin), then the operation on it."""
+
+    async def build(client, role, data):
+        channel = await client.post(
+            "/api/channels",
+            headers=data.site.headers("admin"),
+            json={"kind": "wecom", "name": f"群 {uuid.uuid4().hex[:8]}", "url": CHANNEL_URL},
+        )
+        assert channel.status_code == 200, channel.text
+        return {"path": f"/api/channels/{channel.json()['id']}{suffix}"}
+
+    return build
+
+
+async def build_contact_test(client, role, data):
+    headers = data.site.headers(role) if role else {}
+    await client.put("/api/me/contact", headers=headers, json={"email": "a@example.cn"})
+    return {"path": "/api/me/contact/test", "json": {"method": "email"}}
+
+
 async def build_subscribe(client, role, data):
     return {"path": "/api/push/subscriptions", "json": data.receiver.subscription()}  # type: ignore[attr-defined]
 
@@ -375,7 +397,23 @@ OPS: dict[tuple[str, str], Op] = {
     ("POST", "/api/push/subscriptions"): Op(build_subscribe, other=False),
     ("DELETE", "/api/push/subscriptions"): Op(build_unsubscribe),
     ("POST", "/api/push/test"): Op(simple("/api/push/test"), other=False),
-    ("POST", "/api/push/receipts"): Op(build_receipt, None),  # public, but a wrong receipt proves nothing
+    ("POST", "/api/push/receipts"): Op(build_receipt, None),
+    ("GET", "/api/channels"): Op(simple("/api/channels"), "admin", other=False),
+    ("POST", "/api/channels"): Op(
+        simple("/api/channels", json={"kind": "wecom", "name": "matrix", "url": CHANNEL_URL}),
+        "admin",
+        other=False,
+    ),
+    ("DELETE", "/api/channels/{channel_id}"): Op(on_channel(""), "admin"),
+    ("POST", "/api/channels/{channel_id}/test"): Op(on_channel("/test"), "admin"),
+    ("GET", "/api/me/contact"): Op(simple("/api/me/contact"), other=False),
+    ("PUT", "/api/me/contact"): Op(simple("/api/me/contact", json={"email": "a@example.cn"}), other=False),
+    ("PUT", "/api/me/rules"): Op(
+        simple("/api/me/rules", json={"rules": [{"method": "sms", "enabled": True, "after_minutes": 3}]}),
+        other=False,
+    ),
+    ("POST", "/api/me/contact/test"): Op(build_contact_test, other=False),
+    ("GET", "/api/me/deliveries"): Op(simple("/api/me/deliveries"), other=False),
     ("GET", "/api/inbox"): Op(simple("/api/inbox"), other=False),
     ("GET", "/api/fleet"): Op(simple("/api/fleet"), "lead", other=False),
     ("GET", "/api/audit"): Op(simple("/api/audit"), "admin", other=False),

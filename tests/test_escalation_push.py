@@ -123,6 +123,8 @@ async def test_ladder_fires_in_order_at_its_times_and_ack_stops_the_rest(client,
             .scalars()
             .all()
         )
+    ack_url = first.payload.pop("ack_url")  # the manager's personal, single-use acknowledge link
+    assert ack_url.startswith(engine.settings.public_base_url + "/ack/")
     assert first.payload == {
         "v": 1,
         "id": deliveries[1].notification_id,
@@ -304,7 +306,12 @@ async def test_ack_cancels_pending_deliveries_and_resolve_cancels_the_rest(clien
         await client.get(f"/api/incidents/{incident['id']}/timeline", headers=site.headers("lead"))
     ).json()
     ack_event = [e for e in events["events"] if e["kind"] == "acknowledged"][0]
-    assert ack_event["data"] == {"rungs_stopped": 2, "deliveries_cancelled": 1, "seconds_to_ack": 300.0}
+    assert ack_event["data"] == {
+        "rungs_stopped": 2,
+        "deliveries_cancelled": 1,
+        "seconds_to_ack": 300.0,
+        "channel": "app",
+    }
 
     other = await declare(client, site, playbook="power-outage")
     resolved = await client.post(

@@ -42,9 +42,14 @@ async function pushCard() {
         refreshCard(card);
       } catch (error) {
         pushError = error.code === "denied" ? t("push.denied")
-          : error.code === "unsupported" ? t("push.unsupported") : t("push.failed", { error: errorText(error) });
+          : error.code === "unsupported" ? t("push.unsupported")
+          : error.code === "unreachable" ? t("push.unreachable") : t("push.failed", { error: errorText(error) });
         status.textContent = pushError;
         status.className = "error";
+        status.id = "push-status";
+        if (error.code === "unreachable" && !card.querySelector("#push-other")) {
+          status.after(h("p", {}, h("a", { href: "#/contacts", id: "push-other", class: "button" }, t("push.otherChannels"))));
+        }
         button.disabled = false;
       }
     } }, t("push.enable")));
@@ -55,6 +60,7 @@ async function pushCard() {
       refreshCard(card);
     } }, t("push.disable")));
   }
+  buttons.append(h("a", { href: "#/contacts", class: "button" }, t("contacts.link")));
   buttons.append(h("button", { type: "button", id: "push-test", onclick: async () => {
     try { await api("/api/push/test", { method: "POST" }); toast(t("push.tested")); emit("inbox"); } catch (error) { toast(errorText(error), "error"); }
   } }, t("push.test")));

@@ -155,7 +155,9 @@ function eventText(event, incident) {
       status: d.status ? `HTTP ${d.status}` : t("ev.neterror"),
       retry: d.retry_at ? t("ev.retry", { time: time(d.retry_at) }) : t("ev.giveup") });
     case "notification_sent": case "notification_gone": case "notification_delivered":
+      if (d.channel) return t(`ev.via.${event.kind}`, { user: d.user || d.user_id, via: t(`contacts.m.${d.channel}`) });
       return t(`ev.${event.kind}`, { user: d.user || d.user_id });
+    case "notification_deferred": return t("ev.notification_deferred", { user: d.user, time: time(d.retry_at) });
     case "acknowledged": return t("ev.acknowledged", { actor, after: duration(d.seconds_to_ack || 0), n: d.rungs_stopped });
     case "recovered": case "resolved": return t(`ev.${event.kind}`, { actor }) + (d.note ? ` — ${d.note}` : "");
     case "level_changed": return t("ev.level_changed", { from: t(`level.${d.from}`), to: t(`level.${d.to}`),
