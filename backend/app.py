@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import (
+    admin,
     admission,
     alerts,
     attempts,
@@ -26,7 +27,9 @@ from . import (
     auth,
     callbacks,
     documents,
+    drafts,
     escalation,
+    firstrun,
     fleet,
     forms,
     headers,
@@ -81,6 +84,9 @@ ROUTERS = [
     printing.router,
     fleet.router,
     audit.router,
+    admin.router,
+    drafts.router,
+    firstrun.router,
 ]
 # "Do what is due" steps, each run for the app's lifetime by backend.workers.
 WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP]

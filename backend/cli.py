@@ -4,45 +4,18 @@ demo, vapid, export."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import secrets
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import demo
 from .config import load_settings
-from .db import make_engine, sessionmaker
-from .migrate import upgrade
+from .demo import cli_audit as _audit
+from .migrate import load_defaults, prepare, with_session
 
-
-def _with_session(fn: Callable[[Any], Awaitable[Any]]) -> Any:
-    async def run() -> Any:
-        engine = make_engine(load_settings().database_url)
-        try:
-            async with sessionmaker(engine)() as session:
-                result = await fn(session)
-                await session.commit()
-                return result
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-async def load_defaults(session: Any) -> None:
-    """Load the shipped data (playbooks, forms) into every site."""
-    from .app import DEFAULT_LOADERS
-
-    for load in DEFAULT_LOADERS:
-        await load(session)
-
-
-def prepare() -> None:
-    """Migrate and load defaults: what `serve` does before it listens."""
-    settings = load_settings()
-    upgrade(settings.database_url)
-    _with_session(load_defaults)
+_with_session = with_session  # the name the commands below use
+__all__ = ["load_defaults", "main"]  # load_defaults: kept importable from here (tests, bench)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -51,7 +24,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     prepare()
     from .app import create_app
 
-    print(f"Outage Desk on http://{args.host}:{args.port}", flush=True)
+    print(f"Outage Desk on {demo.served_address(args.host, args.port)}", flush=True)
+    demo.remember_address(demo.served_address(args.host, args.port, public=True))
+    demo.announce_setup(demo.served_address(args.host, args.port, public=True))
     uvicorn.run(
         create_app(),
         host=args.host,
@@ -73,17 +48,21 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from .app import SITE_SEEDERS
-    from .auth import ROLES, User, create_user
+    from .auth import ROLES, Site, User, create_user, password_problem
 
     if args.role not in ROLES:
         print(f"role must be one of {', '.join(ROLES)}", file=sys.stderr)
         return 2
+    if rule := password_problem(args.name, args.password):
+        print(rule, file=sys.stderr)
+        return 2
     prepare()
 
-    async def add(session: Any) -> str:
+    async def add(session: Any) -> bool:
         if (await session.execute(select(User).where(User.username == args.name))).scalar_one_or_none():
             raise SystemExit(f"user {args.name!r} exists already")
-        await create_user(
+        existed = (await session.execute(select(Site.id).where(Site.slug == args.site))).scalar_one_or_none()
+        user = await create_user(
             session,
             args.name,
             args.role,
@@ -93,9 +72,14 @@ def cmd_users_add(args: argparse.Namespace) -> int:
             args.phone,
             seeders=SITE_SEEDERS,
         )
-        return args.name
+        await _audit(session, user, "user.create", after={"role": args.role, "site_created": existed is None})
+        return existed is None
 
-    _with_session(add)
+    if _with_session(add):
+        print(
+            f"created a new site {args.site!r} (there was none by that name; check the spelling if you meant "
+            "an existing one: `users list` shows every site)"
+        )
     print(f"added {args.role} {args.name} at site {args.site}")
     return 0
 
@@ -144,7 +128,9 @@ def cmd_users_disable(args: argparse.Namespace) -> int:
     from .sessions import set_active
 
     async def change(session: Any, user: Any) -> str:
+        before = user.active
         ended = await set_active(session, user, False)
+        await _audit(session, user, "user.disable", {"active": before}, {"active": False})
         return f"disabled {user.username}; {ended} login(s) ended"
 
     return _user_command(args.name, change)
@@ -152,6 +138,7 @@ def cmd_users_disable(args: argparse.Namespace) -> int:
 
 def cmd_users_enable(args: argparse.Namespace) -> int:
     async def change(session: Any, user: Any) -> str:
+        await _audit(session, user, "user.enable", {"active": user.active}, {"active": True})
         user.active = True
         return f"enabled {user.username}"
 
@@ -167,7 +154,9 @@ def cmd_users_set_role(args: argparse.Namespace) -> int:
         return 2
 
     async def change(session: Any, user: Any) -> str:
+        before = user.role
         ended = await set_role(session, user, args.role)
+        await _audit(session, user, "user.role", {"role": before}, {"role": args.role})
         return f"{user.username} is now {args.role}; {ended} login(s) ended"
 
     return _user_command(args.name, change)
@@ -183,6 +172,7 @@ def cmd_users_reset_password(args: argparse.Namespace) -> int:
 
     async def change(session: Any, user: Any) -> str:
         ended = await set_password(session, user, hasher.hash(args.password))
+        await _audit(session, user, "user.password", after={"logins_ended": ended})
         return f"password of {user.username} reset; {ended} login(s) ended"
 
     return _user_command(args.name, change)
@@ -192,56 +182,11 @@ def cmd_users_revoke(args: argparse.Namespace) -> int:
     from .sessions import revoke_sessions
 
     async def change(session: Any, user: Any) -> str:
-        return f"{await revoke_sessions(session, user.id)} login(s) of {user.username} ended"
+        ended = await revoke_sessions(session, user.id)
+        await _audit(session, user, "user.revoke", after={"logins_ended": ended})
+        return f"{ended} login(s) of {user.username} ended"
 
     return _user_command(args.name, change)
-
-
-DEMO_USERS = [
-    ("agent", "坐席 小王"),
-    ("lead", "值班组长 李"),
-    ("manager", "运营主管 陈"),
-    ("admin", "管理员"),
-]
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from .app import SITE_SEEDERS
-    from .auth import User, create_user, get_or_create_site, hasher
-
-    prepare()
-    credentials: list[tuple[str, str, str]] = []
-
-    async def make(session: Any) -> None:
-        await get_or_create_site(session, args.site, "演示呼叫中心 Demo call center", seeders=SITE_SEEDERS)
-        for role, name in DEMO_USERS:
-            username = f"{args.site}-{role}"
-            password = args.password or secrets.token_urlsafe(9)
-            existing = (
-                await session.execute(select(User).where(User.username == username))
-            ).scalar_one_or_none()
-            if existing is not None:
-                existing.password_hash = hasher.hash(password)
-            else:
-                await create_user(
-                    session,
-                    username,
-                    role,
-                    args.site,
-                    password,
-                    name,
-                    f"138-0000-000{len(credentials)}",
-                    seeders=SITE_SEEDERS,
-                )
-            credentials.append((role, username, password))
-
-    _with_session(make)
-    print(f"Demo site '{args.site}' ready. Log in at http://127.0.0.1:8000 with:")
-    for role, username, password in credentials:
-        print(f"  {role:8} {username:20} {password}")
-    return 0
 
 
 def cmd_vapid(args: argparse.Namespace) -> int:
@@ -310,10 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     reset.add_argument("--password", required=True)
     reset.set_defaults(fn=cmd_users_reset_password)
 
-    demo = sub.add_parser("demo", help="a demo site with one user per role")
-    demo.add_argument("--site", default="demo")
-    demo.add_argument("--password", help="one password for all demo users (default: random, printed)")
-    demo.set_defaults(fn=cmd_demo)
+    demo.add_parsers(sub)
 
     sub.add_parser("vapid", help="print the VAPID public key (made on first use)").set_defaults(fn=cmd_vapid)
 
