@@ -42,7 +42,7 @@ run *args: install
 test *args: install
     {{py}} -m pytest {{args}}
 
-# Create a demo site with one user per role and print their credentials
+# A demo site with one user per role; prints the logins and the address to open (keeps existing passwords; --reset-passwords)
 demo *args: install
     {{py}} -m backend demo {{args}}
 

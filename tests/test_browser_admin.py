@@ -21,7 +21,7 @@ NEW_EN = "Tell ops on duty and the center leaders at once (drill edit)"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     server = ServerProcess(tmp_path_factory.mktemp("admin"))
-    server.add_users("adm")
+    server.add_users("adm", roles=("agent", "lead", "admin"))
     server.start()
     yield server
     server.stop()
@@ -212,3 +212,17 @@ def test_site_directory_fleet_and_audit_screens(server, new_context, artifacts):
     admin.click("#lang")
     expect(admin.locator("h1")).to_have_text("Audit log")
     shot(admin, artifacts, "audit-en")
+    # The form editor: fields edited one by one, previewed as the agent's form.
+    admin.click("#lang")
+    go(admin, "#/admin/docs/form/call-record")
+    expect(admin.locator(".ed-item[data-field='phone']")).to_be_visible()
+    shot(admin, artifacts, "form-editor", at=".ed-item[data-field='category']")
+    admin.get_by_role("tab", name="预览").click()
+    expect(admin.locator(".ed-preview .ed-agent input, .ed-preview .ed-agent textarea").first).to_be_visible()
+    assert admin.locator("h1").count() == 1  # the preview's titles do not add a second h1
+    shot(admin, artifacts, "form-preview")
+    # Tablet: the same screens, two columns where there is room.
+    admin.set_viewport_size({"width": 820, "height": 1180})
+    go(admin, "#/users")
+    expect(admin.locator("li.ad-user").first).to_be_visible()
+    shot(admin, artifacts, "users-tablet")

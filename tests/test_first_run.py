@@ -114,7 +114,7 @@ def test_fresh_clone_setup_link_first_admin_and_login(clone, new_context, artifa
     page.fill("input[name=password]", "wang.admin")  # the username: refused by the same rule as everywhere
     page.fill("input[name=password_again]", "wang.admin")
     page.click("button[type=submit]")
-    expect(page.locator(".error")).to_contain_text("username")
+    expect(page.locator(".error")).to_contain_text("用户名")
     page.fill("input[name=password]", "first-admin-pass")
     page.fill("input[name=password_again]", "first-admin-pass")
     page.screenshot(path=str(artifacts / "first-run-setup.png"))

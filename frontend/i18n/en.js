@@ -228,7 +228,7 @@ export default {
   "ed.f.label": "Label", "ed.f.name": "Field code", "ed.f.type": "Kind of answer",
   "ed.f.maxLength": "At most (characters)", "ed.f.pattern": "Allowed format (regular expression)", "ed.f.min": "Smallest",
   "ed.f.max": "Largest", "ed.f.choices": "Choices", "ed.f.choices.hint": "One per line: code = 中文 / English",
-  "ed.f.kept": "Records use this field: its code stays; the server refuses removing it, changing its kind or dropping a choice in use.", "ed.type.text": "Short text", "ed.type.textarea": "Long text",
+  "ed.f.kept": "A published field: its code stays. While records hold values for it, the server refuses removing it, changing its kind or dropping a choice they use.", "ed.type.text": "Short text", "ed.type.textarea": "Long text",
   "ed.type.tel": "Phone number", "ed.type.integer": "Whole number", "ed.type.datetime": "Date and time",
   "ed.type.choice": "One of a list", "ed.type.boolean": "Yes or no", "ed.advanced": "Everything else (escalation, script, contacts, forms) as JSON",
   "ed.advanced.hint": "For the parts without their own editor. Apply, then save the draft: the server checks it.", "ed.advanced.apply": "Apply", "ed.preview": "Preview",

@@ -177,7 +177,7 @@ export default {
   "ed.f.label": "名称", "ed.f.name": "字段代码", "ed.f.type": "填写方式",
   "ed.f.maxLength": "最多（字）", "ed.f.pattern": "允许的格式（正则表达式）", "ed.f.min": "最小",
   "ed.f.max": "最大", "ed.f.choices": "选项", "ed.f.choices.hint": "每行一个：代码 = 中文 / English",
-  "ed.f.kept": "已有记录使用这个字段：代码不能改；服务器会拒绝删除它、改填写方式或去掉在用的选项。", "ed.type.text": "短文字", "ed.type.textarea": "长文字",
+  "ed.f.kept": "已发布的字段：代码不能改。只要已有记录填了它，服务器就会拒绝删除它、改填写方式或去掉在用的选项。", "ed.type.text": "短文字", "ed.type.textarea": "长文字",
   "ed.type.tel": "电话号码", "ed.type.integer": "整数", "ed.type.datetime": "日期时间",
   "ed.type.choice": "单选", "ed.type.boolean": "是/否", "ed.advanced": "其他部分（升级、话术、联系电话、表单）以 JSON 编辑",
   "ed.advanced.hint": "用于没有专门编辑器的部分。应用后保存草稿，由服务器检查。", "ed.advanced.apply": "应用", "ed.preview": "预览",

@@ -17,10 +17,17 @@ export function problemText(error) {
   if (!(error instanceof ApiError)) return t("error.network");
   const errors = error.problem?.errors;
   if (errors && typeof errors === "object" && !Array.isArray(errors)) {
-    const details = Object.entries(errors).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(", ") : v}`);
+    const details = Object.entries(errors).filter(([, v]) => v !== error.message)
+      .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(", ") : v}`);
     return [error.message, ...details].join("\n");
   }
   return error.message;
+}
+
+// The app's password rule (backend/auth.py password_problem), told before the server has to.
+export function passwordProblem(username, password) {
+  if (password.length < 8 || password.trim().toLowerCase() === username.trim().toLowerCase()) return t("ad.password.rule");
+  return null;
 }
 
 function errorBox() {
@@ -40,11 +47,11 @@ function back(href = "#/admin") {
 
 route("#/admin", async (view) => {
   const links = [
-    ["#/users", "👤", "ad.users", "ad.users.hint"],
+    ["#/users", "☺", "ad.users", "ad.users.hint"],
     ["#/admin/site", "☎", "ad.site", "ad.site.hint"],
     ["#/admin/docs", "✎", "ad.docs", "ad.docs.hint"],
-    ["#/fleet", "📱", "fl.title", "ad.fleet.hint"],
-    ["#/admin/audit", "🗎", "ad.audit", "ad.audit.hint"],
+    ["#/fleet", "⇅", "fl.title", "ad.fleet.hint"],
+    ["#/admin/audit", "⌚", "ad.audit", "ad.audit.hint"],
   ];
   mount(view, h("h1", {}, t("ad.title")),
     h("p", { class: "muted" }, t("ad.intro", { site: session.user.site_name })),
@@ -72,6 +79,8 @@ function newUserForm(onDone) {
   const form = h("form", { class: "card stack ad-new-user", onsubmit: async (event) => {
     event.preventDefault();
     error.hidden = true;
+    const rule = passwordProblem(username.value, password.value);
+    if (rule) { error.textContent = rule; error.hidden = false; return; }
     try {
       await api("/api/users", { method: "POST", body: { username: username.value.trim(), role: role.value,
         password: password.value, display_name: display.value.trim() || null } });
@@ -120,7 +129,7 @@ function userCard(user, redraw) {
       h("div", { class: "row ad-inline" }, role, h("button", { type: "button", onclick: (e) => act(e.currentTarget,
         () => api(`${base}/role`, { method: "PUT", body: { role: role.value } }),
         () => { toast(t("ad.user.roleDone")); redraw(); }) }, t("ad.user.setRole"))),
-      h("div", { class: "row ad-inline" }, password, h("button", { type: "button", class: "ad-reset", onclick: (e) => act(e.currentTarget,
+      h("div", { class: "row ad-inline" }, password, h("button", { type: "button", class: "ad-reset", onclick: (e) => passwordProblem(user.username, password.value) ? toast(t("ad.password.rule"), "error") : act(e.currentTarget,
         () => api(`${base}/password`, { method: "POST", body: { password: password.value } }),
         () => { toast(t("ad.user.passwordDone")); redraw(); }) }, t("ad.user.resetPassword"))),
       h("div", { class: "row" },

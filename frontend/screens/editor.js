@@ -214,15 +214,20 @@ function previewPane(state, extra) {
         renderPlaybook(box, withDirectory(def, extra.directory), extra.forms);
         pane.replaceChildren(box);
       } else {
-        pane.replaceChildren(h("div", { class: "ed-agent card" }, h("h2", {}, pick(def.title)), renderForm(def, defaults(def))));
+        pane.replaceChildren(h("div", { class: "ed-agent card" }, h("h1", {}, pick(def.title)), renderForm(def, defaults(def)).element));
       }
       pane.firstChild.setAttribute("lang", mode);
     });
   };
+  // The screen has one h1 (the editor's): the preview's own titles become level-2 headings that look the same.
+  const demote = () => pane.querySelectorAll("h1").forEach((el) => {
+    el.replaceWith(h("p", { class: `ed-h1 ${el.className}`, role: "heading", "aria-level": "2", lang: el.getAttribute("lang") }, el.textContent));
+  });
   const buttons = h("div", { class: "row ed-modes", role: "group", "aria-label": t("ed.preview") },
     [["zh-CN", "中文"], ["en", "English"], ["print", t("ed.printView")]].map(([mode, label]) =>
-      h("button", { type: "button", class: "chip-light", dataset: { mode }, onclick: () => show(mode) }, label)));
+      h("button", { type: "button", class: "chip-light", dataset: { mode }, onclick: () => { show(mode); demote(); } }, label)));
   show(lang());
+  demote();
   return h("div", { class: "ed-preview" }, h("p", { class: "muted small" }, t("ed.preview.hint")), buttons, pane);
 }
 

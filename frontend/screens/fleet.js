@@ -8,7 +8,7 @@ import { homeAction } from "./home.js";
 
 const LEADS = ["lead", "manager", "admin"];
 const REFRESH_MS = 30000;
-homeAction({ href: "#/fleet", label: () => `📱 ${t("fl.title")}`, roles: LEADS, order: 62 });
+homeAction({ href: "#/fleet", label: () => `⇅ ${t("fl.title")}`, roles: LEADS, order: 62 });
 
 function ago(iso) {
   const minutes = Math.round((Date.now() - new Date(iso).getTime()) / 60000);

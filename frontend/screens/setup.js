@@ -5,7 +5,7 @@ import { t } from "../i18n.js";
 import { navigate, route } from "../router.js";
 import { login } from "../session.js";
 import { h, mount } from "../ui.js";
-import { problemText, zoneSelect } from "./admin.js";
+import { passwordProblem, problemText, zoneSelect } from "./admin.js";
 
 function slugFrom(text) {
   return text.toLowerCase().normalize("NFKD").replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40);
@@ -39,8 +39,9 @@ route("#/setup/:token", async (view, { token }) => {
   const form = h("form", { class: "card stack", onsubmit: async (event) => {
     event.preventDefault();
     error.hidden = true;
-    if (password.value !== again.value) {
-      error.textContent = t("su.mismatch");
+    const rule = passwordProblem(username.value, password.value);
+    if (rule || password.value !== again.value) {
+      error.textContent = rule || t("su.mismatch");
       error.hidden = false;
       return;
     }
