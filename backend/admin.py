@@ -26,7 +26,7 @@ from .auth import (
     requires,
     user_out,
 )
-from .db import utcnow
+from .db import has_nul, utcnow
 from .definitions import Contact, as_stored, parse_definition
 from .errors import Problem
 
@@ -78,6 +78,8 @@ async def update_site(
     data: SiteIn, request: Request[CurrentUser, str, Any], db: AsyncSession
 ) -> dict[str, Any]:
     site = await _site(db, request.user)
+    if has_nul(data.name):
+        raise Problem(422, "The name holds a NUL character.", errors={"name": "NUL character"})
     if data.time_zone is not None and (rule := time_zone_problem(data.time_zone)):
         raise Problem(422, rule, errors={"time_zone": rule})
     before = {"name": site.name, "time_zone": site.time_zone}
@@ -180,6 +182,8 @@ async def list_users(
 async def add_user(data: NewUserIn, request: Request[CurrentUser, str, Any], db: AsyncSession) -> UserOut:
     if rule := password_problem(data.username, data.password):
         raise Problem(400, rule, errors={"password": rule})
+    if has_nul([data.display_name, data.phone]):
+        raise Problem(422, "The name or phone holds a NUL character.")
     exists = (await db.execute(select(User.id).where(User.username == data.username))).scalar_one_or_none()
     if exists is not None:
         raise Problem(409, f"The username {data.username!r} is taken.", errors={"username": "taken"})

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import re2
 
+from .db import has_nul
 from .errors import Problem
 
 Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
@@ -168,6 +169,8 @@ def parse_definition(
     kind: str, raw: dict[str, Any]
 ) -> FormDefinition | PlaybookDefinition | DirectoryDefinition:
     raw = {k: v for k, v in raw.items() if k not in SERVER_KEYS}
+    if has_nul(raw):
+        raise Problem(422, f"This {kind} definition holds a NUL character, which cannot be stored.")
     if kind == "playbook" and isinstance(raw.get("escalation"), list):
         # GET adds the site directory's numbers to each rung (documents.with_directory): not part of it.
         raw["escalation"] = [

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import audit, clock, throttle
 from .admin import time_zone_problem
 from .auth import DEFAULT_TIME_ZONE, Site, User, create_user, get_or_create_site, password_problem
+from .db import has_nul
 from .errors import Problem
 
 
@@ -62,6 +63,8 @@ async def setup(data: SetupIn, request: Request, db: AsyncSession) -> dict[str, 
         raise Problem(403, "This setup link is not valid: use the one the server printed when it started.")
     if rule := password_problem(data.username, data.password):
         raise Problem(400, rule, errors={"password": rule})
+    if has_nul([data.site_name, data.display_name]):
+        raise Problem(422, "A name holds a NUL character.")
     if rule := time_zone_problem(data.time_zone):
         raise Problem(422, rule, errors={"time_zone": rule})
     if (await db.execute(select(User.id).where(User.username == data.username))).scalar_one_or_none():

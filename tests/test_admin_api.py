@@ -252,3 +252,19 @@ async def test_setup_needs_the_token_and_only_works_once(client, db):
         async with db() as session:
             await session.execute(update(User).where(User.role == "setaside").values(role="admin"))
             await session.commit()
+
+
+async def test_nul_characters_are_problems_not_500s(client, site):
+    admin = site.headers("admin")
+    assert (await client.put("/api/admin/site", json={"name": "a\x00b"}, headers=admin)).status_code == 422
+    editor = (await client.get("/api/admin/documents/playbook/fire-theft", headers=admin)).json()
+    bad = {**editor["published"], "title": {"zh-CN": "火\x00警", "en": "Fire"}}
+    answer = await client.put("/api/admin/documents/playbook/fire-theft/draft", json=bad, headers=admin)
+    assert answer.status_code == 422
+    user = {
+        "username": f"{site.slug}-nul",
+        "password": "a-long-password",
+        "role": "agent",
+        "display_name": "\x00",
+    }
+    assert (await client.post("/api/users", json=user, headers=admin)).status_code == 422
