@@ -53,7 +53,7 @@ axe:
 test *args: install axe
     {{py}} -m pytest {{args}}
 
-# Create a demo site with one user per role and print their credentials
+# A demo site with one user per role; prints the logins and the address to open (keeps existing passwords; --reset-passwords)
 demo *args: install
     {{py}} -m backend demo {{args}}
 

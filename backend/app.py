@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import (
     ackpage,
+    admin,
     admission,
     alerts,
     attempts,
@@ -33,7 +34,9 @@ from . import (
     crmapi,
     crmpush,
     documents,
+    drafts,
     escalation,
+    firstrun,
     fleet,
     forms,
     headers,
@@ -99,6 +102,9 @@ ROUTERS = [
     fleet.router,
     audit.router,
     retention.router,
+    admin.router,
+    drafts.router,
+    firstrun.router,
 ]
 # "Do what is due" steps, each run for the app's lifetime by backend.workers.
 WORKER_STEPS = [

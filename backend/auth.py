@@ -14,7 +14,6 @@ from litestar import Request, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
-from litestar.params import Parameter
 from sqlalchemy import Boolean, ForeignKey, Integer, String, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -250,6 +249,7 @@ class TokenAuth(AbstractAuthenticationMiddleware):
 PUBLIC_PATHS = [
     r"^/api/health$",
     r"^/api/auth/login$",
+    r"^/api/setup$",
     r"^/api/push/vapid-public-key$",
     r"^/api/push/receipts$",
     r"^/ack/",  # personal acknowledge links: the signed link is the credential (backend.acklinks)
@@ -338,39 +338,4 @@ async def me(request: Request[CurrentUser, str, Any], db: AsyncSession) -> UserO
     return user_out(request.user, phone=phone)
 
 
-@get("/api/users", guards=[requires("lead")], summary="Users of my site")
-async def list_users(
-    request: Request[CurrentUser, str, Any],
-    db: AsyncSession,
-    role: Annotated[Role | None, Parameter(query="role")] = None,
-) -> list[UserOut]:
-    me_ = request.user
-    query = select(User, Site).join(Site, Site.id == User.site_id).where(User.site_id == me_.site_id)
-    if role:
-        query = query.where(User.role == role)
-    rows = (await db.execute(query.order_by(User.display_name))).all()
-    return [user_out(r.User, r.Site) for r in rows]
-
-
-@post("/api/users", guards=[requires("admin")], summary="Add a user to my site")
-async def add_user(data: NewUserIn, request: Request[CurrentUser, str, Any], db: AsyncSession) -> UserOut:
-    if rule := password_problem(data.username, data.password):
-        raise Problem(400, rule, errors={"password": rule}, code="auth.weak_password")
-    exists = (await db.execute(select(User.id).where(User.username == data.username))).scalar_one_or_none()
-    if exists is not None:
-        raise Problem(409, f"The username {data.username!r} is taken.", code="users.username_taken")
-    user = await create_user(
-        db,
-        data.username,
-        data.role,
-        request.user.site_slug,
-        data.password,
-        data.display_name,
-        data.phone,
-        password_hash=await throttle.hash_password(request.app.state, data.password),
-    )
-    site = (await db.execute(select(Site).where(Site.id == user.site_id))).scalar_one()
-    return user_out(user, site)
-
-
-router = Router(path="/", route_handlers=[login, logout, me, list_users, add_user], tags=["auth"])
+router = Router(path="/", route_handlers=[login, logout, me], tags=["auth"])

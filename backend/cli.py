@@ -5,51 +5,24 @@ contact), channels (add, list), demo, vapid, export, crm (set, show, push: backe
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import secrets
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import backup, channels, contacts
+from . import backup, channels, contacts, demo
 from .config import load_settings, tls_options
-from .db import make_engine, sessionmaker
-from .migrate import upgrade
+from .demo import cli_audit as _audit
+from .migrate import load_defaults, prepare, with_session
 
-
-def _with_session(fn: Callable[[Any], Awaitable[Any]]) -> Any:
-    async def run() -> Any:
-        engine = make_engine(load_settings().database_url)
-        try:
-            async with sessionmaker(engine)() as session:
-                result = await fn(session)
-                await session.commit()
-                return result
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-async def load_defaults(session: Any) -> None:
-    """Load the shipped data (playbooks, forms) into every site."""
-    from .app import DEFAULT_LOADERS
-
-    for load in DEFAULT_LOADERS:
-        await load(session)
+_with_session = with_session  # the name the commands below use
+__all__ = ["load_defaults", "main"]  # load_defaults: kept importable from here (tests, bench)
 
 
 def _load_models() -> None:
     """Every capability's tables on Base.metadata (the app imports them all)."""
     from . import app  # noqa: F401
-
-
-def prepare() -> None:
-    """Migrate and load defaults: what `serve` does before it listens."""
-    settings = load_settings()
-    upgrade(settings.database_url)
-    _with_session(load_defaults)
 
 
 def _run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -65,7 +38,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     tls = tls_options(load_settings())  # direct TLS for a small site without a reverse proxy
-    print(f"Outage Desk on {'https' if tls else 'http'}://{args.host}:{args.port}", flush=True)
+    shown = demo.served_address(args.host, args.port)
+    print(f"Outage Desk on {shown.replace('http://', 'https://', 1) if tls else shown}", flush=True)
+    public = demo.served_address(args.host, args.port, public=True)
+    if tls and public.startswith("http://") and not os.environ.get("OUTAGE_PUBLIC_BASE_URL"):
+        public = "https://" + public.removeprefix("http://")
+    demo.remember_address(public)
+    demo.announce_setup(public)
     uvicorn.run(
         create_app(),
         host=args.host,
@@ -88,17 +67,21 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from .app import SITE_SEEDERS
-    from .auth import ROLES, User, create_user
+    from .auth import ROLES, Site, User, create_user, password_problem
 
     if args.role not in ROLES:
         print(f"role must be one of {', '.join(ROLES)}", file=sys.stderr)
         return 2
+    if rule := password_problem(args.name, args.password):
+        print(rule, file=sys.stderr)
+        return 2
     prepare()
 
-    async def add(session: Any) -> str:
+    async def add(session: Any) -> bool:
         if (await session.execute(select(User).where(User.username == args.name))).scalar_one_or_none():
             raise SystemExit(f"user {args.name!r} exists already")
-        await create_user(
+        existed = (await session.execute(select(Site.id).where(Site.slug == args.site))).scalar_one_or_none()
+        user = await create_user(
             session,
             args.name,
             args.role,
@@ -108,9 +91,14 @@ def cmd_users_add(args: argparse.Namespace) -> int:
             args.phone,
             seeders=SITE_SEEDERS,
         )
-        return args.name
+        await _audit(session, user, "user.create", after={"role": args.role, "site_created": existed is None})
+        return existed is None
 
-    _with_session(add)
+    if _with_session(add):
+        print(
+            f"created a new site {args.site!r} (there was none by that name; check the spelling if you meant "
+            "an existing one: `users list` shows every site)"
+        )
     print(f"added {args.role} {args.name} at site {args.site}")
     return 0
 
@@ -159,7 +147,9 @@ def cmd_users_disable(args: argparse.Namespace) -> int:
     from .sessions import set_active
 
     async def change(session: Any, user: Any) -> str:
+        before = user.active
         ended = await set_active(session, user, False)
+        await _audit(session, user, "user.disable", {"active": before}, {"active": False})
         return f"disabled {user.username}; {ended} login(s) ended"
 
     return _user_command(args.name, change)
@@ -167,6 +157,7 @@ def cmd_users_disable(args: argparse.Namespace) -> int:
 
 def cmd_users_enable(args: argparse.Namespace) -> int:
     async def change(session: Any, user: Any) -> str:
+        await _audit(session, user, "user.enable", {"active": user.active}, {"active": True})
         user.active = True
         return f"enabled {user.username}"
 
@@ -182,7 +173,9 @@ def cmd_users_set_role(args: argparse.Namespace) -> int:
         return 2
 
     async def change(session: Any, user: Any) -> str:
+        before = user.role
         ended = await set_role(session, user, args.role)
+        await _audit(session, user, "user.role", {"role": before}, {"role": args.role})
         return f"{user.username} is now {args.role}; {ended} login(s) ended"
 
     return _user_command(args.name, change)
@@ -198,6 +191,7 @@ def cmd_users_reset_password(args: argparse.Namespace) -> int:
 
     async def change(session: Any, user: Any) -> str:
         ended = await set_password(session, user, hasher.hash(args.password))
+        await _audit(session, user, "user.password", after={"logins_ended": ended})
         return f"password of {user.username} reset; {ended} login(s) ended"
 
     return _user_command(args.name, change)
@@ -207,56 +201,11 @@ def cmd_users_revoke(args: argparse.Namespace) -> int:
     from .sessions import revoke_sessions
 
     async def change(session: Any, user: Any) -> str:
-        return f"{await revoke_sessions(session, user.id)} login(s) of {user.username} ended"
+        ended = await revoke_sessions(session, user.id)
+        await _audit(session, user, "user.revoke", after={"logins_ended": ended})
+        return f"{ended} login(s) of {user.username} ended"
 
     return _user_command(args.name, change)
-
-
-DEMO_USERS = [
-    ("agent", "坐席 小王"),
-    ("lead", "值班组长 李"),
-    ("manager", "运营主管 陈"),
-    ("admin", "管理员"),
-]
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from .app import SITE_SEEDERS
-    from .auth import User, create_user, get_or_create_site, hasher
-
-    prepare()
-    credentials: list[tuple[str, str, str]] = []
-
-    async def make(session: Any) -> None:
-        await get_or_create_site(session, args.site, "演示呼叫中心 Demo call center", seeders=SITE_SEEDERS)
-        for role, name in DEMO_USERS:
-            username = f"{args.site}-{role}"
-            password = args.password or secrets.token_urlsafe(9)
-            existing = (
-                await session.execute(select(User).where(User.username == username))
-            ).scalar_one_or_none()
-            if existing is not None:
-                existing.password_hash = hasher.hash(password)
-            else:
-                await create_user(
-                    session,
-                    username,
-                    role,
-                    args.site,
-                    password,
-                    name,
-                    f"138-0000-000{len(credentials)}",
-                    seeders=SITE_SEEDERS,
-                )
-            credentials.append((role, username, password))
-
-    _with_session(make)
-    print(f"Demo site '{args.site}' ready. Log in at http://127.0.0.1:8000 with:")
-    for role, username, password in credentials:
-        print(f"  {role:8} {username:20} {password}")
-    return 0
 
 
 def cmd_vapid(args: argparse.Namespace) -> int:
@@ -327,10 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     contacts.add_users_cli(users, _run)
     channels.add_cli(sub, _run)
 
-    demo = sub.add_parser("demo", help="a demo site with one user per role")
-    demo.add_argument("--site", default="demo")
-    demo.add_argument("--password", help="one password for all demo users (default: random, printed)")
-    demo.set_defaults(fn=cmd_demo)
+    demo.add_parsers(sub)
 
     sub.add_parser("vapid", help="print the VAPID public key (made on first use)").set_defaults(fn=cmd_vapid)
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import re2
 
+from .db import has_nul
 from .errors import Problem
 
 Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
@@ -93,10 +94,24 @@ class PlaybookDefinition(msgspec.Struct, forbid_unknown_fields=True, omit_defaul
     contacts: list[Contact] = []
 
 
-DEFINITIONS: dict[str, type[FormDefinition] | type[PlaybookDefinition]] = {
+class DirectoryDefinition(msgspec.Struct, forbid_unknown_fields=True):
+    """A site's contact directory: the numbers its playbooks' tel: links and escalation ladders use. An entry
+    replaces the number of every playbook contact with the same role; entries named after a role the ladder
+    notifies (lead, manager, admin) are shown on those rungs."""
+
+    slug: Literal["contacts"] = "contacts"
+    entries: Annotated[list[Contact], msgspec.Meta(max_length=100)] = []
+
+
+DEFINITIONS: dict[str, type[FormDefinition] | type[PlaybookDefinition] | type[DirectoryDefinition]] = {
     "form": FormDefinition,
     "playbook": PlaybookDefinition,
+    "directory": DirectoryDefinition,
 }
+CONTENT_KINDS = (
+    "form",
+    "playbook",
+)  # what devices keep for offline (the directory reaches them inside playbooks)
 
 
 @functools.lru_cache(maxsize=512)
@@ -132,6 +147,10 @@ def check_definition(kind: str, definition: msgspec.Struct) -> dict[str, str]:
                         f"pattern is not a regular expression this server runs (no "
                         f"backreferences or lookaround): {exc}"
                     )
+    elif isinstance(definition, DirectoryDefinition):
+        roles = [e.role for e in definition.entries]
+        if len(roles) != len(set(roles)):
+            errors["entries"] = "each role may be listed once"
     else:
         assert isinstance(definition, PlaybookDefinition)
         ids = [s.id for s in definition.steps]
@@ -146,10 +165,26 @@ def check_definition(kind: str, definition: msgspec.Struct) -> dict[str, str]:
 SERVER_KEYS = ("version", "lang", "updated_at")  # what GET adds; a GET body can be edited and PUT back
 
 
-def parse_definition(kind: str, raw: dict[str, Any]) -> FormDefinition | PlaybookDefinition:
+def parse_definition(
+    kind: str, raw: dict[str, Any]
+) -> FormDefinition | PlaybookDefinition | DirectoryDefinition:
     raw = {k: v for k, v in raw.items() if k not in SERVER_KEYS}
+    if has_nul(raw):
+        raise Problem(
+            422,
+            f"This {kind} definition holds a NUL character, which cannot be stored.",
+            code="validation.nul",
+        )
+    if kind == "playbook" and isinstance(raw.get("escalation"), list):
+        # GET adds the site directory's numbers to each rung (documents.with_directory): not part of it.
+        raw["escalation"] = [
+            {k: v for k, v in r.items() if k != "contacts"} if isinstance(r, dict) else r
+            for r in raw["escalation"]
+        ]
     try:
-        definition: FormDefinition | PlaybookDefinition = msgspec.convert(raw, DEFINITIONS[kind])
+        definition: FormDefinition | PlaybookDefinition | DirectoryDefinition = msgspec.convert(
+            raw, DEFINITIONS[kind]
+        )
     except msgspec.ValidationError as exc:
         raise Problem(422, f"This {kind} definition is not valid: {exc}", code="document.invalid") from exc
     if errors := check_definition(kind, definition):

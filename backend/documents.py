@@ -8,16 +8,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import msgspec
 from litestar import Request, Response, Router, get, post, put
 from litestar.params import Parameter
 from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from . import audit, clock, compat
 from .auth import CurrentUser, Site, requires
 from .db import Base, UTCDateTime, utcnow
-from .definitions import DEFINITIONS, PlaybookDefinition, as_stored, parse_definition
+from .definitions import CONTENT_KINDS, PlaybookDefinition, as_stored, parse_definition
 from .errors import Problem
 
 CONTENT = Path(__file__).resolve().parent / "content"
@@ -131,7 +131,7 @@ async def seed_site(session: AsyncSession, site: Site) -> None:
             )
         ).all()
     }
-    for kind in DEFINITIONS:
+    for kind in CONTENT_KINDS:
         for raw in shipped(kind):
             if (kind, raw["slug"], raw["version"]) not in have:
                 definition = as_stored(parse_definition(kind, raw))
@@ -170,8 +170,36 @@ def localize(value: Any, lang: str | None) -> Any:
     return value
 
 
-def document_out(document: Document, lang: str | None) -> dict[str, Any]:
-    body = localize(document.definition, lang)
+async def directory(session: AsyncSession, site_id: int) -> list[dict[str, Any]]:
+    """The site's contact directory entries (role, label, phone); [] until an admin saves one."""
+    found = await latest(session, site_id, "directory")
+    return list(found[0].definition.get("entries", [])) if found else []
+
+
+def with_directory(definition: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A playbook as devices get it: each contact's number from the site directory when it lists that role,
+    and each escalation rung with the directory's numbers for the roles it notifies."""
+    if not entries:
+        return definition
+    by_role = {e["role"]: e for e in entries}
+    contacts = [
+        {**c, "phone": by_role[c["role"]]["phone"]} if c["role"] in by_role else c
+        for c in definition.get("contacts", [])
+    ]
+    ladder = [
+        {**rung, "contacts": [by_role[r] for r in rung["notify"] if r in by_role]}
+        for rung in definition.get("escalation", [])
+    ]
+    return {**definition, "contacts": contacts, "escalation": ladder}
+
+
+def document_out(
+    document: Document, lang: str | None, entries: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    definition = document.definition
+    if document.kind == "playbook" and entries:
+        definition = with_directory(definition, entries)
+    body = localize(definition, lang)
     return {
         **body,
         "slug": document.slug,
@@ -198,8 +226,9 @@ def make_router(kind: str, path: str, tag: str) -> Router:
         if request.headers.get("if-none-match") == etag:
             return Response(None, status_code=304, headers={"ETag": etag})
         documents = await latest(db, request.user.site_id, kind)
+        entries = await directory(db, request.user.site_id) if kind == "playbook" else None
         return Response(
-            [document_out(d, lang) for d in documents],
+            [document_out(d, lang, entries) for d in documents],
             headers={"ETag": etag, "X-Content-Cursor": str(site_cursor), "Cache-Control": "no-cache"},
         )
 
@@ -218,14 +247,14 @@ def make_router(kind: str, path: str, tag: str) -> Router:
                 f"No {kind} {slug!r}" + (f" version {version}" if version else "") + " at your site.",
                 code="document.not_found",
             )
-        return document_out(document, lang)
+        entries = await directory(db, request.user.site_id) if kind == "playbook" else None
+        return document_out(document, lang, entries)
 
     @post(path, guards=[requires("admin")], summary=f"Add a new {kind} (admin)", name=f"create_{kind}")
     async def create(
         request: Request[CurrentUser, str, Any], db: AsyncSession, data: dict[str, Any]
     ) -> dict[str, Any]:
         definition = parse_definition(kind, data)
-        await _check_references(db, request.user.site_id, definition)
         if await get_document(db, request.user.site_id, kind, definition.slug) is not None:
             raise Problem(
                 409,
@@ -233,9 +262,7 @@ def make_router(kind: str, path: str, tag: str) -> Router:
                 "to make a new version.",
                 code="document.exists",
             )
-        document = await add_version(
-            db, request.user.site_id, kind, as_stored(definition), source="admin", user_id=request.user.id
-        )
+        document = await publish(request, db, kind, as_stored(definition))
         return document_out(document, None)
 
     @put(
@@ -255,20 +282,20 @@ def make_router(kind: str, path: str, tag: str) -> Router:
                 errors={"slug": "does not match"},
                 code="document.slug_mismatch",
             )
-        await _check_references(db, request.user.site_id, definition)
         if await get_document(db, request.user.site_id, kind, slug) is None:
             raise Problem(404, f"No {kind} {slug!r} at your site.", code="document.not_found")
-        document = await add_version(
-            db, request.user.site_id, kind, as_stored(definition), source="admin", user_id=request.user.id
-        )
+        document = await publish(request, db, kind, as_stored(definition))
         return document_out(document, None)
 
     return Router(path="/", route_handlers=[list_documents, get_one, create, update], tags=[tag])
 
 
-async def _check_references(db: AsyncSession, site_id: int, definition: msgspec.Struct) -> None:
-    if isinstance(definition, PlaybookDefinition):
-        missing = [s for s in definition.forms if await get_document(db, site_id, "form", s) is None]
+async def check_publishable(db: AsyncSession, site_id: int, kind: str, definition: dict[str, Any]) -> None:
+    """What parse_definition cannot see alone: a playbook's forms exist at the site, and a form's new
+    version keeps what the site's records made with it hold (backend.compat)."""
+    parsed = parse_definition(kind, definition)
+    if isinstance(parsed, PlaybookDefinition):
+        missing = [s for s in parsed.forms if await get_document(db, site_id, "form", s) is None]
         if missing:
             raise Problem(
                 422,
@@ -276,6 +303,44 @@ async def _check_references(db: AsyncSession, site_id: int, definition: msgspec.
                 errors={"forms": missing},
                 code="document.unknown_forms",
             )
+    if kind == "form":
+        current = await get_document(db, site_id, "form", definition["slug"])
+        old = current.definition if current else None
+        if errors := await compat.breaking_changes(db, site_id, old, definition):
+            raise Problem(
+                422,
+                "This change would break call records already made with this form.",
+                errors=errors,
+                code="document.breaking_change",
+            )
+
+
+async def publish(
+    request: Request[CurrentUser, str, Any],
+    db: AsyncSession,
+    kind: str,
+    definition: dict[str, Any],
+    *,
+    action: str = "publish",
+    note: dict[str, Any] | None = None,
+) -> Document:
+    """Check a definition and make it the newest version (devices pick it up through the content cursor);
+    the audit log gets who, which version before and after."""
+    user = request.user
+    await check_publishable(db, user.site_id, kind, definition)
+    before = await get_document(db, user.site_id, kind, definition["slug"])
+    document = await add_version(db, user.site_id, kind, definition, source="admin", user_id=user.id)
+    await audit.record(
+        db,
+        site_id=user.site_id,
+        actor=user,
+        action=f"{kind}.{action}",
+        target=f"{kind}:{document.slug}",
+        before={"version": before.version} if before else None,
+        after={"version": document.version, **(note or {})},
+        at=await clock.now(request.app.state, db),
+    )
+    return document
 
 
 @get(
@@ -288,7 +353,7 @@ async def content_cursor(request: Request[CurrentUser, str, Any], db: AsyncSessi
     rows = (
         await db.execute(
             select(Document.kind, Document.slug, func.max(Document.version))
-            .where(Document.site_id == site_id)
+            .where(Document.site_id == site_id, Document.kind.in_(CONTENT_KINDS))
             .group_by(Document.kind, Document.slug)
         )
     ).all()

@@ -11,7 +11,7 @@ from litestar import Request, Router, post, put
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import throttle
+from . import audit, clock, throttle
 from .auth import AuthToken, CurrentUser, Role, Site, User, UserOut, password_problem, requires, user_out
 from .db import get_for_site
 from .errors import Problem
@@ -61,6 +61,26 @@ async def _site_user(db: AsyncSession, me: CurrentUser, user_id: int, *, not_me:
     return user
 
 
+async def _audit(
+    request: Request[CurrentUser, str, Any],
+    db: AsyncSession,
+    user: User,
+    action: str,
+    before: Any = None,
+    after: Any = None,
+) -> None:
+    await audit.record(
+        db,
+        site_id=user.site_id,
+        actor=request.user,
+        action=action,
+        target=f"user:{user.username}",
+        before=before,
+        after=after,
+        at=await clock.now(request.app.state, db),
+    )
+
+
 @post("/api/auth/logout-all", status_code=204, summary="End every login of mine (all devices)")
 async def logout_all(request: Request[CurrentUser, str, Any], db: AsyncSession) -> None:
     await revoke_sessions(db, request.user.id)
@@ -78,7 +98,8 @@ async def reset_password(
     user = await _site_user(db, request.user, user_id)
     if rule := password_problem(user.username, data.password):
         raise Problem(400, rule, errors={"password": rule}, code="auth.weak_password")
-    await set_password(db, user, await throttle.hash_password(request.app.state, data.password))
+    ended = await set_password(db, user, await throttle.hash_password(request.app.state, data.password))
+    await _audit(request, db, user, "user.password", after={"logins_ended": ended})
 
 
 @post(
@@ -88,8 +109,11 @@ async def reset_password(
     summary="Disable a user (ends their logins)",
 )
 async def disable_user(user_id: int, request: Request[CurrentUser, str, Any], db: AsyncSession) -> None:
-    await set_active(
-        db, await _site_user(db, request.user, user_id, not_me="You cannot disable yourself."), False
+    user = await _site_user(db, request.user, user_id, not_me="You cannot disable yourself.")
+    before = user.active
+    ended = await set_active(db, user, False)
+    await _audit(
+        request, db, user, "user.disable", {"active": before}, {"active": False, "logins_ended": ended}
     )
 
 
@@ -101,7 +125,9 @@ async def disable_user(user_id: int, request: Request[CurrentUser, str, Any], db
 )
 async def enable_user(user_id: int, request: Request[CurrentUser, str, Any], db: AsyncSession) -> None:
     user = await _site_user(db, request.user, user_id)
+    before = user.active
     user.active = True
+    await _audit(request, db, user, "user.enable", {"active": before}, {"active": True})
 
 
 @put(
@@ -113,7 +139,9 @@ async def change_role(
     user_id: int, data: RoleIn, request: Request[CurrentUser, str, Any], db: AsyncSession
 ) -> UserOut:
     user = await _site_user(db, request.user, user_id, not_me="You cannot change your own role.")
-    await set_role(db, user, data.role)
+    before = user.role
+    ended = await set_role(db, user, data.role)
+    await _audit(request, db, user, "user.role", {"role": before}, {"role": data.role, "logins_ended": ended})
     site = (await db.execute(select(Site).where(Site.id == user.site_id))).scalar_one()
     return user_out(user, site)
 
@@ -125,7 +153,9 @@ async def change_role(
     summary="End every login of a user",
 )
 async def revoke_user(user_id: int, request: Request[CurrentUser, str, Any], db: AsyncSession) -> None:
-    await revoke_sessions(db, (await _site_user(db, request.user, user_id)).id)
+    user = await _site_user(db, request.user, user_id)
+    ended = await revoke_sessions(db, user.id)
+    await _audit(request, db, user, "user.revoke", after={"logins_ended": ended})
 
 
 router = Router(

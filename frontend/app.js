@@ -27,6 +27,10 @@ import "./screens/recovery.js";
 import "./screens/crm.js";
 import "./screens/print.js";
 import "./screens/transcribe.js";
+import "./screens/admin.js";
+import "./screens/editor.js";
+import "./screens/fleet.js";
+import "./screens/setup.js";
 
 const ONLINE_CHECK_MS = 15000;
 const view = document.getElementById("view");

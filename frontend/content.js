@@ -82,6 +82,8 @@ function refreshQuietly() {
 export function start() {
   on("login", () => refreshContent({ force: true }).catch((e) => console.warn(e)));
   on("online", refreshQuietly);
+  // A sync answer said an admin published a playbook or form (or the contact directory): fetch it now.
+  on("changes", ({ changes }) => { if (changes.some((c) => c.kind === "content.updated")) refreshQuietly(); });
   setInterval(() => { if (net.online) refreshQuietly(); }, REFRESH_EVERY_MS);
   refreshQuietly();
 }

@@ -345,7 +345,61 @@ def sheet_not_shown(body: dict) -> bool:
     return body.get("known") is False and "form" not in body
 
 
+def on_admin_document(suffix: str = "", json_body: Any = None, draft: bool = False) -> Build:
+    """The editor's routes on the site's own form (B's form is a 404 for A); draft=True saves a draft first."""
+
+    async def build(client, role, data):
+        path = f"/api/admin/documents/form/{data.only_form}"
+        if draft and data.marker.startswith("A"):
+            form = await client.get(f"/api/forms/{data.only_form}", headers=data.site.headers("admin"))
+            body = definition_of(form.json(), data.only_form)
+            saved = await client.put(f"{path}/draft", headers=data.site.headers("admin"), json=body)
+            assert saved.status_code == 200, saved.text
+        return {"path": path + suffix, "json": json_body}
+
+    return build
+
+
+async def build_draft(client, role, data):
+    form = await client.get(f"/api/forms/{data.only_form}", headers=data.site.headers("admin"))
+    body = definition_of(form.json(), data.only_form)
+    return {"path": f"/api/admin/documents/form/{data.only_form}/draft", "json": body}
+
+
+DIRECTORY = {"entries": [{"role": "ops", "label": {"zh-CN": "运维", "en": "Ops"}, "phone": "010-1234-5678"}]}
+SETUP = {
+    "token": "not-the-token",
+    "username": "x-admin",
+    "password": "x-admin-pass",
+    "site_slug": "x",
+    "site_name": "X",
+}
+
 OPS: dict[tuple[str, str], Op] = {
+    ("GET", "/api/audit"): Op(simple("/api/audit"), "admin", other=False),
+    ("GET", "/api/fleet"): Op(simple("/api/fleet"), "lead", other=False),
+    ("GET", "/api/setup"): Op(simple("/api/setup"), None, other=False),
+    ("POST", "/api/setup"): Op(simple("/api/setup", json=SETUP), None, other=False),
+    ("GET", "/api/admin/site"): Op(simple("/api/admin/site"), "admin", other=False),
+    ("PUT", "/api/admin/site"): Op(
+        simple("/api/admin/site", json={"time_zone": "Asia/Shanghai"}), "admin", other=False
+    ),
+    ("PUT", "/api/admin/site/directory"): Op(
+        simple("/api/admin/site/directory", json=DIRECTORY), "admin", other=False
+    ),
+    ("GET", "/api/admin/users"): Op(simple("/api/admin/users"), "admin", other=False),
+    ("GET", "/api/admin/documents"): Op(simple("/api/admin/documents"), "admin", other=False),
+    ("GET", "/api/admin/documents/{kind}/{slug}"): Op(on_admin_document(), "admin"),
+    ("PUT", "/api/admin/documents/{kind}/{slug}/draft"): Op(build_draft, "admin", other=False),
+    ("DELETE", "/api/admin/documents/{kind}/{slug}/draft"): Op(
+        on_admin_document("/draft", draft=True), "admin"
+    ),
+    ("POST", "/api/admin/documents/{kind}/{slug}/publish"): Op(
+        on_admin_document("/publish", draft=True), "admin"
+    ),
+    ("POST", "/api/admin/documents/{kind}/{slug}/rollback"): Op(
+        on_admin_document("/rollback", {"version": 1}), "admin"
+    ),
     ("GET", "/api/health"): Op(simple("/api/health"), None, other=False),
     ("GET", "/api/build"): Op(simple("/api/build"), other=False),
     ("POST", "/api/auth/login"): Op(build_login, None, other=False),
@@ -415,8 +469,6 @@ OPS: dict[tuple[str, str], Op] = {
     ("POST", "/api/me/contact/test"): Op(build_contact_test, other=False),
     ("GET", "/api/me/deliveries"): Op(simple("/api/me/deliveries"), other=False),
     ("GET", "/api/inbox"): Op(simple("/api/inbox"), other=False),
-    ("GET", "/api/fleet"): Op(simple("/api/fleet"), "lead", other=False),
-    ("GET", "/api/audit"): Op(simple("/api/audit"), "admin", other=False),
     ("POST", "/api/inbox/{notification_id}/read"): Op(build_read),
     ("POST", "/api/inbox/read-all"): Op(simple("/api/inbox/read-all"), other=False),
     ("GET", "/api/callbacks"): Op(simple("/api/callbacks"), other=False),
@@ -555,6 +607,9 @@ async def test_every_endpoint_by_role_and_site(client, db):
                         # Below the role: 403; on the other site's object 404 may come first (it does not exist for us).
                         if status != 403 and not (target is other and status == 404):
                             failures.append(f"{where}: {status}, expected 403 below {op.min_role}")
+                    elif template == "/api/setup" and method == "POST":
+                        if status != 409:  # this install has admins: the setup link is spent
+                            failures.append(f"{where}: {status}, setup must be refused once admins exist")
                     elif template == "/api/push/receipts":
                         if status != 404:
                             failures.append(f"{where}: {status}, a wrong receipt must get 404")

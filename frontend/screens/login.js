@@ -1,4 +1,4 @@
-import { ApiError, session } from "../api.js";
+import { api, ApiError, session } from "../api.js";
 import { t } from "../i18n.js";
 import { navigate, route } from "../router.js";
 import { login } from "../session.js";
@@ -26,7 +26,11 @@ route("#/login", async (view) => {
   h("label", {}, t("login.password"), password),
   error,
   h("button", { type: "submit", class: "primary big" }, t("login.submit")));
-  mount(view, form);
+  const firstRun = h("section", { class: "card stack first-run", hidden: true, role: "note" },
+    h("h2", {}, t("su.empty.title")), h("p", {}, t("su.empty.text")), h("p", { class: "muted small" }, t("su.empty.demo")));
+  mount(view, firstRun, form);
   // The first empty field takes the keyboard (after the app's own focus on the view, hence the next frame).
   requestAnimationFrame(() => (username.value ? password : username).focus());
+  // An install without an admin: say how to get one (the setup link in the server's output).
+  api("/api/setup", { timeout: 4000 }).then((status) => { firstRun.hidden = !status.needed; }).catch(() => {});
 }, { public: true });

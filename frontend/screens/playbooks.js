@@ -214,7 +214,12 @@ function escalationSection(playbook) {
           h("span", { class: "pb-rung-time" }, minutesText("after", rung.after_minutes)),
           h("span", { class: "pb-rung-roles" }, t("pb.notify", {
             roles: rung.notify.map((role) => t(`role.${role}`)).join(lang() === "en" ? ", " : "、") }))),
-        h("p", {}, pick(rung.message))))));
+        h("p", {}, pick(rung.message)),
+        rung.contacts?.length ? h("div", { class: "pb-rung-calls" }, rung.contacts.map((contact) =>
+          h("a", { class: "pb-tel pb-tel-small", href: telHref(contact.phone), "aria-label": `${t("pb.call")} ${pick(contact.label)} ${contact.phone}` },
+            h("span", { class: "pb-tel-icon", "aria-hidden": "true" }, "✆"),
+            h("span", { class: "pb-tel-text" }, h("span", { class: "pb-tel-label" }, pick(contact.label)),
+              h("span", { class: "pb-tel-number" }, contact.phone))))) : null))));
 }
 
 function jumpLinks(sections) {
@@ -225,7 +230,8 @@ function jumpLinks(sections) {
       section.querySelector("h2").textContent)));
 }
 
-function renderPlaybook(view, playbook, forms) {
+// Also the editor's preview (screens/editor.js): a draft is drawn exactly as agents will see it.
+export function renderPlaybook(view, playbook, forms) {
   const formTitles = new Map(forms.map((f) => [f.slug, pick(f.title)]));
   const sections = [formsSection(playbook, formTitles), stepsSection(playbook), scriptSection(playbook),
     contactsSection(playbook), escalationSection(playbook)];
