@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings.pool)
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker(engine)
         await push.on_startup(app)

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import secrets
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -46,25 +47,44 @@ def prepare() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
-    prepare()
-    from .app import create_app
+    if args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    # Every process reads its share of the pool and of the sync admission from OUTAGE_WORKERS (Settings.pool,
+    # Settings.sync_slots). The keys under var/ and the migration are made here, once, before any worker starts
+    # (and atomically anyway: config.write_once, Alembic's advisory lock).
+    os.environ["OUTAGE_WORKERS"] = str(args.workers)
+    # Migrate in a child process: the serving process never loads Alembic and Mako (about 9 MB it would keep).
+    subprocess.run([sys.executable, "-m", "backend", "migrate", "--keys"], check=True)
+    print(f"Outage Desk on http://{args.host}:{args.port} ({args.workers} process(es))", flush=True)
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "timeout_graceful_shutdown": 5,
+        "proxy_headers": False,
+    }
+    if args.workers == 1:
+        from .app import create_app
 
-    print(f"Outage Desk on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(
-        create_app(),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=5,
-        proxy_headers=False,
-    )
+        uvicorn.run(create_app(), **options)
+    else:
+        # uvicorn's supervisor: N processes on one socket, each a whole app with its own lifespan (engine,
+        # push client, worker steps; the steps claim work with SKIP LOCKED, so N of them never do it twice).
+        uvicorn.run("backend.app:create_app", factory=True, workers=args.workers, **options)
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     prepare()
+    if args.keys:  # `serve` asks for the keys too, so they exist before any of its workers starts
+        from . import push
+
+        push.vapid_key(load_settings())
     print("database migrated and defaults loaded")
     return 0
 
@@ -277,9 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="app processes on one socket (PostgreSQL; SQLite has one writer)",
+    )
     serve.set_defaults(fn=cmd_serve)
 
-    sub.add_parser("migrate", help="upgrade the database to the newest schema").set_defaults(fn=cmd_migrate)
+    migrate = sub.add_parser("migrate", help="upgrade the database to the newest schema")
+    migrate.add_argument("--keys", action="store_true", help="also make the secret and VAPID keys if missing")
+    migrate.set_defaults(fn=cmd_migrate)
 
     users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
     add = users.add_parser("add", help="add a user (and the site, if new)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -29,6 +30,39 @@ class Settings(msgspec.Struct, frozen=True):
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For / -Proto we believe (IPs, CIDRs)
     kdf_threads: int = 2  # password hashes computed at once, in threads off the event loop
     outbound_allow: str = ""  # OUTAGE_OUTBOUND_ALLOW: host[:port],… reachable though private or plain http
+    workers: int = 1  # OUTAGE_WORKERS: app processes serving together (`serve --workers N` sets it)
+    db_connections: int = 30  # OUTAGE_DB_CONNECTIONS: PostgreSQL connections for all processes together
+
+    @property
+    def pool(self) -> tuple[int, int]:
+        """(pool_size, max_overflow) for this process: N processes share `db_connections`, so N × pool stays
+        under PostgreSQL's max_connections however many workers serve."""
+        mine = max(2, self.db_connections // max(1, self.workers))
+        size = max(1, mine // 3)
+        return size, mine - size
+
+    @property
+    def sync_slots(self) -> int:
+        """Syncs this process runs at once: `sync_concurrency` is for all processes together."""
+        return max(1, -(-self.sync_concurrency // max(1, self.workers)))
+
+
+def write_once(path: Path, write: Callable[[Path], None]) -> None:
+    """Make `path` once, atomically, even when several processes start at the same moment: each writes a
+    temporary file of its own and hard-links it into place (O_EXCL semantics); the first link wins and the
+    others use the winner's file. Nobody ever reads a half-written file."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        write(tmp)
+        tmp.chmod(0o600)
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another process won: its file is complete, use it
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _secret_key(var_dir: Path) -> str:
@@ -36,10 +70,7 @@ def _secret_key(var_dir: Path) -> str:
     if key := os.environ.get("OUTAGE_SECRET_KEY"):
         return key
     path = var_dir / "secret.key"
-    if not path.exists():
-        var_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+    write_once(path, lambda tmp: tmp.write_text(secrets.token_urlsafe(48)))
     return path.read_text().strip()
 
 
@@ -66,6 +97,8 @@ def load_settings(**overrides: object) -> Settings:
         "trusted_proxies": _list(env.get("OUTAGE_TRUSTED_PROXIES", "")),
         "kdf_threads": int(env.get("OUTAGE_KDF_THREADS", "2")),
         "outbound_allow": env.get("OUTAGE_OUTBOUND_ALLOW", ""),
+        "workers": int(env.get("OUTAGE_WORKERS", "1")),
+        "db_connections": int(env.get("OUTAGE_DB_CONNECTIONS", "30")),
     }
     values.update(overrides)
     proxies = values["trusted_proxies"]

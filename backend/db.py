@@ -81,7 +81,8 @@ def _json_dumps(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, pool: tuple[int, int] = (10, 20), **kwargs: Any) -> AsyncEngine:
+    """An engine for `url`; on PostgreSQL `pool` = (pool_size, max_overflow) (Settings.pool sizes it per process)."""
     # msgspec for JSON columns: several times faster than the json module on the sync path.
     kwargs.setdefault("json_serializer", _json_dumps)
     kwargs.setdefault("json_deserializer", msgspec.json.decode)
@@ -105,8 +106,8 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
                 context.is_disconnect = True
 
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_size", pool[0])
+    kwargs.setdefault("max_overflow", pool[1])
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config
+from typing import TYPE_CHECKING
 
 from .config import ROOT
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic (and Mako, which it loads) is imported when used, not at import: the serving process never needs it.
+
 
 def alembic_config(database_url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
@@ -17,6 +23,8 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
+    from alembic import command
+
     if database_url.startswith("sqlite"):
         from pathlib import Path
 
@@ -28,6 +36,8 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 def revision(database_url: str, message: str) -> None:
     from datetime import date
+
+    from alembic import command
 
     command.revision(
         alembic_config(database_url),

@@ -11,7 +11,6 @@ import base64
 import binascii
 import hmac
 import logging
-import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from . import clock, outbound
 from .auth import CurrentUser
-from .config import Settings
+from .config import Settings, write_once
 from .db import Base, UTCDateTime, affected, table_of
 from .errors import Problem
 
@@ -64,22 +63,15 @@ class PushSubscription(Base):
 
 
 def vapid_key(settings: Settings) -> Vapid02:
-    """Load the VAPID key, making it on first run. Written via a temp file and a hard link, so two
-    processes starting at once end up with the same key."""
+    """Load the VAPID key, making it on first run (config.write_once: N processes starting at once agree)."""
     path = Path(settings.vapid_key_path)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def make(tmp: Path) -> None:
         vapid = Vapid02()
         vapid.generate_keys()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         vapid.save_key(str(tmp))
-        tmp.chmod(0o600)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process won; use its key
-        finally:
-            tmp.unlink(missing_ok=True)
+
+    write_once(path, make)
     return Vapid02.from_file(str(path))
 
 
