@@ -35,6 +35,7 @@ from . import (
     outbox,
     playbooks,
     printing,
+    promises,
     push,
     records,
     reentry,
@@ -81,7 +82,7 @@ ROUTERS = [
 # "Do what is due" steps, each run for the app's lifetime by backend.workers.
 WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP]
 # Run once per sync batch on what was stored, in the sync's transaction (backend.sync.store_batch).
-RECORD_HOOKS: list[RecordHook] = [callbacks.on_records_stored, printing.on_records_stored]
+RECORD_HOOKS: list[RecordHook] = [promises.on_records_stored, printing.on_records_stored]
 # A new site starts with the shipped playbooks and forms.
 SITE_SEEDERS: list[SiteSeeder] = [documents.seed_site]
 # Shipped data for every existing site, loaded by `migrate` and before `serve` listens.

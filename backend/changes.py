@@ -94,6 +94,33 @@ async def add_personal_change(
     await add_change(session, site_id, kind, ref, payload, min_role="lead")
 
 
+async def add_personal_changes(
+    session: AsyncSession, site_id: int, changes: list[tuple[str, str, dict[str, Any], set[int]]]
+) -> None:
+    """Many `add_personal_change`s at once, as one executemany INSERT (the sync's hot path: a recovery burst
+    makes a callback, so two feed entries, for nearly every record). Entries get their ids in list order."""
+    if not changes:
+        return
+    await lock_site(session, site_id)
+    rows = [
+        {
+            "site_id": site_id,
+            "user_id": user_id,
+            "min_role": role,
+            "kind": kind,
+            "ref": ref,
+            "payload": payload,
+        }
+        for kind, ref, payload, user_ids in changes
+        for user_id, role in [*((u, None) for u in sorted(user_ids)), (None, "lead")]
+    ]
+    table = Change.__table__
+    await session.execute(
+        table.insert().values(created_at=func.now() if is_postgresql(session) else utcnow()),  # type: ignore[attr-defined]
+        rows,
+    )
+
+
 def parse_cursor(raw: str | int | None) -> tuple[int | None, int | None]:
     """Cursor "CHANGE_ID.CONTENT_CURSOR" (opaque to devices); None/"" on a device's first sync."""
     if raw is None or raw == "":

@@ -91,9 +91,6 @@ async def store_batch(
     if not good:
         return [results[i] for i in range(len(items))]
     hashes = {i: content_hash(r) for i, r in good}
-    # The site's lock before any row (held to commit; numbering cursors needs it anyway): handlers that change a
-    # callback or a record take it first too, so two transactions never wait on each other in opposite orders.
-    await lock_site(session, user.site_id)
 
     # 1. One INSERT … ON CONFLICT DO NOTHING for every first occurrence of an id: racing copies of the same
     #    record meet on the primary key, and exactly one of them inserts.
@@ -119,6 +116,11 @@ async def store_batch(
             )
         ).scalars()
     )
+    # The site's lock after the INSERT (held to commit; numbering cursors needs it): the new rows are this
+    # transaction's alone (a racing copy waits in its own INSERT, holding no lock), so the biggest statement runs
+    # outside the lock. Before any existing row is read or changed, though: handlers that change a callback or a
+    # record take the lock first too, so two transactions never wait on each other in opposite orders.
+    await lock_site(session, user.site_id)
     stored: dict[uuid.UUID, str] = {}  # id -> "created" | "updated" (latest outcome wins)
     for rid in inserted:
         stored[rid] = "created"
