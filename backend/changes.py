@@ -16,7 +16,7 @@ import weakref
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, and_, func, or_, select, text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, and_, func, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -32,7 +32,11 @@ class Change(Base):
     """The site's change feed: id is the cursor devices keep."""
 
     __tablename__ = "changes"
-    __table_args__ = (Index("ix_changes_site_id_id", "site_id", "id"),)
+    __table_args__ = (
+        Index("ix_changes_site_id_id", "site_id", "id"),
+        # One range scan per audience (changes_since): the user's own entries, and each role's broadcast ones.
+        Index("ix_changes_audience", "site_id", "user_id", "min_role", "id"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)  # None: everyone
@@ -147,28 +151,35 @@ async def changes_since(
                 select(func.coalesce(func.max(Change.id), 0)).where(Change.site_id == site_id)
             )
         ).scalar_one()
-    rows = (
-        (
-            await session.execute(
-                select(Change)
-                .where(
-                    Change.site_id == site_id,
-                    Change.id > after,
-                    or_(
-                        Change.user_id == user.id,
-                        and_(
-                            Change.user_id.is_(None),
-                            or_(Change.min_role.is_(None), Change.min_role.in_(ROLES[: RANK[user.role] + 1])),
-                        ),
-                    ),
-                )
+    # The entries this user may see, audience by audience (their own; everyone's; each role up to theirs), each
+    # one range scan of ix_changes_audience from the cursor: never a walk over the entries for others.
+    audiences = [Change.user_id == user.id] + [
+        and_(Change.user_id.is_(None), Change.min_role.is_(None) if role is None else Change.min_role == role)
+        for role in (None, *ROLES[: RANK[user.role] + 1])
+    ]
+    limit = CHANGES_PER_ANSWER + 1
+    wanted = union_all(
+        *(
+            select(
+                select(Change.id)
+                .where(Change.site_id == site_id, audience, Change.id > after)
                 .order_by(Change.id)
-                .limit(CHANGES_PER_ANSWER + 1)
+                .limit(limit)
+                .subquery()
+                .c.id
             )
+            for audience in audiences
         )
-        .scalars()
-        .all()
-    )
+    ).subquery()
+    table = Change.__table__
+    rows = (
+        await session.execute(
+            select(table.c.id, table.c.kind, table.c.ref, table.c.payload, table.c.created_at)  # type: ignore[attr-defined]
+            .where(table.c.id.in_(select(wanted.c.id)))  # type: ignore[attr-defined]
+            .order_by(table.c.id)  # type: ignore[attr-defined]
+            .limit(limit)
+        )
+    ).all()
     more = len(rows) > CHANGES_PER_ANSWER
     rows = rows[:CHANGES_PER_ANSWER]
     out = [
