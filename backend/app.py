@@ -87,9 +87,9 @@ RECORD_HOOKS: list[RecordHook] = [promises.on_records_stored, printing.on_record
 SITE_SEEDERS: list[SiteSeeder] = [documents.seed_site]
 # Shipped data for every existing site, loaded by `migrate` and before `serve` listens.
 DEFAULT_LOADERS = [documents.load_defaults]
-# Outermost first. Admission runs inside authentication: it counts syncs per account, and a request with an
+# Outermost first. Conditional GETs of the shell answer 304 before anything else runs. Admission runs inside authentication: it counts syncs per account, and a request with an
 # unknown token gets its 401 without waiting for a turn.
-MIDDLEWARE: list[Any] = [auth.auth_middleware, admission.sync_admission]
+MIDDLEWARE: list[Any] = [shell.revalidate, auth.auth_middleware, admission.sync_admission]
 # Run on every answer sent, routed or not (404s, the admission 503): the security headers.
 BEFORE_SEND = [headers.add_security_headers]
 

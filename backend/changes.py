@@ -22,7 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from . import documents
 from .auth import RANK, ROLES, CurrentUser
-from .db import Base, UTCDateTime, is_postgresql, utcnow
+from .db import Base, UTCDateTime, is_postgresql, table_of, utcnow
 from .errors import Problem
 
 CHANGES_PER_ANSWER = 500
@@ -118,9 +118,9 @@ async def add_personal_changes(
         for kind, ref, payload, user_ids in changes
         for user_id, role in [*((u, None) for u in sorted(user_ids)), (None, "lead")]
     ]
-    table = Change.__table__
+    table = table_of(Change)
     await session.execute(
-        table.insert().values(created_at=func.now() if is_postgresql(session) else utcnow()),  # type: ignore[attr-defined]
+        table.insert().values(created_at=func.now() if is_postgresql(session) else utcnow()),
         rows,
     )
 
@@ -171,12 +171,12 @@ async def changes_since(
             for audience in audiences
         )
     ).subquery()
-    table = Change.__table__
+    table = table_of(Change)
     rows = (
         await session.execute(
-            select(table.c.id, table.c.kind, table.c.ref, table.c.payload, table.c.created_at)  # type: ignore[attr-defined]
-            .where(table.c.id.in_(select(wanted.c.id)))  # type: ignore[attr-defined]
-            .order_by(table.c.id)  # type: ignore[attr-defined]
+            select(table.c.id, table.c.kind, table.c.ref, table.c.payload, table.c.created_at)
+            .where(table.c.id.in_(select(wanted.c.id)))
+            .order_by(table.c.id)
             .limit(limit)
         )
     ).all()

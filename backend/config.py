@@ -47,7 +47,7 @@ class Settings(msgspec.Struct, frozen=True):
         return max(1, -(-self.sync_concurrency // max(1, self.workers)))
 
 
-def write_once(path: Path, write: Callable[[Path], None]) -> None:
+def write_once(path: Path, write: Callable[[Path], object]) -> None:
     """Make `path` once, atomically, even when several processes start at the same moment: each writes a
     temporary file of its own and hard-links it into place (O_EXCL semantics); the first link wins and the
     others use the winner's file. Nobody ever reads a half-written file."""

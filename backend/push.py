@@ -186,7 +186,7 @@ def encrypt(payload: bytes, p256dh: str, auth: str) -> bytes:
     pywebpush's WebPusher.encode makes it, without importing pywebpush (it loads requests, ~8 MB, for nothing)."""
     import http_ece
 
-    return http_ece.encrypt(  # type: ignore[no-any-return]
+    return http_ece.encrypt(
         payload,
         salt=None,
         private_key=ec.generate_private_key(ec.SECP256R1()),
