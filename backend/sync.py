@@ -301,10 +301,14 @@ async def sync(request: Request[CurrentUser, str, Any], db: AsyncSession, data: 
             max_records=settings.sync_max_records,
         )
     now = await clock.now(request.app, db)
+    # The feed first, before store_batch takes the site lock (held to commit): every sync of the site waits for
+    # that lock, so it covers only the writes. Feed ids commit in order, so this read is a committed prefix and
+    # the cursor never skips; what this batch adds comes in the next answer (a device syncs until it has nothing
+    # to send and no more changes).
+    changes, cursor, more = await changes_since(db, request.user, data.cursor)
     results = await store_batch(
         db, request.user, data.device_id, data.records, hooks=request.app.state.record_hooks, now=now
     )
-    changes, cursor, more = await changes_since(db, request.user, data.cursor)
     # Committed by the request's transaction before the answer is sent: an acknowledged record is a committed one.
     return SyncOut(results, [ChangeOut(**c) for c in changes], cursor, more, now)
 
