@@ -37,6 +37,7 @@ class FanoutResult:
     rate: float
     baseline_seconds: float
     baseline_rate: float
+    cpu_per_message: float = 0.0  # seconds of the sender process's CPU per message (all its threads)
 
 
 def run_fanout(
@@ -155,12 +156,12 @@ async def _fanout(settings, receiver, subs: list[dict], baseline_count: int) -> 
             )
             await session.commit()
         assert queued["deliveries"] == count
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         while await outbox.deliver_due(state):
             pass
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         await state.push_http.close()
         await engine.dispose()
     assert _received(receiver) == (count, True), "fan-out lost or garbled messages"
-    return FanoutResult(count, seconds, count / seconds, baseline, baseline_count / baseline)
+    return FanoutResult(count, seconds, count / seconds, baseline, baseline_count / baseline, cpu / count)
