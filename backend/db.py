@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -134,6 +136,33 @@ def is_postgresql(session: AsyncSession) -> bool:
 def insert_for(session: AsyncSession, table: Any) -> Any:
     """A dialect-specific INSERT that supports ON CONFLICT (upserts without check-then-insert)."""
     return (postgresql.insert if is_postgresql(session) else sqlite.insert)(table)
+
+
+_writer_locks: dict[tuple[int, int], asyncio.Lock] = {}  # (engine, event loop) -> the SQLite writer's turn
+_turns: weakref.WeakSet[Any] = weakref.WeakSet()  # transactions that hold their turn
+
+
+async def writer_turn(session: AsyncSession) -> None:
+    """SQLite has one writer, and a connection waiting for the write lock polls it with sleeps of up to 100 ms:
+    under a burst of syncs most of the time went to those sleeps. Writers of one process queue here instead and
+    hand over the instant a transaction ends (commit or rollback). PostgreSQL: nothing (row and advisory locks)."""
+    if is_postgresql(session) or session.bind is None:
+        return
+    transaction = session.sync_session.get_transaction()
+    if transaction is not None and transaction in _turns:
+        return
+    key = (id(session.bind), id(asyncio.get_running_loop()))
+    lock = _writer_locks.setdefault(key, asyncio.Lock())
+    await lock.acquire()
+    transaction = session.sync_session.get_transaction() or session.sync_session.begin()
+    _turns.add(transaction)
+
+    def release(_session: Any, ended: Any) -> None:
+        if ended is transaction and transaction in _turns:  # (the listener dies with the request's session)
+            _turns.discard(transaction)
+            lock.release()
+
+    event.listen(session.sync_session, "after_transaction_end", release)
 
 
 async def db_now(session: AsyncSession) -> datetime:

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import clock
 from .auth import CurrentUser
 from .changes import changes_since, lock_site
-from .db import insert_for, table_of
+from .db import insert_for, table_of, writer_turn
 from .errors import Problem
 from .protocol import (
     ChangeOut,
@@ -91,6 +91,7 @@ async def store_batch(
     if not good:
         return [results[i] for i in range(len(items))]
     hashes = {i: content_hash(r) for i, r in good}
+    await writer_turn(session)
 
     # 1. One INSERT … ON CONFLICT DO NOTHING for every first occurrence of an id: racing copies of the same
     #    record meet on the primary key, and exactly one of them inserts.
