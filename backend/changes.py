@@ -153,9 +153,11 @@ async def changes_since(
         ).scalar_one()
     # The entries this user may see, audience by audience (their own; everyone's; each role up to theirs), each
     # one range scan of ix_changes_audience from the cursor: never a walk over the entries for others.
-    audiences = [Change.user_id == user.id] + [
-        and_(Change.user_id.is_(None), Change.min_role.is_(None) if role is None else Change.min_role == role)
-        for role in (None, *ROLES[: RANK[user.role] + 1])
+    # (Every column of the index is pinned, min_role too, so the planner never prefers walking the site's feed.)
+    audiences = [
+        and_(Change.user_id == who, Change.min_role.is_(None) if role is None else Change.min_role == role)
+        for who, roles in ((user.id, ROLES), (None, ROLES[: RANK[user.role] + 1]))
+        for role in (None, *roles)
     ]
     limit = CHANGES_PER_ANSWER + 1
     wanted = union_all(
