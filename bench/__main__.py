@@ -49,7 +49,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default="drain,fanout,escalation,coldstart",
-        help="comma-separated: " + ",".join(PARTS) + " (burst: the earlier closed-loop burst without callbacks)",
+        help="comma-separated: "
+        + ",".join(PARTS)
+        + " (burst: the earlier closed-loop burst without callbacks)",
     )
     return parser.parse_args(argv)
 
