@@ -182,141 +182,145 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
-    if "drain" in parts:
-        drain_rows(table, args, log)
+    try:
+        if "drain" in parts:
+            drain_rows(table, args, log)
 
-    if "burst" in parts:
-        from .recovery import run_burst
+        if "burst" in parts:
+            from .recovery import run_burst
 
-        for backend in args.backends.split(","):
-            log(f"recovery burst on {backend}…")
-            r = run_burst(
-                backend,
-                args.devices,
-                args.records,
-                postgres_admin=args.postgres_url,
-                log=log,
-                concurrent_p99=args.concurrent,
-                p99_rounds=args.rounds,
-            )
-            total = r.devices * r.records
-            table.add(
-                f"{backend}: ingest, {r.devices} devices × {r.records} records",
-                f"{r.rate:,.0f} rec/s",
-                f"{r.raw_rate:,.0f} rows/s raw executemany",
-                r.rate / r.raw_rate,
-                "≥ 0.50× raw",
-                r.rate >= 0.5 * r.raw_rate,
-            )
-            table.add(
-                f"{backend}: exactly-once after the burst",
-                f"{r.stored:,} stored, {r.duplicates} dup",
-                f"{total:,} sent",
-                r.stored / total,
-                "= sent, 0 dup",
-                r.stored == total and not r.duplicates,
-            )
-            table.add(
-                f"{backend}: batch p50 / p99, {r.devices} devices at once",
-                f"{ms(r.p50)} / {ms(r.p99)}",
-                f"{ms(r.single_batch)} one device alone",
-                r.p99 / r.single_batch,
-                "—",
-                None,
-            )
-            table.add(
-                f"{backend}: 100-record batch p99, {args.concurrent} devices at once",
-                f"{ms(r.p99_50)} (p50 {ms(r.p50_50)})",
-                f"{ms(r.single_batch)} one device alone",
-                r.p99_50 / r.single_batch,
-                "≤ 150 ms",
-                r.p99_50 <= 0.150,
-            )
-            table.add(
-                f"{backend}: server peak RSS",
-                f"{r.peak_rss / MB:.0f} MB",
-                f"{r.idle_rss / MB:.0f} MB idle",
-                r.peak_rss / r.idle_rss,
-                "≤ 150 MB",
-                r.peak_rss <= 150 * MB,
-            )
-
-    if "fanout" in parts:
-        from backend.outbox import PARALLEL
-
-        from .fanout import run_fanout
-
-        for rtt in (0.0, args.rtt):
-            log(f"push fan-out to {args.push} subscriptions, receiver round trip {rtt * 1000:.0f} ms…")
-            f = run_fanout(args.push, delay=rtt, baseline_count=args.push if not rtt else min(args.push, 200))
-            table.add(
-                f"push fan-out, {f.subscriptions} subscriptions, {rtt * 1000:.0f} ms push-service RTT",
-                f"{f.rate:,.0f} msg/s ({f.seconds:.1f} s)",
-                f"{f.baseline_rate:,.0f} msg/s sequential loop",
-                f.rate / f.baseline_rate,
-                "≥ 10×",
-                f.rate >= 10 * f.baseline_rate,
-            )
-            table.add(
-                f"push sender CPU per message, {rtt * 1000:.0f} ms RTT",
-                f"{f.cpu_per_message * 1000:.2f} ms",
-                f"{1000 / f.baseline_rate:.2f} ms wall per message, sequential loop",
-                None,
-                "≤ 0.5 ms",
-                f.cpu_per_message <= 0.0005,
-            )
-            if rtt:
-                bound = PARALLEL / rtt  # messages in flight ÷ round trip
+            for backend in args.backends.split(","):
+                log(f"recovery burst on {backend}…")
+                r = run_burst(
+                    backend,
+                    args.devices,
+                    args.records,
+                    postgres_admin=args.postgres_url,
+                    log=log,
+                    concurrent_p99=args.concurrent,
+                    p99_rounds=args.rounds,
+                )
+                total = r.devices * r.records
                 table.add(
-                    f"push fan-out vs its concurrency bound ({PARALLEL} in flight, {rtt * 1000:.0f} ms RTT)",
-                    f"{f.rate:,.0f} msg/s",
-                    f"{bound:,.0f} msg/s bound",
-                    f.rate / bound,
-                    "≥ 0.80× bound",
-                    f.rate >= 0.8 * bound,
+                    f"{backend}: ingest, {r.devices} devices × {r.records} records",
+                    f"{r.rate:,.0f} rec/s",
+                    f"{r.raw_rate:,.0f} rows/s raw executemany",
+                    r.rate / r.raw_rate,
+                    "≥ 0.50× raw",
+                    r.rate >= 0.5 * r.raw_rate,
+                )
+                table.add(
+                    f"{backend}: exactly-once after the burst",
+                    f"{r.stored:,} stored, {r.duplicates} dup",
+                    f"{total:,} sent",
+                    r.stored / total,
+                    "= sent, 0 dup",
+                    r.stored == total and not r.duplicates,
+                )
+                table.add(
+                    f"{backend}: batch p50 / p99, {r.devices} devices at once",
+                    f"{ms(r.p50)} / {ms(r.p99)}",
+                    f"{ms(r.single_batch)} one device alone",
+                    r.p99 / r.single_batch,
+                    "—",
+                    None,
+                )
+                table.add(
+                    f"{backend}: 100-record batch p99, {args.concurrent} devices at once",
+                    f"{ms(r.p99_50)} (p50 {ms(r.p50_50)})",
+                    f"{ms(r.single_batch)} one device alone",
+                    r.p99_50 / r.single_batch,
+                    "≤ 150 ms",
+                    r.p99_50 <= 0.150,
+                )
+                table.add(
+                    f"{backend}: server peak RSS",
+                    f"{r.peak_rss / MB:.0f} MB",
+                    f"{r.idle_rss / MB:.0f} MB idle",
+                    r.peak_rss / r.idle_rss,
+                    "≤ 150 MB",
+                    r.peak_rss <= 150 * MB,
                 )
 
-    if "escalation" in parts:
-        from .escalation_lateness import run_lateness
+        if "fanout" in parts:
+            from backend.outbox import PARALLEL
 
-        log(f"escalation lateness over {args.steps} drill rungs…")
-        e = run_lateness(args.steps)
-        table.add(
-            f"escalation lateness, {e.steps} drill rungs (p50 / p99 / max)",
-            f"{ms(e.p50)} / {ms(e.p99)} / {ms(e.worst)}",
-            f"{ms(e.poll)} poll interval",
-            e.worst / e.poll,
-            "≤ 1 s late",
-            e.worst <= 1.0,
+            from .fanout import run_fanout
+
+            for rtt in (0.0, args.rtt):
+                log(f"push fan-out to {args.push} subscriptions, receiver round trip {rtt * 1000:.0f} ms…")
+                f = run_fanout(
+                    args.push, delay=rtt, baseline_count=args.push if not rtt else min(args.push, 200)
+                )
+                table.add(
+                    f"push fan-out, {f.subscriptions} subscriptions, {rtt * 1000:.0f} ms push-service RTT",
+                    f"{f.rate:,.0f} msg/s ({f.seconds:.1f} s)",
+                    f"{f.baseline_rate:,.0f} msg/s sequential loop",
+                    f.rate / f.baseline_rate,
+                    "≥ 10×",
+                    f.rate >= 10 * f.baseline_rate,
+                )
+                table.add(
+                    f"push sender CPU per message, {rtt * 1000:.0f} ms RTT",
+                    f"{f.cpu_per_message * 1000:.2f} ms",
+                    f"{1000 / f.baseline_rate:.2f} ms wall per message, sequential loop",
+                    None,
+                    "≤ 0.5 ms",
+                    f.cpu_per_message <= 0.0005,
+                )
+                if rtt:
+                    bound = PARALLEL / rtt  # messages in flight ÷ round trip
+                    table.add(
+                        f"push fan-out vs its concurrency bound ({PARALLEL} in flight, {rtt * 1000:.0f} ms RTT)",
+                        f"{f.rate:,.0f} msg/s",
+                        f"{bound:,.0f} msg/s bound",
+                        f.rate / bound,
+                        "≥ 0.80× bound",
+                        f.rate >= 0.8 * bound,
+                    )
+
+        if "escalation" in parts:
+            from .escalation_lateness import run_lateness
+
+            log(f"escalation lateness over {args.steps} drill rungs…")
+            e = run_lateness(args.steps)
+            table.add(
+                f"escalation lateness, {e.steps} drill rungs (p50 / p99 / max)",
+                f"{ms(e.p50)} / {ms(e.p99)} / {ms(e.worst)}",
+                f"{ms(e.poll)} poll interval",
+                e.worst / e.poll,
+                "≤ 1 s late",
+                e.worst <= 1.0,
+            )
+
+        if "coldstart" in parts:
+            from .coldstart import run_coldstart
+
+            log("offline cold start in Chromium…")
+            c = run_coldstart(args.runs)
+            table.add(
+                f"offline cold start to call-record form (median of {c.runs})",
+                f"{c.offline_ms:.0f} ms",
+                f"{c.online_ms:.0f} ms same, online",
+                c.offline_ms / c.online_ms,
+                "≤ 250 ms",
+                c.offline_ms <= 250,
+            )
+            table.add(
+                f"app shell download (sw.js + precache, {c.shell_files} files)",
+                f"{c.shell_wire / 1024:.0f} KB",
+                f"{c.shell_bytes / 1024:.0f} KB uncompressed",
+                c.shell_wire / c.shell_bytes,
+                "≤ 150 KB",
+                c.shell_wire <= 150 * 1024,
+            )
+
+    finally:  # a part that fails (and raises) leaves the rows measured before it on screen
+        print(
+            f"\nOutage Desk benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}, "
+            f"{time.monotonic() - started:.0f} s\n"
         )
-
-    if "coldstart" in parts:
-        from .coldstart import run_coldstart
-
-        log("offline cold start in Chromium…")
-        c = run_coldstart(args.runs)
-        table.add(
-            f"offline cold start to call-record form (median of {c.runs})",
-            f"{c.offline_ms:.0f} ms",
-            f"{c.online_ms:.0f} ms same, online",
-            c.offline_ms / c.online_ms,
-            "≤ 250 ms",
-            c.offline_ms <= 250,
-        )
-        table.add(
-            f"app shell download (sw.js + precache, {c.shell_files} files)",
-            f"{c.shell_wire / 1024:.0f} KB",
-            f"{c.shell_bytes / 1024:.0f} KB uncompressed",
-            c.shell_wire / c.shell_bytes,
-            "≤ 150 KB",
-            c.shell_wire <= 150 * 1024,
-        )
-
-    print(
-        f"\nOutage Desk benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}, "
-        f"{time.monotonic() - started:.0f} s\n"
-    )
-    print(table.render())
+        print(table.render())
     return 0
 
 
