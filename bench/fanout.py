@@ -18,10 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
-import aiohttp
 from pywebpush import webpush
 
-from backend import notifications, outbox, push
+from backend import notifications, outbound, outbox, push
 from backend.auth import create_user
 from backend.cli import load_defaults
 from backend.config import load_settings
@@ -142,7 +141,9 @@ async def _fanout(settings, receiver, subs: list[dict], baseline_count: int) -> 
     baseline = time.perf_counter() - started
     assert _received(receiver, clear=True) == (baseline_count, True), "the baseline loop lost messages"
 
-    state.push_http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=push.SEND_TIMEOUT))
+    state.outbound = outbound.Client(
+        settings.outbound_allow or "127.0.0.1", push.SEND_TIMEOUT
+    )  # as on_startup
     try:
         async with state.sessionmaker() as session:
             queued = await notifications.notify(
@@ -161,7 +162,7 @@ async def _fanout(settings, receiver, subs: list[dict], baseline_count: int) -> 
             pass
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
-        await state.push_http.close()
+        await state.outbound.close()
         await engine.dispose()
     assert _received(receiver) == (count, True), "fan-out lost or garbled messages"
     return FanoutResult(count, seconds, count / seconds, baseline, baseline_count / baseline, cpu / count)
