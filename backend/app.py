@@ -49,6 +49,7 @@ from . import (
     outbox,
     playbooks,
     printing,
+    promises,
     push,
     receipts,
     records,
@@ -124,14 +125,14 @@ TRANSPORTS: dict[str, outbox.Transport] = {
     "sms": sms.TRANSPORT,
 }
 # Run once per sync batch on what was stored, in the sync's transaction (backend.sync.store_batch).
-RECORD_HOOKS: list[RecordHook] = [callbacks.on_records_stored, printing.on_records_stored]
+RECORD_HOOKS: list[RecordHook] = [promises.on_records_stored, printing.on_records_stored]
 # A new site starts with the shipped playbooks and forms.
 SITE_SEEDERS: list[SiteSeeder] = [documents.seed_site]
 # Shipped data for every existing site, loaded by `migrate` and before `serve` listens.
 DEFAULT_LOADERS = [documents.load_defaults]
-# Outermost first. Admission runs inside authentication: it counts syncs per account, and a request with an
+# Outermost first. Conditional GETs of the shell answer 304 before anything else runs. Admission runs inside authentication: it counts syncs per account, and a request with an
 # unknown token gets its 401 without waiting for a turn.
-MIDDLEWARE: list[Any] = [auth.auth_middleware, admission.sync_admission]
+MIDDLEWARE: list[Any] = [shell.revalidate, auth.auth_middleware, admission.sync_admission]
 # Run on every answer sent, routed or not (404s, the admission 503): the security headers.
 BEFORE_SEND = [headers.add_security_headers]
 
@@ -160,7 +161,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings.pool)
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker(engine)
         await push.on_startup(app)

@@ -1,5 +1,5 @@
 """Callbacks: every call record that promises one (`callback_promised` + `callback_due`) becomes a callback,
-made and kept up to date by the records hook `on_records_stored` in the same transaction as the record.
+made and kept up to date by the records hook `promises.on_records_stored` in the same transaction as the record.
 Due time: the promise, else two hours after the call (the emergency script's promise). Owner: the agent
 who took the call until a lead assigns someone else. Attempts are made on the device (UUID ids, also
 offline) and upserted, so re-sending them is harmless. States:
@@ -82,70 +82,6 @@ def promised_due(record: Record) -> datetime | None:
         parse_time(data.get("callback_due"))
         or (parse_time(data.get("called_at")) or record.captured_at) + DEFAULT_DUE
     )
-
-
-async def on_records_stored(session: AsyncSession, stored: list[tuple[Record, str]], now: datetime) -> None:
-    """Records hook (same transaction, once per sync batch): make, update or cancel each record's callback.
-    One read for the batch's existing callbacks and one flush, not one of each per record: during an outage
-    nearly every call record promises a callback, so this is the sync's hot path."""
-    relevant: list[tuple[Record, datetime | None]] = []
-    for record, outcome in stored:
-        due = promised_due(record)
-        # a new record that promises nothing has no callback to make or cancel: skip it
-        if record.form == CALLBACK_FORM and (due is not None or outcome != "created"):
-            relevant.append((record, due))
-    if not relevant:
-        return
-    existing = {
-        cb.record_id: cb
-        for cb in (
-            await session.execute(
-                select(Callback).where(Callback.record_id.in_([record.id for record, _ in relevant]))
-            )
-        ).scalars()
-    }
-    changed: list[tuple[Callback, str]] = []
-    for record, due in relevant:
-        callback = existing.get(record.id)
-        if due is None:
-            if callback is not None and callback.status in OPEN_STATES:
-                callback.status, callback.updated_at, callback.record_rev = "cancelled", now, record.rev
-                changed.append((callback, "callback.cancelled"))
-            continue
-        data = record.data or {}
-        fields = {
-            "incident_id": record.incident_id,
-            "record_rev": record.rev,
-            "caller_name": str(data.get("caller_name", ""))[:200],
-            "phone": str(data.get("phone", ""))[:40],
-            "called_at": parse_time(data.get("called_at")),
-            "due_at": due,
-            "updated_at": now,
-        }
-        if callback is None:
-            callback = Callback(
-                record_id=record.id,
-                site_id=record.site_id,
-                promised_by=record.agent_id,
-                owner_id=record.agent_id,
-                status="open",
-                attempts=0,
-                created_at=now,
-                **fields,
-            )
-            session.add(callback)
-            changed.append((callback, "callback.created"))
-            continue
-        if due > callback.due_at:
-            callback.overdue_notified_at = None  # a later promise: warn again if that one slips too
-        for name, value in fields.items():
-            setattr(callback, name, value)
-        if callback.status == "cancelled":
-            callback.status = "trying" if callback.attempts else "open"
-        changed.append((callback, "callback.updated"))
-    await session.flush()
-    for callback, kind in changed:
-        await announce(session, callback, kind, flush=False)
 
 
 async def announce(
