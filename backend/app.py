@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import (
     admission,
     alerts,
+    attach,
     attempts,
     audit,
     auth,
@@ -46,11 +47,13 @@ from . import (
     steps,
     sync,
     workers,
+    worklist,
 )
 from .auth import SiteSeeder
 from .config import Settings, load_settings
 from .db import make_engine, sessionmaker
 from .errors import exception_handlers
+from .lifecycle import ResolveHook
 from .sync import RecordHook
 
 log = logging.getLogger("outage_desk")
@@ -66,6 +69,7 @@ ROUTERS = [
     playbooks.router,
     sync.router,
     records.router,
+    attach.router,
     incidents.router,
     lifecycle.router,
     steps.router,
@@ -75,6 +79,7 @@ ROUTERS = [
     outbox.router,
     push.router,
     callbacks.router,
+    worklist.router,
     attempts.router,
     reentry.router,
     reports.router,
@@ -85,7 +90,15 @@ ROUTERS = [
 # "Do what is due" steps, each run for the app's lifetime by backend.workers.
 WORKER_STEPS = [escalation.STEP, outbox.STEP, callbacks.STEP, reports.STEP]
 # Run once per sync batch on what was stored, in the sync's transaction (backend.sync.store_batch).
-RECORD_HOOKS: list[RecordHook] = [callbacks.on_records_stored, printing.on_records_stored]
+# attach first: the callbacks hook copies the record's incident onto its callback.
+RECORD_HOOKS: list[RecordHook] = [
+    attach.on_records_stored,
+    callbacks.on_records_stored,
+    printing.on_records_stored,
+]
+# Run when an incident is resolved, in the same transaction (backend.lifecycle.resolve): a drill's level and the
+# surge incident it opened close with the drill.
+RESOLVE_HOOKS: list[ResolveHook] = [alerts.on_incident_resolved]
 # A new site starts with the shipped playbooks and forms.
 SITE_SEEDERS: list[SiteSeeder] = [documents.seed_site]
 # Shipped data for every existing site, loaded by `migrate` and before `serve` listens.
@@ -136,7 +149,14 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
     return Litestar(
         route_handlers=[health, *ROUTERS],
         lifespan=[lifespan],
-        state=State({"settings": settings, "record_hooks": RECORD_HOOKS, "site_seeders": SITE_SEEDERS}),
+        state=State(
+            {
+                "settings": settings,
+                "record_hooks": RECORD_HOOKS,
+                "resolve_hooks": RESOLVE_HOOKS,
+                "site_seeders": SITE_SEEDERS,
+            }
+        ),
         dependencies={"db": Provide(provide_db)},
         middleware=MIDDLEWARE,
         before_send=BEFORE_SEND,
