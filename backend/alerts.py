@@ -123,7 +123,7 @@ def level_for(answer_rate: float, system_failure: bool = False) -> str:
     return "normal"
 
 
-def level_out(state: AlertState | None) -> dict[str, Any]:
+def level_out(state: AlertState | DrillAlertState | None) -> dict[str, Any]:
     if state is None:
         return {
             "level": "normal",
@@ -158,7 +158,7 @@ async def _drill_for(db: AsyncSession, site_id: int, asked: bool | None) -> Inci
             )
         ).scalars()
     )
-    drills = [i for i in active if i.drill]
+    drills = [i for i in active if i.drill and i.source != "metrics"]  # not the surge one a drill opened
     if asked is None and drills and any(not i.drill for i in active):
         raise Problem(
             422,

@@ -90,8 +90,8 @@ async def list_callbacks(
                 {
                     **callback_out(callback, names),
                     **{name: data.get(name) for name in SHOWN},
-                    "category_label": labels.get("category", {}).get(data.get("category")),
-                    "urgency_label": labels.get("urgency", {}).get(data.get("urgency")),
+                    "category_label": labels.get("category", {}).get(str(data.get("category"))),
+                    "urgency_label": labels.get("urgency", {}).get(str(data.get("urgency"))),
                     "urgent": data.get("urgency") == "urgent",
                     "overdue": late > 0,
                     "late_minutes": late,
