@@ -1,5 +1,6 @@
 // Home: who is logged in, and the big buttons for the first minute of an outage.
 import { session } from "../api.js";
+import { onWhile } from "../events.js";
 import { lang, pick, t } from "../i18n.js";
 import * as readCache from "../offline.js";
 import { loadCallbacks, localPromises } from "../promises.js";
@@ -30,7 +31,7 @@ route("#/", async (view) => {
       h("h1", {}, t("home.hello", { name: user.display_name })),
       h("p", { class: "muted" }, `${t("role." + user.role)} · ${t("home.site", { site: user.site_name })}`)),
     await incidentCard(),
-    await myWork(),
+    await liveWork(),
     h("div", { class: "actions" }, actions
       .filter((a) => !a.roles || a.roles.includes(user.role))
       .map((a) => h("a", { class: `action ${a.kind || ""}`, href: a.href }, a.label()))),
@@ -52,6 +53,24 @@ async function incidentCard() {
         i.drill ? h("span", { class: "tag drill" }, t("inc.drill.label")) : null,
         h("strong", {}, pick(i.title)), h("span", { class: "muted" }, ` · ${t(`st.${i.status}`)}`),
         i.declared_at ? h("span", { class: "muted" }, ` · ${formatTime(i.declared_at, lang())}`) : null)))));
+}
+
+// The counts follow the device's store and the sync engine while home is on screen.
+async function liveWork() {
+  let card = await myWork();
+  const box = h("div", { class: "home-work-box" }, card);
+  let pending = null;
+  const redraw = () => {
+    clearTimeout(pending);
+    pending = setTimeout(async () => {
+      if (!box.isConnected) return;
+      const next = await myWork();
+      card.replaceWith(next);
+      card = next;
+    }, 300);
+  };
+  for (const topic of ["store", "changes", "net"]) onWhile(box, topic, redraw);
+  return box;
 }
 
 // What is still mine to do: records not on the server yet, drafts never saved for sending, overdue callbacks.

@@ -212,8 +212,10 @@ function actionButtons(incident, offline, onChange) {
   const act = (path, body) => async (event) => {
     event.currentTarget.disabled = true;
     try {
-      onChange(await api(`/api/incidents/${incident.id}/${path}`, { method: "POST",
-        body: typeof body === "function" ? body() : body }));
+      const next = await api(`/api/incidents/${incident.id}/${path}`, { method: "POST",
+        body: typeof body === "function" ? body() : body });
+      panel.hidden = true; // done: the live refresh may redraw again
+      onChange(next);
       emit("inbox");
     } catch (e) {
       toast(t("inc.failed", { error: e.message }), "error");
