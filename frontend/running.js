@@ -7,16 +7,23 @@ import { on } from "./events.js";
 import * as store from "./store.js";
 
 const key = () => `running:${session.user?.id ?? "-"}`;
+let memo = { key: null, list: [] }; // the last list read or written, so a new form does not wait for IndexedDB
 const slim = (i) => ({ id: i.id, status: i.status, drill: Boolean(i.drill), title: i.title, playbook: i.playbook,
   source: i.source ?? null, declared_at: i.declared_at ?? null });
 
 export async function running() {
   if (!session.user) return [];
-  return (await store.getMeta(key(), [])) || [];
+  if (memo.key === key()) return memo.list;
+  const list = (await store.getMeta(key(), [])) || [];
+  memo = { key: key(), list };
+  return list;
 }
 
 async function keep(list) {
-  if (session.user) await store.setMeta(key(), list.filter((i) => i.status !== "resolved").map(slim));
+  if (!session.user) return;
+  const kept = list.filter((i) => i.status !== "resolved").map(slim);
+  memo = { key: key(), list: kept };
+  await store.setMeta(key(), kept);
 }
 
 export async function refresh() {
@@ -29,9 +36,9 @@ export async function refresh() {
 
 // The incident a new record belongs to: the one running incident this device knows of, else none (the
 // server decides by the call's time). A lead's own declared incident beats the surge incident the call
-// figures opened beside it.
-export async function knownIncident() {
-  const list = await running();
+// figures opened beside it. Synchronous (from what start() loaded): opening a form never waits for it.
+export function knownIncident() {
+  const list = memo.key === key() ? memo.list : [];
   if (list.length === 1) return list[0].id;
   const declared = list.filter((i) => i.source !== "metrics");
   return declared.length === 1 ? declared[0].id : null;
@@ -50,5 +57,5 @@ export function start() {
     await keep(list);
   });
   on("login", () => { refresh(); });
-  if (session.user) refresh();
+  if (session.user) running().then(refresh);
 }

@@ -34,7 +34,7 @@ export async function loadForm(slug, version = null) {
 route("#/forms/:slug", async (view, { slug }) => {
   const [name, query] = slug.split("?");
   // The incident named in the link, else the one this device knows is running (also offline).
-  const incident = Number(new URLSearchParams(query || "").get("incident")) || await knownIncident();
+  const incident = Number(new URLSearchParams(query || "").get("incident")) || knownIncident();
   const definition = await loadForm(name);
   showForm(view, definition, store.newDraft({ form: name, formVersion: definition.version, incidentId: incident }),
     { fresh: true });

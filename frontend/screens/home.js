@@ -26,16 +26,23 @@ route("#/", async (view) => {
     await logout(); // session.js: the steps, in order
     navigate("#/login");
   } }, t("logout"));
+  // Drawn at once; the incident and my counts fill in when read (a slow server never holds up the buttons,
+  // and a screen the user already left is never drawn over).
+  const incidentSlot = h("div", { class: "home-slot" });
+  const workSlot = h("div", { class: "home-slot" });
   mount(view,
     h("section", { class: "card" },
       h("h1", {}, t("home.hello", { name: user.display_name })),
       h("p", { class: "muted" }, `${t("role." + user.role)} · ${t("home.site", { site: user.site_name })}`)),
-    await incidentCard(),
-    await liveWork(),
+    incidentSlot,
+    workSlot,
     h("div", { class: "actions" }, actions
       .filter((a) => !a.roles || a.roles.includes(user.role))
       .map((a) => h("a", { class: `action ${a.kind || ""}`, href: a.href }, a.label()))),
     h("div", { class: "row" }, logoutButton));
+  const fill = (slot, card) => { if (slot.isConnected && card) slot.replaceChildren(card); };
+  incidentCard().then((card) => fill(incidentSlot, card)).catch((e) => console.warn("home incident", e));
+  liveWork().then((card) => fill(workSlot, card)).catch((e) => console.warn("home work", e));
 });
 
 // The incident that is running (live, else what this device knows), with its drill mark.
