@@ -22,6 +22,7 @@ from . import (
     admin,
     admission,
     alerts,
+    attach,
     attempts,
     audit,
     auth,
@@ -62,11 +63,13 @@ from . import (
     steps,
     sync,
     workers,
+    worklist,
 )
 from .auth import SiteSeeder
 from .config import Settings, load_settings
 from .db import make_engine, sessionmaker
 from .errors import exception_handlers
+from .lifecycle import ResolveHook
 from .sync import RecordHook
 
 log = logging.getLogger("outage_desk")
@@ -82,6 +85,7 @@ ROUTERS = [
     playbooks.router,
     sync.router,
     records.router,
+    attach.router,
     incidents.router,
     lifecycle.router,
     steps.router,
@@ -94,6 +98,7 @@ ROUTERS = [
     contacts.router,
     ackpage.router,
     callbacks.router,
+    worklist.router,
     attempts.router,
     reentry.router,
     crm.router,
@@ -125,7 +130,15 @@ TRANSPORTS: dict[str, outbox.Transport] = {
     "sms": sms.TRANSPORT,
 }
 # Run once per sync batch on what was stored, in the sync's transaction (backend.sync.store_batch).
-RECORD_HOOKS: list[RecordHook] = [promises.on_records_stored, printing.on_records_stored]
+# attach first: the callbacks hook copies the record's incident onto its callback.
+RECORD_HOOKS: list[RecordHook] = [
+    attach.on_records_stored,
+    promises.on_records_stored,
+    printing.on_records_stored,
+]
+# Run when an incident is resolved, in the same transaction (backend.lifecycle.resolve): a drill's level and the
+# surge incident it opened close with the drill.
+RESOLVE_HOOKS: list[ResolveHook] = [alerts.on_incident_resolved]
 # A new site starts with the shipped playbooks and forms.
 SITE_SEEDERS: list[SiteSeeder] = [documents.seed_site]
 # Shipped data for every existing site, loaded by `migrate` and before `serve` listens.
@@ -182,6 +195,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
                 "record_hooks": RECORD_HOOKS,
                 "site_seeders": SITE_SEEDERS,
                 "transports": TRANSPORTS,
+                "resolve_hooks": RESOLVE_HOOKS,
             }
         ),
         dependencies={"db": Provide(provide_db)},

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Router, get, put
+from litestar import Request, Router, put
 from litestar.params import Parameter
 from sqlalchemy import ForeignKey, Integer, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -220,45 +220,6 @@ def callback_out(callback: Callback, names: dict[int, str] | None = None) -> dic
     }
 
 
-@get(
-    "/api/callbacks",
-    summary="Callbacks: agents their own; leads and up everyone's (?mine=true, ?status=, ?incident_id=)",
-)
-async def list_callbacks(
-    request: Req,
-    db: AsyncSession,
-    status: Literal["active", "open", "trying", "done", "failed", "cancelled", "all"] = "active",
-    mine: bool = False,
-    incident_id: IncidentRef = None,
-) -> dict[str, Any]:
-    user = request.user
-    where = [Callback.site_id == user.site_id]
-    if user.role == "agent" or mine:
-        where.append(Callback.owner_id == user.id)
-    if status == "active":
-        where.append(Callback.status.in_(OPEN_STATES))
-    elif status != "all":
-        where.append(Callback.status == status)
-    if incident_id is not None:
-        where.append(Callback.incident_id == incident_id)
-    rows = (
-        (
-            await db.execute(
-                select(Callback).where(*where).order_by(Callback.due_at, Callback.record_id).limit(2000)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    names = await site_names(db, user.site_id)
-    now = await clock.now(request.app, db)
-    return {
-        "items": [callback_out(c, names) for c in rows],
-        "now": now.isoformat(),
-        "overdue": sum(1 for c in rows if c.status in OPEN_STATES and c.due_at < now),
-    }
-
-
 class AssignIn(msgspec.Struct, forbid_unknown_fields=True):
     owner_id: Annotated[int, msgspec.Meta(ge=1, le=INT32)]
 
@@ -313,4 +274,4 @@ async def get_callback_at_site(db: AsyncSession, user: CurrentUser, callback_id:
     return await get_for_site(db, Callback, callback_id, user.site_id, "callback")
 
 
-router = Router(path="/", route_handlers=[list_callbacks, assign], tags=["callbacks"])
+router = Router(path="/", route_handlers=[assign], tags=["callbacks"])
