@@ -147,7 +147,7 @@ def test_offline_callbacks_show_the_promises_on_the_device_and_home_counts_them(
     _, lead = page_for(live_server, new_context, team, "lead")
     lead.goto(f"{live_server.base}/#/incidents/{drill['id']}/review")
     expect(lead.locator("main")).to_contain_text("演练 DRILL")
-    expect(lead.locator("main")).to_contain_text("4 (device 4")
+    expect(lead.locator("main")).to_contain_text("4（本机 4 · 纸质 0）")
     lead.screenshot(path=artifacts / "story-review-drill.png", full_page=True)
 
 
