@@ -89,7 +89,7 @@ def sync_admission(app: ASGIApp) -> ASGIApp:
             return
         settings = scope["app"].state.settings
         if "slots" not in gate:
-            gate["slots"] = asyncio.Semaphore(settings.sync_concurrency)
+            gate["slots"] = asyncio.Semaphore(settings.sync_slots)  # this process's share
         slots: asyncio.Semaphore = gate["slots"]
         per_user: Counter[Any] = gate["per_user"]
         who = getattr(scope.get("user"), "id", None)

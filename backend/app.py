@@ -22,6 +22,7 @@ from . import (
     admin,
     admission,
     alerts,
+    attach,
     attempts,
     audit,
     auth,
@@ -49,6 +50,7 @@ from . import (
     outbox,
     playbooks,
     printing,
+    promises,
     push,
     receipts,
     records,
@@ -61,11 +63,13 @@ from . import (
     steps,
     sync,
     workers,
+    worklist,
 )
 from .auth import SiteSeeder
 from .config import Settings, load_settings
 from .db import make_engine, sessionmaker
 from .errors import exception_handlers
+from .lifecycle import ResolveHook
 from .sync import RecordHook
 
 log = logging.getLogger("outage_desk")
@@ -81,6 +85,7 @@ ROUTERS = [
     playbooks.router,
     sync.router,
     records.router,
+    attach.router,
     incidents.router,
     lifecycle.router,
     steps.router,
@@ -93,6 +98,7 @@ ROUTERS = [
     contacts.router,
     ackpage.router,
     callbacks.router,
+    worklist.router,
     attempts.router,
     reentry.router,
     crm.router,
@@ -124,14 +130,22 @@ TRANSPORTS: dict[str, outbox.Transport] = {
     "sms": sms.TRANSPORT,
 }
 # Run once per sync batch on what was stored, in the sync's transaction (backend.sync.store_batch).
-RECORD_HOOKS: list[RecordHook] = [callbacks.on_records_stored, printing.on_records_stored]
+# attach first: the callbacks hook copies the record's incident onto its callback.
+RECORD_HOOKS: list[RecordHook] = [
+    attach.on_records_stored,
+    promises.on_records_stored,
+    printing.on_records_stored,
+]
+# Run when an incident is resolved, in the same transaction (backend.lifecycle.resolve): a drill's level and the
+# surge incident it opened close with the drill.
+RESOLVE_HOOKS: list[ResolveHook] = [alerts.on_incident_resolved]
 # A new site starts with the shipped playbooks and forms.
 SITE_SEEDERS: list[SiteSeeder] = [documents.seed_site]
 # Shipped data for every existing site, loaded by `migrate` and before `serve` listens.
 DEFAULT_LOADERS = [documents.load_defaults]
-# Outermost first. Admission runs inside authentication: it counts syncs per account, and a request with an
+# Outermost first. Conditional GETs of the shell answer 304 before anything else runs. Admission runs inside authentication: it counts syncs per account, and a request with an
 # unknown token gets its 401 without waiting for a turn.
-MIDDLEWARE: list[Any] = [auth.auth_middleware, admission.sync_admission]
+MIDDLEWARE: list[Any] = [shell.revalidate, auth.auth_middleware, admission.sync_admission]
 # Run on every answer sent, routed or not (404s, the admission 503): the security headers.
 BEFORE_SEND = [headers.add_security_headers]
 
@@ -160,7 +174,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings.pool)
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker(engine)
         await push.on_startup(app)
@@ -181,6 +195,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Litestar:
                 "record_hooks": RECORD_HOOKS,
                 "site_seeders": SITE_SEEDERS,
                 "transports": TRANSPORTS,
+                "resolve_hooks": RESOLVE_HOOKS,
             }
         ),
         dependencies={"db": Provide(provide_db)},

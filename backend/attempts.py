@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Router, get, post
+from litestar import Router, delete, get, post
 from sqlalchemy import ForeignKey, String, Text, Uuid, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -128,38 +128,72 @@ async def record_attempts(request: Req, db: AsyncSession, data: AttemptsIn) -> d
 
 
 async def _apply_attempt(db: AsyncSession, callback: Callback, item: AttemptIn, now: datetime) -> None:
-    callback.attempts += 1
+    await recompute(db, callback, now)
+    await announce(db, callback, "callback.attempted")
+
+
+async def recompute(db: AsyncSession, callback: Callback, now: datetime) -> None:
+    """The callback's state from all its attempts (they may arrive out of order from offline devices, and the
+    last one may be undone): the count, the latest outcome, the first final outcome's time, and the state,
+    which follows the final outcomes (a later "reached" still beats "wrong number")."""
+    rows = (
+        await db.execute(
+            select(CallbackAttempt.outcome, CallbackAttempt.attempted_at)
+            .where(CallbackAttempt.callback_id == callback.record_id)
+            .order_by(CallbackAttempt.attempted_at, CallbackAttempt.received_at)
+        )
+    ).all()
+    finals = [(o, at) for o, at in rows if o != "no_answer"]
+    callback.attempts = len(rows)
+    callback.last_outcome = rows[-1][0] if rows else None
+    callback.completed_at = min((at for _, at in finals), default=None)
     callback.updated_at = now
+    if callback.status == "cancelled":
+        return
+    if finals:
+        callback.status = "done" if any(STATE_AFTER[o] == "done" for o, _ in finals) else "failed"
+    else:
+        callback.status = "trying" if rows else "open"
+
+
+UNDO_SECONDS = 60
+
+
+@delete(
+    "/api/callbacks/attempts/{attempt_id:uuid}",
+    status_code=200,
+    summary="Undo my latest attempt on a callback, within a minute of the server receiving it",
+)
+async def undo_attempt(request: Req, db: AsyncSession, attempt_id: uuid.UUID) -> dict[str, Any]:
+    user = request.user
+    await lock_site(db, user.site_id)  # the feed lock before rows, as in sync
+    attempt = await db.get(CallbackAttempt, attempt_id)
+    if attempt is None or attempt.site_id != user.site_id or attempt.user_id != user.id:
+        raise Problem(404, "No such attempt of yours.", code="attempt.not_found")
+    now = await clock.now(request.app, db)
+    if (now - attempt.received_at).total_seconds() > UNDO_SECONDS:
+        raise Problem(
+            409,
+            "An attempt can be undone only within a minute.",
+            undo_seconds=UNDO_SECONDS,
+            code="attempt.undo_too_late",
+        )
     latest = (
         await db.execute(
-            select(CallbackAttempt.outcome)
-            .where(CallbackAttempt.callback_id == callback.record_id)
+            select(CallbackAttempt.id)
+            .where(CallbackAttempt.callback_id == attempt.callback_id)
             .order_by(CallbackAttempt.attempted_at.desc(), CallbackAttempt.received_at.desc())
             .limit(1)
         )
     ).scalar_one()
-    callback.last_outcome = latest
-    if callback.status == "cancelled":
-        return
-    final = item.outcome != "no_answer"
-    if final and (callback.completed_at is None or item.attempted_at < callback.completed_at):
-        callback.completed_at = item.attempted_at  # attempts may arrive out of order from offline devices
-    if callback.completed_at is None:
-        callback.status = "trying"
-    else:
-        # the state follows the first final outcome; a later "reached" still beats "wrong number"
-        finals = list(
-            (
-                await db.execute(
-                    select(CallbackAttempt.outcome).where(
-                        CallbackAttempt.callback_id == callback.record_id,
-                        CallbackAttempt.outcome != "no_answer",
-                    )
-                )
-            ).scalars()
-        )
-        callback.status = "done" if any(STATE_AFTER[o] == "done" for o in finals) else "failed"
+    if latest != attempt.id:
+        raise Problem(409, "Only the latest attempt on a callback can be undone.", code="attempt.not_latest")
+    callback = await get_callback_at_site(db, user, attempt.callback_id)
+    await db.delete(attempt)
+    await db.flush()
+    await recompute(db, callback, now)
     await announce(db, callback, "callback.attempted")
+    return {"undone": str(attempt_id), "callback": callback_out(callback, await site_names(db, user.site_id))}
 
 
 @get("/api/callbacks/{callback_id:uuid}/attempts", summary="The attempts made on one callback")
@@ -192,4 +226,4 @@ async def list_attempts(request: Req, db: AsyncSession, callback_id: uuid.UUID) 
     ]
 
 
-router = Router(path="/", route_handlers=[record_attempts, list_attempts], tags=["callbacks"])
+router = Router(path="/", route_handlers=[record_attempts, list_attempts, undo_attempt], tags=["callbacks"])

@@ -204,20 +204,28 @@ def issue_token(session: AsyncSession, secret_key: str, user_id: int, ttl: timed
 
 
 async def resolve_token(session: AsyncSession, secret_key: str, token: str) -> CurrentUser | None:
+    # Plain columns, no ORM objects: this runs on every request (a recovery burst is thousands of them).
     row = (
         await session.execute(
-            select(User, Site, AuthToken.expires_at)
+            select(
+                User.id,
+                User.username,
+                User.display_name,
+                User.role,
+                Site.id,
+                Site.slug,
+                Site.name,
+                Site.time_zone,
+                AuthToken.expires_at,
+            )
             .join(AuthToken, AuthToken.user_id == User.id)
             .join(Site, Site.id == User.site_id)
             .where(AuthToken.token_hash == token_hash(secret_key, token), User.active.is_(True))
         )
     ).one_or_none()
-    if row is None or row.expires_at <= utcnow():
+    if row is None or row[8] <= utcnow():
         return None
-    user, site = row.User, row.Site
-    return CurrentUser(
-        user.id, user.username, user.display_name, user.role, site.id, site.slug, site.name, site.time_zone
-    )
+    return CurrentUser(*row[:8])
 
 
 class TokenAuth(AbstractAuthenticationMiddleware):

@@ -1,5 +1,5 @@
 """Callbacks: every call record that promises one (`callback_promised` + `callback_due`) becomes a callback,
-made and kept up to date by the records hook `on_records_stored` in the same transaction as the record.
+made and kept up to date by the records hook `promises.on_records_stored` in the same transaction as the record.
 Due time: the promise, else two hours after the call (the emergency script's promise). Owner: the agent
 who took the call until a lead assigns someone else. Attempts are made on the device (UUID ids, also
 offline) and upserted, so re-sending them is harmless. States:
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Router, get, put
+from litestar import Request, Router, put
 from litestar.params import Parameter
 from sqlalchemy import ForeignKey, Integer, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -82,70 +82,6 @@ def promised_due(record: Record) -> datetime | None:
         parse_time(data.get("callback_due"))
         or (parse_time(data.get("called_at")) or record.captured_at) + DEFAULT_DUE
     )
-
-
-async def on_records_stored(session: AsyncSession, stored: list[tuple[Record, str]], now: datetime) -> None:
-    """Records hook (same transaction, once per sync batch): make, update or cancel each record's callback.
-    One read for the batch's existing callbacks and one flush, not one of each per record: during an outage
-    nearly every call record promises a callback, so this is the sync's hot path."""
-    relevant: list[tuple[Record, datetime | None]] = []
-    for record, outcome in stored:
-        due = promised_due(record)
-        # a new record that promises nothing has no callback to make or cancel: skip it
-        if record.form == CALLBACK_FORM and (due is not None or outcome != "created"):
-            relevant.append((record, due))
-    if not relevant:
-        return
-    existing = {
-        cb.record_id: cb
-        for cb in (
-            await session.execute(
-                select(Callback).where(Callback.record_id.in_([record.id for record, _ in relevant]))
-            )
-        ).scalars()
-    }
-    changed: list[tuple[Callback, str]] = []
-    for record, due in relevant:
-        callback = existing.get(record.id)
-        if due is None:
-            if callback is not None and callback.status in OPEN_STATES:
-                callback.status, callback.updated_at, callback.record_rev = "cancelled", now, record.rev
-                changed.append((callback, "callback.cancelled"))
-            continue
-        data = record.data or {}
-        fields = {
-            "incident_id": record.incident_id,
-            "record_rev": record.rev,
-            "caller_name": str(data.get("caller_name", ""))[:200],
-            "phone": str(data.get("phone", ""))[:40],
-            "called_at": parse_time(data.get("called_at")),
-            "due_at": due,
-            "updated_at": now,
-        }
-        if callback is None:
-            callback = Callback(
-                record_id=record.id,
-                site_id=record.site_id,
-                promised_by=record.agent_id,
-                owner_id=record.agent_id,
-                status="open",
-                attempts=0,
-                created_at=now,
-                **fields,
-            )
-            session.add(callback)
-            changed.append((callback, "callback.created"))
-            continue
-        if due > callback.due_at:
-            callback.overdue_notified_at = None  # a later promise: warn again if that one slips too
-        for name, value in fields.items():
-            setattr(callback, name, value)
-        if callback.status == "cancelled":
-            callback.status = "trying" if callback.attempts else "open"
-        changed.append((callback, "callback.updated"))
-    await session.flush()
-    for callback, kind in changed:
-        await announce(session, callback, kind, flush=False)
 
 
 async def announce(
@@ -284,45 +220,6 @@ def callback_out(callback: Callback, names: dict[int, str] | None = None) -> dic
     }
 
 
-@get(
-    "/api/callbacks",
-    summary="Callbacks: agents their own; leads and up everyone's (?mine=true, ?status=, ?incident_id=)",
-)
-async def list_callbacks(
-    request: Req,
-    db: AsyncSession,
-    status: Literal["active", "open", "trying", "done", "failed", "cancelled", "all"] = "active",
-    mine: bool = False,
-    incident_id: IncidentRef = None,
-) -> dict[str, Any]:
-    user = request.user
-    where = [Callback.site_id == user.site_id]
-    if user.role == "agent" or mine:
-        where.append(Callback.owner_id == user.id)
-    if status == "active":
-        where.append(Callback.status.in_(OPEN_STATES))
-    elif status != "all":
-        where.append(Callback.status == status)
-    if incident_id is not None:
-        where.append(Callback.incident_id == incident_id)
-    rows = (
-        (
-            await db.execute(
-                select(Callback).where(*where).order_by(Callback.due_at, Callback.record_id).limit(2000)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    names = await site_names(db, user.site_id)
-    now = await clock.now(request.app, db)
-    return {
-        "items": [callback_out(c, names) for c in rows],
-        "now": now.isoformat(),
-        "overdue": sum(1 for c in rows if c.status in OPEN_STATES and c.due_at < now),
-    }
-
-
 class AssignIn(msgspec.Struct, forbid_unknown_fields=True):
     owner_id: Annotated[int, msgspec.Meta(ge=1, le=INT32)]
 
@@ -377,4 +274,4 @@ async def get_callback_at_site(db: AsyncSession, user: CurrentUser, callback_id:
     return await get_for_site(db, Callback, callback_id, user.site_id, "callback")
 
 
-router = Router(path="/", route_handlers=[list_callbacks, assign], tags=["callbacks"])
+router = Router(path="/", route_handlers=[assign], tags=["callbacks"])

@@ -7,14 +7,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import backup, channels, contacts, demo
+from .commands import load_defaults, prepare, with_session
 from .config import load_settings, tls_options
 from .demo import cli_audit as _audit
-from .migrate import load_defaults, prepare, with_session
 
 _with_session = with_session  # the name the commands below use
 __all__ = ["load_defaults", "main"]  # load_defaults: kept importable from here (tests, bench)
@@ -34,31 +35,48 @@ def _run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    prepare()
-    from .app import create_app
-
+    if args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    # Every process reads its share of the pool and of the sync admission from OUTAGE_WORKERS (Settings.pool,
+    # Settings.sync_slots). The keys under var/ and the migration are made here, once, before any worker starts
+    # (and atomically anyway: config.write_once, Alembic's advisory lock).
+    os.environ["OUTAGE_WORKERS"] = str(args.workers)
+    # Migrate in a child process: the serving process never loads Alembic and Mako (about 9 MB it would keep).
+    subprocess.run([sys.executable, "-m", "backend", "migrate", "--keys"], check=True)
     tls = tls_options(load_settings())  # direct TLS for a small site without a reverse proxy
     shown = demo.served_address(args.host, args.port)
-    print(f"Outage Desk on {shown.replace('http://', 'https://', 1) if tls else shown}", flush=True)
+    shown = shown.replace("http://", "https://", 1) if tls else shown
+    print(f"Outage Desk on {shown} ({args.workers} process(es))", flush=True)
     public = demo.served_address(args.host, args.port, public=True)
     if tls and public.startswith("http://") and not os.environ.get("OUTAGE_PUBLIC_BASE_URL"):
         public = "https://" + public.removeprefix("http://")
     demo.remember_address(public)
     demo.announce_setup(public)
-    uvicorn.run(
-        create_app(),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=5,
-        proxy_headers=False,  # backend.headers reads X-Forwarded-* itself, from OUTAGE_TRUSTED_PROXIES only
-        **tls,
-    )
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "timeout_graceful_shutdown": 5,
+        "proxy_headers": False,
+    }
+    if args.workers == 1:
+        from .app import create_app
+
+        uvicorn.run(create_app(), **options, **tls)
+    else:
+        # uvicorn's supervisor: N processes on one socket, each a whole app with its own lifespan (engine,
+        # push client, worker steps; the steps claim work with SKIP LOCKED, so N of them never do it twice).
+        uvicorn.run("backend.app:create_app", factory=True, workers=args.workers, **options, **tls)
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     prepare()
+    if args.keys:  # `serve` asks for the keys too, so they exist before any of its workers starts
+        from . import push
+
+        push.vapid_key(load_settings())
     print("database migrated and defaults loaded")
     return 0
 
@@ -241,9 +259,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="app processes on one socket (PostgreSQL; SQLite has one writer)",
+    )
     serve.set_defaults(fn=cmd_serve)
 
-    sub.add_parser("migrate", help="upgrade the database to the newest schema").set_defaults(fn=cmd_migrate)
+    migrate = sub.add_parser("migrate", help="upgrade the database to the newest schema")
+    migrate.add_argument("--keys", action="store_true", help="also make the secret and VAPID keys if missing")
+    migrate.set_defaults(fn=cmd_migrate)
 
     users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
     add = users.add_parser("add", help="add a user (and the site, if new)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,39 @@ class Settings(msgspec.Struct, frozen=True):
     sms_sign_name: str = ""  # OUTAGE_SMS_SIGN_NAME: the approved 签名
     sms_template: str = ""  # OUTAGE_SMS_TEMPLATE: the approved template code, with ${title} and ${link}
     ack_link_hours: float = 24.0  # OUTAGE_ACK_LINK_HOURS: how long a personal acknowledge link works
+    workers: int = 1  # OUTAGE_WORKERS: app processes serving together (`serve --workers N` sets it)
+    db_connections: int = 30  # OUTAGE_DB_CONNECTIONS: PostgreSQL connections for all processes together
+
+    @property
+    def pool(self) -> tuple[int, int]:
+        """(pool_size, max_overflow) for this process: N processes share `db_connections`, so N × pool stays
+        under PostgreSQL's max_connections however many workers serve."""
+        mine = max(2, self.db_connections // max(1, self.workers))
+        size = max(1, mine // 3)
+        return size, mine - size
+
+    @property
+    def sync_slots(self) -> int:
+        """Syncs this process runs at once: `sync_concurrency` is for all processes together."""
+        return max(1, -(-self.sync_concurrency // max(1, self.workers)))
+
+
+def write_once(path: Path, write: Callable[[Path], object]) -> None:
+    """Make `path` once, atomically, even when several processes start at the same moment: each writes a
+    temporary file of its own and hard-links it into place (O_EXCL semantics); the first link wins and the
+    others use the winner's file. Nobody ever reads a half-written file."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        write(tmp)
+        tmp.chmod(0o600)
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another process won: its file is complete, use it
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _secret_key(var_dir: Path) -> str:
@@ -53,10 +87,7 @@ def _secret_key(var_dir: Path) -> str:
     if key := os.environ.get("OUTAGE_SECRET_KEY"):
         return key
     path = var_dir / "secret.key"
-    if not path.exists():
-        var_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+    write_once(path, lambda tmp: tmp.write_text(secrets.token_urlsafe(48)))
     return path.read_text().strip()
 
 
@@ -97,6 +128,8 @@ def load_settings(**overrides: object) -> Settings:
         "sms_sign_name": env.get("OUTAGE_SMS_SIGN_NAME", ""),
         "sms_template": env.get("OUTAGE_SMS_TEMPLATE", ""),
         "ack_link_hours": float(env.get("OUTAGE_ACK_LINK_HOURS", "24")),
+        "workers": int(env.get("OUTAGE_WORKERS", "1")),
+        "db_connections": int(env.get("OUTAGE_DB_CONNECTIONS", "30")),
     }
     values.update(overrides)
     proxies = values["trusted_proxies"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -81,7 +83,8 @@ def _json_dumps(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, pool: tuple[int, int] = (10, 20), **kwargs: Any) -> AsyncEngine:
+    """An engine for `url`; on PostgreSQL `pool` = (pool_size, max_overflow) (Settings.pool sizes it per process)."""
     # msgspec for JSON columns: several times faster than the json module on the sync path.
     kwargs.setdefault("json_serializer", _json_dumps)
     kwargs.setdefault("json_deserializer", msgspec.json.decode)
@@ -105,8 +108,8 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
                 context.is_disconnect = True
 
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_size", pool[0])
+    kwargs.setdefault("max_overflow", pool[1])
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
 
@@ -133,6 +136,33 @@ def is_postgresql(session: AsyncSession) -> bool:
 def insert_for(session: AsyncSession, table: Any) -> Any:
     """A dialect-specific INSERT that supports ON CONFLICT (upserts without check-then-insert)."""
     return (postgresql.insert if is_postgresql(session) else sqlite.insert)(table)
+
+
+_writer_locks: dict[tuple[int, int], asyncio.Lock] = {}  # (engine, event loop) -> the SQLite writer's turn
+_turns: weakref.WeakSet[Any] = weakref.WeakSet()  # transactions that hold their turn
+
+
+async def writer_turn(session: AsyncSession) -> None:
+    """SQLite has one writer, and a connection waiting for the write lock polls it with sleeps of up to 100 ms:
+    under a burst of syncs most of the time went to those sleeps. Writers of one process queue here instead and
+    hand over the instant a transaction ends (commit or rollback). PostgreSQL: nothing (row and advisory locks)."""
+    if is_postgresql(session) or session.bind is None:
+        return
+    transaction = session.sync_session.get_transaction()
+    if transaction is not None and transaction in _turns:
+        return
+    key = (id(session.bind), id(asyncio.get_running_loop()))
+    lock = _writer_locks.setdefault(key, asyncio.Lock())
+    await lock.acquire()
+    transaction = session.sync_session.get_transaction() or session.sync_session.begin()
+    _turns.add(transaction)
+
+    def release(_session: Any, ended: Any) -> None:
+        if ended is transaction and transaction in _turns:  # (the listener dies with the request's session)
+            _turns.discard(transaction)
+            lock.release()
+
+    event.listen(session.sync_session, "after_transaction_end", release)
 
 
 async def db_now(session: AsyncSession) -> datetime:

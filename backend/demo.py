@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .commands import prepare, with_session
 from .config import VAR_DIR, load_settings
-from .migrate import prepare, with_session
 
 
 async def cli_audit(session: Any, user: Any, action: str, before: Any = None, after: Any = None) -> None:

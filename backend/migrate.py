@@ -1,20 +1,21 @@
-"""Run Alembic from code: the server migrates on start, tests migrate empty databases; `prepare()` is what
-every CLI command does first (migrate, load the shipped playbooks and forms)."""
+"""Run Alembic from code: the server migrates on start, tests migrate empty databases (what every CLI command
+does first is in backend.commands)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
+from .config import ROOT
 
-from .config import ROOT, load_settings
-from .db import make_engine, sessionmaker
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic (and Mako, which it loads) is imported when used, not at import: the serving process never needs it.
 
 
 def alembic_config(database_url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
@@ -23,6 +24,8 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
+    from alembic import command
+
     if database_url.startswith("sqlite"):
         from pathlib import Path
 
@@ -35,39 +38,11 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 def revision(database_url: str, message: str) -> None:
     from datetime import date
 
+    from alembic import command
+
     command.revision(
         alembic_config(database_url),
         message=message,
         autogenerate=True,
         rev_id=f"{date.today():%Y%m%d}_{message.lower().replace(' ', '_')[:30]}",
     )
-
-
-def with_session(fn: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Run fn(session) in one committed transaction on the configured database (for CLI commands)."""
-
-    async def run() -> Any:
-        engine = make_engine(load_settings().database_url)
-        try:
-            async with sessionmaker(engine)() as session:
-                result = await fn(session)
-                await session.commit()
-                return result
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-async def load_defaults(session: Any) -> None:
-    """Load the shipped data (playbooks, forms) into every site."""
-    from .app import DEFAULT_LOADERS
-
-    for load in DEFAULT_LOADERS:
-        await load(session)
-
-
-def prepare() -> None:
-    """Migrate and load defaults: what `serve` does before it listens."""
-    upgrade(load_settings().database_url)
-    with_session(load_defaults)

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-import segno
 from litestar import Request, Router, get, post
 from sqlalchemy import ForeignKey, Integer, String, select
 from sqlalchemy.exc import IntegrityError
@@ -96,6 +95,8 @@ def paper_record_id(site_slug: str, sheet_id: str, row: int) -> uuid.UUID:
 
 def qr_svg(sheet_id: str) -> str:
     """The sheet ID as a QR code, an SVG data: URI (the page shows it as an <img>, never as markup)."""
+    import segno  # on first use: most processes never print a sheet
+
     return segno.make(sheet_id, error="m").svg_data_uri(border=2, scale=1)
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import msgspec
 from litestar import Request, Response, Router, get, post
@@ -21,6 +23,7 @@ from . import clock, documents
 from .auth import CurrentUser, requires, site_names
 from .callbacks import CALLBACK_FORM, IncidentRef
 from .changes import add_personal_change, lock_site
+from .clock import parse_time
 from .errors import Problem
 from .records import Record
 
@@ -93,11 +96,13 @@ async def mark_reentry(request: Req, db: AsyncSession, data: ReentryIn) -> dict[
 
 
 async def reentry_counts(
-    session: AsyncSession, site_id: int, incident_id: int | None = None
+    session: AsyncSession, site_id: int, incident_id: int | None = None, form: str | None = None
 ) -> dict[str, Any]:
     where = [Record.site_id == site_id]
     if incident_id is not None:
         where.append(Record.incident_id == incident_id)
+    if form is not None:
+        where.append(Record.form == form)
     rows = (
         await session.execute(
             select(Record.form, Record.reentry_status, func.count())
@@ -129,9 +134,15 @@ async def reentry_counts(
     }
 
 
-@get("/api/recovery/counts", guards=[requires("lead")], summary="What is still to re-enter (?incident_id=)")
-async def counts(request: Req, db: AsyncSession, incident_id: IncidentRef = None) -> dict[str, Any]:
-    return await reentry_counts(db, request.user.site_id, incident_id)
+@get(
+    "/api/recovery/counts",
+    guards=[requires("lead")],
+    summary="What is still to re-enter (?incident_id=, ?form=: the same filters as the list)",
+)
+async def counts(
+    request: Req, db: AsyncSession, incident_id: IncidentRef = None, form: str | None = None
+) -> dict[str, Any]:
+    return await reentry_counts(db, request.user.site_id, incident_id, form)
 
 
 async def _export_rows(
@@ -190,26 +201,52 @@ STATUS_TEXT = {"pending": "待录入 pending", "reentered": "已录入 re-entere
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what Excel and WPS would run as a formula (CSV injection)
+NUMBER_LIKE = re.compile(r"^[\d\s().+\-/]+$")  # Excel/WPS would read it as a number or a date
+SHEET_TIME = "%Y-%m-%d %H:%M:%S"  # what Excel and WPS read as a real date-time
 
 
 def csv_safe(text: Any) -> str:
     """A cell as text that a spreadsheet shows and never evaluates: one leading apostrophe (which Excel and
-    WPS hide) before anything that would start a formula; phone numbers like "+86 137…" stay as typed."""
+    WPS take as "this is text") before anything that would start a formula."""
     text = "" if text is None else str(text)
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
-def _cell(field: dict[str, Any], value: Any) -> str:
-    """What a person re-typing into the CRM wants to see: labels, not codes."""
-    if value is None:
+def as_text(text: str) -> str:
+    """A value that must stay text (a phone number, an id): an apostrophe before anything Excel would turn
+    into a number ("13712345678" -> 1.37E+10, "010-8888" -> a date) or a formula ("+86 137…")."""
+    return "'" + text if text and (text.startswith(FORMULA_START) or NUMBER_LIKE.match(text)) else text
+
+
+def sheet_time(value: datetime | str | None, zone: ZoneInfo) -> str:
+    """A time as the site's wall clock, 2026-11-20 10:00:00: a real date-time in Excel and WPS, one zone for
+    the whole file."""
+    moment = parse_time(value) if isinstance(value, str) else value
+    return moment.astimezone(zone).strftime(SHEET_TIME) if moment else ""
+
+
+def applies(field: dict[str, Any], data: dict[str, Any]) -> bool:
+    """A field that only applies under a condition (e.g. "call back by" when a callback was promised)."""
+    return all(data.get(other) == want for other, want in (field.get("required_if") or {}).items())
+
+
+def _cell(field: dict[str, Any], data: dict[str, Any], zone: ZoneInfo) -> str:
+    """What a person re-typing into the CRM wants to see: labels, not codes; empty where it does not apply."""
+    value = data.get(field["name"])
+    if value is None or value == "" or not applies(field, data):
         return ""
-    if field.get("type") == "boolean":
+    kind = field.get("type")
+    if kind == "boolean":
         return "是 Yes" if value else "否 No"
-    if field.get("type") == "choice":
+    if kind == "choice":
         for choice in field.get("choices") or []:
             if choice["value"] == value:
                 return f"{choice['label']['zh-CN']} {choice['label']['en']}"
-    return str(value)
+    if kind in ("datetime", "date") and isinstance(value, str) and parse_time(value):
+        return sheet_time(value, zone) if kind == "datetime" else value
+    if kind == "tel":
+        return as_text(str(value))
+    return csv_safe(value)
 
 
 @get(
@@ -242,6 +279,7 @@ async def export_csv(
                     known.add(f["name"])
                     fields = [*fields, f]
     names = await site_names(db, user.site_id)
+    zone = ZoneInfo(user.site_time_zone)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(
@@ -253,22 +291,21 @@ async def export_csv(
             "id": str(r.id),
             "receipt": r.receipt,
             "source": r.source,
-            "sheet_id": r.sheet_id or "",
+            "sheet_id": as_text(r.sheet_id or ""),
             "sheet_row": r.sheet_row or "",
-            "agent": names.get(r.agent_id, r.agent_id),
-            "captured_at": r.captured_at.isoformat(),
-            "received_at": r.received_at.isoformat(),
+            "agent": csv_safe(names.get(r.agent_id, r.agent_id)),
+            "captured_at": sheet_time(r.captured_at, zone),
+            "received_at": sheet_time(r.received_at, zone),
             "incident_id": r.incident_id or "",
             "reentry_status": STATUS_TEXT.get(r.reentry_status, r.reentry_status),
-            "crm_ref": r.crm_ref or "",
-            "reentered_by": names.get(r.reentered_by, "") if r.reentered_by else "",
-            "reentered_at": r.reentered_at.isoformat() if r.reentered_at else "",
+            "crm_ref": as_text(r.crm_ref or ""),
+            "reentered_by": csv_safe(names.get(r.reentered_by, "")) if r.reentered_by else "",
+            "reentered_at": sheet_time(r.reentered_at, zone),
         }
-        writer.writerow(
-            [csv_safe(_cell(f, (r.data or {}).get(f["name"]))) for f in fields]
-            + [csv_safe(meta[k]) for k, _, _ in META]
-        )
-    filename = f"{form}-records.csv"
+        writer.writerow([_cell(f, r.data or {}, zone) for f in fields] + [meta[k] for k, _, _ in META])
+    # Dated in the site's time zone, so a day's exports do not overwrite each other in Downloads.
+    stamp = (await clock.now(request.app, db)).astimezone(zone).strftime("%Y%m%d-%H%M")
+    filename = f"{form}-records-{stamp}.csv"
     return Response(
         b"\xef\xbb\xbf" + out.getvalue().encode("utf-8"),
         media_type="text/csv; charset=utf-8",
@@ -326,10 +363,13 @@ async def export_json(
             for r in records
         ],
     }
+    stamp = (
+        (await clock.now(request.app, db)).astimezone(ZoneInfo(user.site_time_zone)).strftime("%Y%m%d-%H%M")
+    )
     return Response(
         msgspec.json.encode(body),
         media_type="application/json",
-        headers={"Content-Disposition": 'attachment; filename="records.json"'},
+        headers={"Content-Disposition": f'attachment; filename="records-{stamp}.json"'},
     )
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from . import clock, workers
 from .auth import CurrentUser, requires, site_names
-from .callbacks import OPEN_STATES, Callback
+from .callbacks import OPEN_STATES, Callback, promised_due
 from .clock import parse_time
 from .db import Base, UTCDateTime, get_for_site, insert_for
 from .errors import Problem
@@ -170,8 +170,14 @@ async def build_report(session: AsyncSession, incident: Incident, now: datetime)
             "seconds": _seconds(fault_started, outage_end),
             "ongoing": outage_end is None,
             "seconds_so_far": _seconds(fault_started, outage_end or now),
+            "seconds_declared_to_recovery": _seconds(incident.declared_at, outage_end),
         },
-        "records": {"total": len(records), "by_form": by_form, "by_source": by_source},
+        "records": {
+            "total": len(records),
+            "by_form": by_form,
+            "by_source": by_source,
+            "promised": sum(1 for r in records if promised_due(r) is not None),
+        },
         "callbacks": {
             "promised": len(callbacks),
             "on_time": sum(1 for c, done in made if done <= c.due_at),

@@ -6,12 +6,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from litestar import HttpMethod, Response, Router, get, route
 from litestar.datastructures import CacheControlHeader
 from litestar.file_system import BaseLocalFileSystem
 from litestar.static_files import create_static_files_router
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .config import ROOT
 from .errors import Problem
@@ -136,6 +137,52 @@ static = create_static_files_router(
     include_in_schema=False,
     cache_control=CacheControlHeader(no_cache=True),
 )
+
+
+def revalidate(app: ASGIApp) -> ASGIApp:
+    """Conditional GETs for the shell (app.MIDDLEWARE): every shell answer carries the build version as a weak
+    ETag, and a request that already holds this build's copy (If-None-Match) gets a bodiless 304. The version
+    hashes every shipped file, so one tag is exact for each of them; the service worker's install revalidates
+    what the page has just downloaded instead of fetching the shell a second time."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method")
+        if scope["type"] != "http" or method not in ("GET", "HEAD"):
+            await app(scope, receive, send)
+            return
+        build = build_info()
+        path = scope["path"]
+        if path != "/sw.js" and path not in _asset_set(build):
+            await app(scope, receive, send)
+            return
+        etag = f'W/"{build["version"]}"'.encode()
+        held = dict(scope["headers"]).get(b"if-none-match", b"")
+        if held.strip() == b"*" or etag in (tag.strip() for tag in held.split(b",")):
+            headers = [(b"etag", etag), (b"cache-control", b"no-cache")]
+            await send(cast(Any, {"type": "http.response.start", "status": 304, "headers": headers}))
+            await send(cast(Any, {"type": "http.response.body", "body": b""}))
+            return
+
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"etag"]
+                message = {**message, "headers": [*kept, (b"etag", etag)]}
+            await send(message)
+
+        await app(scope, receive, tagged)
+
+    return middleware
+
+
+_assets: dict[str, frozenset[str]] = {}
+
+
+def _asset_set(build: dict) -> frozenset[str]:
+    if build["version"] not in _assets:
+        _assets.clear()
+        _assets[build["version"]] = frozenset(build["assets"])
+    return _assets[build["version"]]
+
 
 router = Router(
     path="/", route_handlers=[index, manifest, service_worker, service_worker_part, build, static]

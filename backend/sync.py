@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import clock, fleet
 from .auth import CurrentUser
 from .changes import changes_since, lock_site
-from .db import insert_for, table_of
+from .db import insert_for, table_of, writer_turn
 from .errors import Problem
 from .protocol import (
     ChangeOut,
@@ -91,9 +91,7 @@ async def store_batch(
     if not good:
         return [results[i] for i in range(len(items))]
     hashes = {i: content_hash(r) for i, r in good}
-    # The site's lock before any row (held to commit; numbering cursors needs it anyway): handlers that change a
-    # callback or a record take it first too, so two transactions never wait on each other in opposite orders.
-    await lock_site(session, user.site_id)
+    await writer_turn(session)
 
     # 1. One INSERT … ON CONFLICT DO NOTHING for every first occurrence of an id: racing copies of the same
     #    record meet on the primary key, and exactly one of them inserts.
@@ -119,6 +117,11 @@ async def store_batch(
             )
         ).scalars()
     )
+    # The site's lock after the INSERT (held to commit; numbering cursors needs it): the new rows are this
+    # transaction's alone (a racing copy waits in its own INSERT, holding no lock), so the biggest statement runs
+    # outside the lock. Before any existing row is read or changed, though: handlers that change a callback or a
+    # record take the lock first too, so two transactions never wait on each other in opposite orders.
+    await lock_site(session, user.site_id)
     stored: dict[uuid.UUID, str] = {}  # id -> "created" | "updated" (latest outcome wins)
     for rid in inserted:
         stored[rid] = "created"
@@ -303,13 +306,17 @@ async def sync(request: Request[CurrentUser, str, Any], db: AsyncSession, data: 
             code="sync.too_many_records",
         )
     now = await clock.now(request.app, db)
+    # The feed first, before store_batch takes the site lock (held to commit): every sync of the site waits for
+    # that lock, so it covers only the writes. Feed ids commit in order, so this read is a committed prefix and
+    # the cursor never skips; what this batch adds comes in the next answer (a device syncs until it has nothing
+    # to send and no more changes).
+    changes, cursor, more = await changes_since(db, request.user, data.cursor)
     results = await store_batch(
         db, request.user, data.device_id, data.records, hooks=request.app.state.record_hooks, now=now
     )
     if data.device is not None:
         stored = sum(r.status in ("created", "duplicate", "updated") for r in results)
         await fleet.report(db, request.user, data.device_id, data.device, stored, now)
-    changes, cursor, more = await changes_since(db, request.user, data.cursor)
     # Committed by the request's transaction before the answer is sent: an acknowledged record is a committed one.
     return SyncOut(results, [ChangeOut(**c) for c in changes], cursor, more, now)
 

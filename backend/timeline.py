@@ -29,8 +29,11 @@ EVENT_KINDS = {
     "notification_delivered": "delivery, user_id, user (the device's service worker received it)",
     "acknowledged": "rungs_stopped, deliveries_cancelled, seconds_to_ack",
     "recovered": "note, rungs_stopped",
-    "resolved": "note, rungs_cancelled, deliveries_cancelled",
-    "level_changed": "from, to, answer_rate, queue_length, system_failure",
+    "resolved": "note, rungs_cancelled, deliveries_cancelled; left_open (steps, callbacks, unsent) when anything "
+    "was, with anyway and reason when the lead resolved anyway; automatic (closed by the level or its drill)",
+    "level_changed": "from, to, answer_rate, queue_length, system_failure, reported_by",
+    "records_attached": "records (ids a lead attached to this incident)",
+    "records_detached": "records (ids a lead detached from this incident)",
     "reserve_called": "tier (1-3), level",
     "crm_pushed": "queued, skipped (a lead sent the incident's records to the CRM)",
     "crm_reentered": "delivery, record, rev, status, attempt, crm_ref (the CRM took it: marked re-entered)",

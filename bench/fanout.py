@@ -18,10 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
-import aiohttp
 from pywebpush import webpush
 
-from backend import notifications, outbox, push
+from backend import notifications, outbound, outbox, push
 from backend.auth import create_user
 from backend.cli import load_defaults
 from backend.config import load_settings
@@ -37,6 +36,7 @@ class FanoutResult:
     rate: float
     baseline_seconds: float
     baseline_rate: float
+    cpu_per_message: float = 0.0  # seconds of the sender process's CPU per message (all its threads)
 
 
 def run_fanout(
@@ -141,7 +141,9 @@ async def _fanout(settings, receiver, subs: list[dict], baseline_count: int) -> 
     baseline = time.perf_counter() - started
     assert _received(receiver, clear=True) == (baseline_count, True), "the baseline loop lost messages"
 
-    state.push_http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=push.SEND_TIMEOUT))
+    state.outbound = outbound.Client(
+        settings.outbound_allow or "127.0.0.1", push.SEND_TIMEOUT
+    )  # as on_startup
     try:
         async with state.sessionmaker() as session:
             queued = await notifications.notify(
@@ -155,12 +157,12 @@ async def _fanout(settings, receiver, subs: list[dict], baseline_count: int) -> 
             )
             await session.commit()
         assert queued["deliveries"] == count
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         while await outbox.deliver_due(state):
             pass
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
-        await state.push_http.close()
+        await state.outbound.close()
         await engine.dispose()
     assert _received(receiver) == (count, True), "fan-out lost or garbled messages"
-    return FanoutResult(count, seconds, count / seconds, baseline, baseline_count / baseline)
+    return FanoutResult(count, seconds, count / seconds, baseline, baseline_count / baseline, cpu / count)

@@ -148,6 +148,19 @@ class Database:
         finally:
             await conn.close()
 
+    async def insert_many(self, table: str, columns: list[str], rows: list[tuple]) -> None:
+        if self.dialect == "sqlite":
+            sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            with sqlite3.connect(self.url.database, timeout=30) as conn:
+                conn.executemany(sql, [tuple(_sqlite_value(v) for v in row) for row in rows])
+            return
+        marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+        conn = await self._pg()
+        try:
+            await conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+        finally:
+            await conn.close()
+
     async def raw_insert_rate(self, site_id: int, agent_id: int, devices: list[Device]) -> float:
         """Rows/s of plain executemany, one transaction per device's batch; the rows are deleted after."""
         batches = [[_row_values(site_id, agent_id, d, r) for r in d.queue] for d in devices]

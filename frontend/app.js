@@ -9,6 +9,7 @@ import { checkOnline, net as netState, setOnline } from "./net.js";
 import * as offline from "./offline.js";
 import * as push from "./push.js";
 import * as pwa from "./pwa.js";
+import * as running from "./running.js";
 import { match, navigate, renderTabs } from "./router.js";
 import * as store from "./store.js";
 import * as sync from "./sync.js";
@@ -127,6 +128,7 @@ offline.keepOnly().catch((e) => console.warn("offline cache", e)); // nobody els
 pwa.start(); // service worker registration and the "new version" prompt
 playbooks.start();
 callbacks.start();
+running.start(); // the incidents this device knows are running, for new records
 applyLanguage();
 showNet();
 render();

@@ -20,7 +20,12 @@ export const waiting = () => store.attempts();
 let sending = null;
 export function sendAttempts() {
   if (!sending) sending = (async () => {
-    const mine = await store.attempts();
+    // A try on a promise still on this device waits for its record: the server makes the callback from it.
+    const mine = [];
+    for (const attempt of await store.attempts()) {
+      const record = await store.get(attempt.callback_id);
+      if (!record || record.status === "synced") mine.push(attempt);
+    }
     if (!mine.length || !session.token) return 0;
     const body = mine.map(({ userId, ...attempt }) => attempt);
     const answer = await api("/api/callbacks/attempts", { method: "POST", body: { attempts: body } });

@@ -243,12 +243,32 @@ function download(name, type, text) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
-// A spreadsheet (Excel, WPS) runs a cell starting with = + - @ (or tab, CR) as a formula: a leading
-// apostrophe, which they hide, keeps it text ("+86 137…" stays a phone number). Same rule as the server's CSV.
-function csvCell(value) {
+// The server's CSV rules (backend/reentry.py), so both files open the same in Excel and WPS:
+// - a cell starting with = + - @ (or tab, CR) would run as a formula: a leading apostrophe keeps it text;
+// - text that looks like a number (a phone number 13712345678, 010-8888 6666) gets it too, or it would
+//   become 1.37E+10 or a date;
+// - times are the site's wall clock, 2026-11-20 10:00:00 (a real date-time there), one zone for the file;
+// - a field that does not apply (call back by, when no callback was promised) is empty.
+const FORMULA = /^[=+\-@\t\r]/;
+const NUMBER_LIKE = /^[\d\s().+\-/]+$/;
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/;
+const NOT_PROMISED = { callback_due: "callback_promised" }; // shown only when the other field is true
+
+export function sheetTime(iso, zone = session.user?.site_time_zone || "Asia/Shanghai") {
+  const when = new Date(iso);
+  if (Number.isNaN(when.getTime())) return String(iso);
+  const parts = Object.fromEntries(new Intl.DateTimeFormat("en-GB", { timeZone: zone, year: "numeric",
+    month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" })
+    .formatToParts(when).map((p) => [p.type, p.value]));
+  return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second}`;
+}
+
+export function csvCell(value) {
   if (value === null || value === undefined) return "";
   let text = typeof value === "object" ? JSON.stringify(value) : String(value);
-  if (/^[=+\-@\t\r]/.test(text)) text = `'${text}`;
+  if (typeof value === "string" && ISO_TIME.test(text)) text = sheetTime(text);
+  else if (typeof value === "string" && (FORMULA.test(text) || (text && NUMBER_LIKE.test(text)))) text = `'${text}`;
+  else if (FORMULA.test(text)) text = `'${text}`;
   return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
@@ -256,15 +276,19 @@ export function toCsv(records) {
   const fixed = ["id", "status", "form", "formVersion", "rev", "capturedAt", "incidentId", "source", "sheetId",
     "sheetRow", "reason"];
   const fields = [...new Set(records.flatMap((r) => Object.keys(r.data || {})))];
+  const applies = (r, f) => !NOT_PROMISED[f] || r.data?.[NOT_PROMISED[f]] === true;
   const lines = [[...fixed, ...fields].join(",")];
-  for (const r of records) lines.push([...fixed.map((k) => r[k]), ...fields.map((f) => r.data?.[f])].map(csvCell).join(","));
+  for (const r of records) {
+    lines.push([...fixed.map((k) => r[k]), ...fields.map((f) => (applies(r, f) ? r.data?.[f] : null))]
+      .map(csvCell).join(","));
+  }
   return "\uFEFF" + lines.join("\r\n") + "\r\n"; // BOM: Excel opens Chinese text correctly
 }
 
 // Everything on this device not yet acknowledged by the server, as JSON and CSV files.
 export async function exportUnsent() {
   const records = (await store.list({ statuses: store.UNSENT, user: null })).reverse();
-  const stamp = new Date().toISOString().slice(0, 16).replace(/[-:T]/g, "");
+  const stamp = sheetTime(new Date().toISOString()).slice(0, 16).replace(/[-: ]/g, "").replace(/^(\d{8})/, "$1-");
   const body = { exported_at: new Date().toISOString(), device_id: await store.deviceId(),
     user: session.user?.username ?? null, records };
   download(`outage-desk-unsent-${stamp}.json`, "application/json", JSON.stringify(body, null, 2));

@@ -10,9 +10,11 @@ const SHELL = `od-shell-${BUILD.version}`;
 const LEGACY_API_CACHE = "od-api-v1";
 
 self.addEventListener("install", (event) => {
-  // cache: "reload" skips the HTTP cache, so the shell cache holds exactly this build's files.
+  // cache: "no-cache" revalidates with the server: what the page has just downloaded comes back as a 304
+  // (every shell answer is tagged with the build version), so a first visit downloads the shell once, and
+  // the shell cache still holds exactly this build's files.
   event.waitUntil(caches.open(SHELL).then((cache) =>
-    cache.addAll(BUILD.assets.map((url) => new Request(url, { cache: "reload" })))));
+    cache.addAll(BUILD.assets.map((url) => new Request(url, { cache: "no-cache" })))));
   // No skipWaiting here: the page asks for it when the user taps "reload" (unsent work comes first).
 });
 

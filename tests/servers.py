@@ -76,7 +76,14 @@ class ServerProcess:
 
     PASSWORD = "live-pass-123"
 
-    def __init__(self, var_dir: Path, database_url: str | None = None, port: int | None = None, **env: str):
+    def __init__(
+        self,
+        var_dir: Path,
+        database_url: str | None = None,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+        **env: str,
+    ):
         self.var_dir = Path(var_dir)
         self.port = port or free_port()
         scheme = (
@@ -92,6 +99,7 @@ class ServerProcess:
         }
         if database_url:
             self.env["DATABASE_URL"] = database_url
+        self.args = args  # more `serve` options, e.g. ("--workers", "2")
         self.proc: subprocess.Popen | None = None
         self.log = self.var_dir / "server.log"
 
@@ -143,6 +151,7 @@ class ServerProcess:
                 str(self.port),
                 "--log-level",
                 "warning",
+                *self.args,
             ],
             cwd=ROOT,
             env=self.env,

@@ -316,6 +316,14 @@ async def build_attempts(client, role, data):
     }
 
 
+async def build_undo(client, role, data):
+    if not data.marker.startswith("A"):  # B stays unchanged: an attempt id that is not ours is a 404
+        return {"path": f"/api/callbacks/attempts/{uuid.uuid4()}"}
+    attempt = (await build_attempts(client, role, data))["json"]
+    await client.post("/api/callbacks/attempts", headers=data.site.headers(role), json=attempt)
+    return {"path": f"/api/callbacks/attempts/{attempt['attempts'][0]['id']}"}
+
+
 def attempts_refused(body: dict) -> bool:
     return [r["status"] for r in body["results"]] == ["rejected"]
 
@@ -477,6 +485,12 @@ OPS: dict[tuple[str, str], Op] = {
     ("GET", "/api/callbacks/{callback_id}/attempts"): Op(
         lambda c, r, d: _path(f"/api/callbacks/{d.record_id}/attempts")
     ),
+    ("DELETE", "/api/callbacks/attempts/{attempt_id}"): Op(build_undo),
+    ("GET", "/api/records/unattached"): Op(simple("/api/records/unattached"), "lead", other=False),
+    ("POST", "/api/incidents/{incident_id}/records"): Op(
+        on_incident("/records", {"attach": [], "detach": []}), "lead"
+    ),
+    ("GET", "/api/incidents/{incident_id}/open"): Op(on_incident("/open"), "lead"),
     ("POST", "/api/recovery/reentry"): Op(build_reentry, "lead"),
     ("GET", "/api/recovery/counts"): Op(simple("/api/recovery/counts"), "lead", other=False),
     ("GET", "/api/recovery/export.csv"): Op(
@@ -522,7 +536,7 @@ SNAPSHOT = [
     "/api/forms",
     "/api/playbooks",
 ]
-VOLATILE = {"now", "server_time", "generated_at"}
+VOLATILE = {"now", "server_time", "generated_at", "late_minutes"}  # late_minutes: from now
 
 
 def _stable(value: Any) -> Any:

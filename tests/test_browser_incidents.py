@@ -144,7 +144,7 @@ def test_drill_from_declare_to_ack_through_the_screens(server, new_context, arti
     expect(escalations.first).to_contain_text("【演练】")
     expect(manager.locator(".inbox-item .tag.drill").first).to_have_text("演练")
     manager.screenshot(path=artifacts / "incidents-inbox.png", full_page=True)
-    escalations.first.locator("button").click()
+    escalations.first.locator("button.inbox-open").click()
     manager.wait_for_url(f"**/#/incidents/{incident_id}")
     expect(manager.locator(".drill-banner")).to_be_visible()
     manager.click("#inc-ack")
@@ -175,8 +175,11 @@ def test_drill_from_declare_to_ack_through_the_screens(server, new_context, arti
 
     lead.click("#inc-recover")
     expect(lead.locator(".status")).to_have_text("已恢复")
+    # Steps are still unticked: resolving lists them and needs a reason to go anyway.
     lead.click("button.resolve")
-    lead.click("button.resolve")
+    expect(lead.locator(".resolve-check [data-left=steps]")).to_be_visible()
+    lead.fill(".resolve-check textarea[name=reason]", "演练到此为止")
+    lead.click("#inc-resolve-anyway")
     expect(lead.locator(".status")).to_have_text("已结束")
     lead.goto(server.base + "/#/incidents")
     expect(lead.locator(".incident-list").last).to_contain_text("已结束")

@@ -270,7 +270,12 @@ async def test_metrics_raise_and_lower_the_level_and_call_reserves(client, site)
     assert changes == [("normal", "yellow"), ("yellow", "red"), ("red", "normal")]
     assert [e["data"]["tier"] for e in events if e["kind"] == "reserve_called"] == [1, 2, 3]
 
-    # A system failure is red whatever the rate; the open surge incident is reused, not duplicated.
+    # Back to normal: the surge incident the figures opened closes itself, its pending rungs cancelled.
+    assert lower["closed_incident_id"] == surge and lower["incident_id"] is None
+    closed = (await client.get(f"/api/incidents/{surge}", headers=site.headers("lead"))).json()
+    assert closed["status"] == "resolved" and "pending" not in {r["status"] for r in closed["ladder"]}
+
+    # A system failure is red whatever the rate: a new surge incident, reused by the next report, not duplicated.
     failure = (
         await client.post(
             "/api/metrics",
@@ -278,10 +283,18 @@ async def test_metrics_raise_and_lower_the_level_and_call_reserves(client, site)
             headers=site.headers("lead"),
         )
     ).json()
-    assert failure["level"] == "red" and failure["incident_id"] == surge
+    assert failure["level"] == "red" and failure["incident_id"] not in (None, surge)
+    again = (
+        await client.post(
+            "/api/metrics",
+            json={"answer_rate": 70, "queue_length": 9, "system_failure": True},
+            headers=site.headers("lead"),
+        )
+    ).json()
+    assert again["incident_id"] == failure["incident_id"]
     surges = [
         i
-        for i in (await client.get("/api/incidents", headers=site.headers("lead"))).json()
+        for i in (await client.get("/api/incidents?status=active", headers=site.headers("lead"))).json()
         if i["playbook"] == "call-surge"
     ]
     assert len(surges) == 1

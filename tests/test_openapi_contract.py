@@ -16,7 +16,13 @@ from openapi_spec_validator import validate
 from backend.app import create_app
 from backend.openapi import document
 
-PUBLIC = {("get", "/api/health"), ("post", "/api/auth/login"), ("get", "/api/push/vapid-public-key")}
+PUBLIC = {
+    ("get", "/api/health"),
+    ("post", "/api/auth/login"),
+    ("get", "/api/push/vapid-public-key"),
+    ("get", "/api/setup"),  # first run: whether setup is needed; the setup link's token is the credential
+    ("post", "/api/setup"),
+}
 
 
 @pytest.fixture(scope="module")

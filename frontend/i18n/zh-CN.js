@@ -307,6 +307,28 @@ export default {
   "problem.site": "无法保存场地", "problem.site.bad_time_zone": "不是已知的时区，例如 Asia/Shanghai",
   "problem.document.breaking_change": "此修改会破坏已用此表单填写的来电记录",
   "problem.document.no_such_version": "没有这个早期版本", "problem.validation.nul": "某个字段包含无法保存的字符",
+  // issue 13: the incident as one story (home, callbacks, inbox acknowledge, resolve checklist, attach)
+  "home.incident": "正在进行", "home.noIncident": "当前没有进行中的事件。", "home.work": "我还要做的",
+  "home.unsent": "条未上传", "home.drafts": "条草稿", "home.overdue": "个回拨已超时",
+  "cb.urgent": "紧急", "cb.lateMin": "已超时 {n} 分钟", "cb.lateHours": "已超时 {h} 小时 {m} 分钟",
+  "cb.history": "回拨记录", "cb.undo": "撤销上一次", "cb.undone": "已撤销上一次回拨结果",
+  "cb.local": "在本机，尚未上传：下次同步时一起上传",
+  "cb.localCount": "本机有 {n} 个承诺的回拨尚未上传到服务器",
+  "cb.offlineNever": "离线：显示本机记录中承诺的回拨",
+  "inbox.ack": "确认接手", "inbox.acked": "已确认：后续升级已停止", "inbox.ackFailed": "无法确认：{error}",
+  "inc.left.title": "还没完成", "inc.left.steps": "{n} 个预案步骤未勾选",
+  "inc.left.callbacks": "{n} 个回拨还没打", "inc.left.unsent": "{devices} 台设备上还有 {n} 条记录未上传",
+  "inc.anyway": "仍然结束", "inc.anyway.why": "为什么现在结束（会记入时间线）",
+  "inc.anyway.reason": "例如：回拨交给晚班", "inc.anyway.cancel": "先不结束",
+  "ev.anyway": "未完成仍结束：{reason}", "ev.records_attached": "{actor} 归入了 {n} 条记录",
+  "ev.records_detached": "{actor} 移出了 {n} 条记录",
+  "inc.unattached": "事件期间有 {n} 通来电未归属任何事件", "inc.attach": "归入本事件",
+  "inc.attached": "已归入本事件", "tr.byCallTime": "按每通来电的时间自动归属",
+  // merge: problem codes of the incident story
+  "problem.attempt": "无法更改此次回拨尝试", "problem.attempt.not_found": "没有这条您的回拨尝试",
+  "problem.attempt.undo_too_late": "回拨尝试只能在一分钟内撤销", "problem.attempt.not_latest": "只能撤销一个回拨的最近一次尝试",
+  "problem.metrics": "无法接收这些数据", "problem.metrics.drill_or_real": "演练和真实事件同时进行：请说明这些数据是否属于演练",
+  "problem.metrics.no_drill": "本场地没有正在进行的演练", "problem.incident.reason_required": "仍有未完成事项时结束，请说明原因",
   // sweepfix: machine syntax in <code translate="no">, the words around it translated
   "crm.revs": "第 {from} 版 → 第 {to} 版", "ed.p.zhCN": "中文", "ed.p.en": "英文",
 };

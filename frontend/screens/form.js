@@ -9,6 +9,7 @@ import { formatTime, h, mount, toast } from "../ui.js";
 import { defaults, renderForm } from "../formview.js";
 import * as store from "../store.js";
 import { onWhile } from "../events.js";
+import { knownIncident } from "../running.js";
 import { requestSync } from "../sync.js";
 import { homeAction } from "./home.js";
 
@@ -32,7 +33,8 @@ export async function loadForm(slug, version = null) {
 
 route("#/forms/:slug", async (view, { slug }) => {
   const [name, query] = slug.split("?");
-  const incident = Number(new URLSearchParams(query || "").get("incident")) || null;
+  // The incident named in the link, else the one this device knows is running (also offline).
+  const incident = Number(new URLSearchParams(query || "").get("incident")) || knownIncident();
   const definition = await loadForm(name);
   showForm(view, definition, store.newDraft({ form: name, formVersion: definition.version, incidentId: incident }),
     { fresh: true });

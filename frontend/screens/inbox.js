@@ -72,7 +72,24 @@ async function refreshCard(card) {
   if (card.isConnected) card.replaceWith(await pushCard());
 }
 
-function item(note) {
+// Acknowledge from the inbox: on a notification about an incident that is still waiting for someone to take
+// it. The server decides who may (managers, or the roles its escalation reached) and says so if not.
+const ACKABLE = ["escalation", "declared", "alert_level"];
+async function acknowledge(note, button) {
+  button.disabled = true;
+  try {
+    await api(`/api/incidents/${note.incident_id}/ack`, { method: "POST" });
+    if (!note.read_at) await api(`/api/inbox/${note.id}/read`, { method: "POST" }).catch(() => {});
+    toast(t("inbox.acked"));
+    emit("inbox");
+    refreshUnread();
+  } catch (error) {
+    toast(t("inbox.ackFailed", { error: error.message }), "error");
+    button.disabled = false;
+  }
+}
+
+function item(note, waiting = new Set()) {
   const open = async () => {
     if (!note.read_at) {
       api(`/api/inbox/${note.id}/read`, { method: "POST" }).then(refreshUnread).catch(() => {});
@@ -87,14 +104,20 @@ function item(note) {
         note.urgency === "high" ? h("span", { class: "tag urgent" }, t("inbox.urgent")) : null,
         h("time", { datetime: note.created_at }, formatTime(note.created_at, lang()))),
       h("strong", { class: "inbox-title" }, pick(note.title)),
-      h("span", { class: "inbox-body" }, pick(note.body))));
+      h("span", { class: "inbox-body" }, pick(note.body))),
+    ACKABLE.includes(note.kind) && waiting.has(note.incident_id) ? h("button", { type: "button",
+      class: "primary inbox-ack", dataset: { incident: String(note.incident_id) },
+      onclick: (event) => acknowledge(note, event.currentTarget) }, t("inbox.ack")) : null);
   return row;
 }
 
 async function render(view) {
   const { data, offline } = await loadInbox();
   setUnread(data.unread);
-  const list = data.items.length ? h("ul", { class: "inbox-list" }, data.items.map(item))
+  // The incidents nobody has acknowledged yet (online only: acknowledging needs the server anyway).
+  const waiting = new Set(offline ? [] : (await api("/api/incidents?status=active&limit=50").catch(() => []))
+    .filter((i) => !i.acknowledged_at).map((i) => i.id));
+  const list = data.items.length ? h("ul", { class: "inbox-list" }, data.items.map((n) => item(n, waiting)))
     : h("p", { class: "empty" }, t("inbox.none"));
   mount(view,
     h("div", { class: "row spread" },

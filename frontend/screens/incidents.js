@@ -159,7 +159,9 @@ function eventText(event, incident) {
       return t(`ev.${event.kind}`, { user: d.user || d.user_id });
     case "notification_deferred": return t("ev.notification_deferred", { user: d.user, time: time(d.retry_at) });
     case "acknowledged": return t("ev.acknowledged", { actor, after: duration(d.seconds_to_ack || 0), n: d.rungs_stopped });
-    case "recovered": case "resolved": return t(`ev.${event.kind}`, { actor }) + (d.note ? ` — ${d.note}` : "");
+    case "recovered": return t("ev.recovered", { actor }) + (d.note ? ` — ${d.note}` : "");
+    case "resolved": return t("ev.resolved", { actor }) + (d.note ? ` — ${d.note}` : "")
+      + (d.anyway ? ` — ${t("ev.anyway", { reason: d.reason })}` : "");
     case "level_changed": return t("ev.level_changed", { from: t(`level.${d.from}`), to: t(`level.${d.to}`),
       rate: d.answer_rate, queue: d.queue_length });
     case "reserve_called": return t("ev.reserve_called", { tier: d.tier });
@@ -167,6 +169,7 @@ function eventText(event, incident) {
     case "crm_reentered": return t("ev.crm_reentered", { ref: d.crm_ref, record: String(d.record).slice(0, 8) });
     case "crm_failed": return t("ev.crm_failed", { record: String(d.record).slice(0, 8), error: d.error,
       retry: d.retry_at ? t("ev.retry", { time: time(d.retry_at) }) : t("ev.crm_giveup") });
+    case "records_attached": case "records_detached": return t(`ev.${event.kind}`, { actor, n: (d.records || []).length });
     default: return event.kind;
   }
 }
@@ -215,7 +218,10 @@ function actionButtons(incident, offline, onChange) {
   const act = (path, body) => async (event) => {
     event.currentTarget.disabled = true;
     try {
-      onChange(await api(`/api/incidents/${incident.id}/${path}`, { method: "POST", body }));
+      const next = await api(`/api/incidents/${incident.id}/${path}`, { method: "POST",
+        body: typeof body === "function" ? body() : body });
+      panel.hidden = true; // done: the live refresh may redraw again
+      onChange(next);
       emit("inbox");
     } catch (e) {
       toast(t("inc.failed", { error: errorText(e) }), "error");
@@ -224,16 +230,58 @@ function actionButtons(incident, offline, onChange) {
   };
   const can = incident.can;
   let armed = false;
-  const resolve = h("button", { type: "button", class: "resolve", onclick: (event) => {
-    if (!armed) { armed = true; resolve.textContent = t("inc.resolve.confirm"); return; }
-    act("resolve")(event);
+  const panel = h("div", { class: "resolve-check", hidden: true });
+  // First tap: what is still open. Nothing: a second tap resolves. Something: listed, and "resolve anyway"
+  // needs a reason, which goes on the timeline.
+  const resolve = h("button", { type: "button", class: "resolve", onclick: async (event) => {
+    if (armed) return act("resolve")(event);
+    resolve.disabled = true;
+    let left = null;
+    try { left = await api(`/api/incidents/${incident.id}/open`); } catch (e) { toast(t("inc.failed", { error: e.message }), "error"); }
+    resolve.disabled = false;
+    if (!left) return;
+    if (!left.anything) { armed = true; resolve.textContent = t("inc.resolve.confirm"); return; }
+    resolve.hidden = true;
+    const reason = h("textarea", { name: "reason", rows: 2, maxlength: 4000, required: true, placeholder: t("inc.anyway.reason") });
+    const anyway = h("button", { type: "button", class: "resolve", id: "inc-resolve-anyway", disabled: true,
+      onclick: act("resolve", () => ({ anyway: true, reason: reason.value.trim() })) }, t("inc.anyway"));
+    reason.addEventListener("input", () => { anyway.disabled = !reason.value.trim(); });
+    panel.replaceChildren(h("h3", {}, t("inc.left.title")), h("ul", { class: "left-open" },
+      left.steps.length ? h("li", { dataset: { left: "steps" } }, t("inc.left.steps", { n: left.steps.length }),
+        h("ul", {}, left.steps.map((step) => h("li", {}, pick(step.title) || pick(incident.steps.find((x) => x.id === step.id)?.text) || step.id)))) : null,
+      left.callbacks ? h("li", { dataset: { left: "callbacks" } }, h("a", { href: "#/callbacks/all" }, t("inc.left.callbacks", { n: left.callbacks }))) : null,
+      left.unsent.records ? h("li", { dataset: { left: "unsent" } }, t("inc.left.unsent", { n: left.unsent.records, devices: left.unsent.devices })) : null),
+    h("label", {}, t("inc.anyway.why"), reason), h("div", { class: "row" }, anyway,
+      h("button", { type: "button", class: "secondary", onclick: () => { panel.hidden = true; resolve.hidden = false; } }, t("inc.anyway.cancel"))));
+    panel.hidden = false;
   } }, t("inc.resolve"));
   const buttons = [
     can.ack ? h("button", { type: "button", class: "primary big", id: "inc-ack", onclick: act("ack") }, t("inc.ack")) : null,
     can.recover ? h("button", { type: "button", id: "inc-recover", onclick: act("recover") }, t("inc.recover")) : null,
     can.resolve ? resolve : null].filter(Boolean);
   buttons.forEach((b) => { if (offline) b.disabled = true; });
-  return buttons.length ? h("div", { class: "inc-actions" }, buttons) : null;
+  return buttons.length ? [h("div", { class: "inc-actions" }, buttons), can.resolve ? panel : null] : null;
+}
+
+// Leads: calls taken while this incident and another were running are attached to neither; attach them here.
+async function unattachedCard(incident, onChange) {
+  if (!incident.can.timeline) return null;
+  let items = [];
+  try { items = (await api("/api/records/unattached")).items; } catch { return null; }
+  items = items.filter((x) => x.candidates.some((c) => c.id === incident.id));
+  if (!items.length) return null;
+  return h("section", { class: "card unattached" }, h("h2", {}, t("inc.unattached", { n: items.length })),
+    h("ul", { class: "unattached-list" }, items.map((x) => h("li", { dataset: { record: x.record.id } },
+      h("span", {}, [x.record.data?.caller_name, x.record.data?.phone, formatTime(x.called_at, lang())].filter(Boolean).join(" · ")),
+      h("span", { class: "muted" }, ` (${x.candidates.map((c) => `#${c.id}`).join(" / ")})`),
+      h("button", { type: "button", class: "attach-here", onclick: async (event) => {
+        event.currentTarget.disabled = true;
+        try {
+          await api(`/api/incidents/${incident.id}/records`, { method: "POST", body: { attach: [x.record.id] } });
+          toast(t("inc.attached"));
+          onChange();
+        } catch (e) { toast(t("inc.failed", { error: e.message }), "error"); }
+      } }, t("inc.attach"))))));
 }
 
 function noteForm(incident, onAdded) {
@@ -261,6 +309,7 @@ route("#/incidents/:id", async (view, { id }) => {
     const got = await fetchOrSaved(`/api/incidents/${id}`);
     incident = got.data;
     offline = got.offline;
+    unattached = offline ? null : await unattachedCard(incident, () => refresh());
     if (incident.can.timeline) {
       // Fetched in steps (after=cursor), saved whole: the saved copy is the timeline so far.
       const key = `/api/incidents/${id}/timeline`;
@@ -276,6 +325,7 @@ route("#/incidents/:id", async (view, { id }) => {
     }
   };
 
+  let unattached = null;
   const draw = () => {
     const user = session.user;
     const notes = incident.can.note && !offline ? noteForm(incident, () => refresh()) : null;
@@ -298,6 +348,7 @@ route("#/incidents/:id", async (view, { id }) => {
         h("div", { class: "row" }, incident.forms.map((slug) => h("a", { class: "button", href: `#/forms/${slug}?incident=${incident.id}` },
           pick(formTitles[slug]) || slug)))) : null,
       notes ? h("section", { class: "card" }, notes) : null,
+      unattached,
       // After recovery (screens/recovery.js): the review and the printed incident log.
       incident.can.timeline ? h("div", { class: "row inc-review" },
         h("a", { class: "button", href: `#/incidents/${incident.id}/review` }, t("rv.title")),
@@ -310,6 +361,7 @@ route("#/incidents/:id", async (view, { id }) => {
   let busy = false;
   const refresh = async () => {
     if (busy || location.hash !== hash) return;
+    if (view.querySelector(".resolve-check:not([hidden])")) return; // the lead is writing why: keep the panel
     busy = true;
     try {
       const focused = document.activeElement?.name === "text" ? document.activeElement : null;

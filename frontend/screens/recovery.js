@@ -15,8 +15,10 @@ const STATUSES = ["pending", "reentered", "closed"];
 async function download(path, filename) {
   const response = await fetch(path, { headers: { Authorization: `Bearer ${session.token}` } });
   if (!response.ok) throw new Error((await response.json().catch(() => ({}))).detail || `HTTP ${response.status}`);
+  // The server's name carries the date (call-record-records-20261120-1000.csv): keep it.
+  const named = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "")?.[1];
   const url = URL.createObjectURL(await response.blob());
-  const a = h("a", { href: url, download: filename });
+  const a = h("a", { href: url, download: named || filename });
   document.body.append(a);
   a.click();
   a.remove();
@@ -37,7 +39,9 @@ route("#/recovery", async (view) => {
   const query = new URLSearchParams({ form: filters.form, status: filters.status, limit: "500",
     ...(filters.incident_id ? { incident_id: filters.incident_id } : {}) });
   const [counts, page, incidents, forms] = await Promise.all([
-    api(`/api/recovery/counts${filters.incident_id ? `?incident_id=${filters.incident_id}` : ""}`),
+    // The tiles count what the list shows: the same form and incident.
+    api(`/api/recovery/counts?${new URLSearchParams({ form: filters.form,
+      ...(filters.incident_id ? { incident_id: filters.incident_id } : {}) })}`),
     api(`/api/records?${query}`), api("/api/incidents?status=all").catch(() => []), api("/api/forms")]);
   const incidentList = Array.isArray(incidents) ? incidents : incidents.items || [];
   const go = (changes) => {
@@ -49,7 +53,8 @@ route("#/recovery", async (view) => {
     const box = h("input", { type: "checkbox", class: "re-pick", value: r.id, "aria-label": summary(r) });
     const ref = h("input", { class: "re-ref", placeholder: t("re.crm"), value: r.crm_ref || "", maxlength: 100 });
     return { r, box, ref, el: h("li", { class: "re-item", dataset: { record: r.id } },
-      h("label", { class: "re-line" }, box, h("span", {}, summary(r))),
+      h("label", { class: "re-line" }, box, r.data?.urgency === "urgent"
+        ? h("span", { class: "tag urgent re-urgent" }, t("cb.urgent")) : null, h("span", {}, summary(r))),
       h("p", { class: "muted re-meta" }, r.receipt || "", r.source === "paper" ? ` · ${t("re.paper", { sheet: r.sheet_id, row: r.sheet_row })}` : "",
         r.reentered_at ? ` · ${formatTime(r.reentered_at, lang())}` : ""),
       filters.status !== "closed" ? ref : null) };

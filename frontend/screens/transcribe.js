@@ -52,10 +52,15 @@ export async function saveRow({ form, sheetId, row, data, replace = false, incid
 route("#/transcribe", async (view) => {
   const [forms, incidents] = await Promise.all([loadContent("/api/forms"),
     api("/api/incidents?status=all&limit=20", { timeout: 4000 }).catch(() => [])]);
+  // Preselected only when it is clear: the one real incident a lead declared that is still running. Otherwise
+  // "by the time of the call": the server attaches each row to the incident running when that call was taken
+  // (paper is typed in after recovery, so the newest incident is often the wrong one: a drill, a surge).
+  const declared = incidents.filter((i) => i.status !== "resolved" && !i.drill && i.source !== "metrics");
+  const preselect = declared.length === 1 ? declared[0].id : null;
   const incidentSelect = h("select", { id: "tr-incident", name: "incident" },
-    h("option", { value: "" }, t("tr.noIncident")),
-    incidents.map((i, n) => h("option", { value: i.id, selected: n === 0 && i.status !== "resolved" },
-      `#${i.id} ${pick(i.title)} · ${new Date(i.declared_at).toLocaleString()}`)));
+    h("option", { value: "" }, t("tr.byCallTime")),
+    incidents.map((i) => h("option", { value: i.id, selected: i.id === preselect },
+      `#${i.id} ${pick(i.title)}${i.drill ? ` · ${t("inc.drill.label")}` : ""} · ${new Date(i.declared_at).toLocaleString()}`)));
   const sheetInput = h("input", { id: "sheet-id", name: "sheet_id", class: "sheet-id-input", autocomplete: "off",
     autocapitalize: "characters", spellcheck: false, placeholder: "261123-K7Q2MX-4", inputmode: "text" });
   const message = h("p", { class: "tr-message", role: "status" });
