@@ -42,7 +42,7 @@ def _page(status: int, key: str, incident: Incident | None, token: str | None, b
         '<html lang="zh-CN"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta name="robots" content="noindex">',
-        f"<title>{TEXT['title'][0]} · {TEXT['title'][1]}</title>",
+        f"<title>{TEXT['title'][0]}</title>",  # the page's language; its body says it in English too
         '<link rel="stylesheet" href="/static/css/ack.css"></head><body><main class="ack">',
     ]
     if incident is not None:
