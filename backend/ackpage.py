@@ -42,11 +42,15 @@ def _page(status: int, key: str, incident: Incident | None, token: str | None, b
         '<html lang="zh-CN"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta name="robots" content="noindex">',
-        f"<title>{TEXT['title'][0]} · {TEXT['title'][1]}</title>",
+        f"<title>{TEXT['title'][0]}</title>",  # the page's language; its body says it in English too
         '<link rel="stylesheet" href="/static/css/ack.css"></head><body><main class="ack">',
     ]
     if incident is not None:
-        drill = f'<span class="drill">{TEXT["drill"][0]} {TEXT["drill"][1]}</span> ' if incident.drill else ""
+        drill = (
+            f'<span class="drill">{TEXT["drill"][0]} <span lang="en">{TEXT["drill"][1]}</span></span> '
+            if incident.drill
+            else ""
+        )
         parts.append(
             f"<h1>{drill}{escape(incident.title.get('zh-CN', ''))}</h1>"
             f'<p class="en" lang="en">{escape(incident.title.get("en", ""))}</p>'
@@ -55,11 +59,11 @@ def _page(status: int, key: str, incident: Incident | None, token: str | None, b
     if token is not None:
         parts.append(
             f'<form method="post" action="/ack/{escape(token)}">'
-            f'<button type="submit" id="ack">{TEXT["button"][0]} · {TEXT["button"][1]}</button></form>'
+            f'<button type="submit" id="ack">{TEXT["button"][0]} · <span lang="en">{TEXT["button"][1]}</span></button></form>'
         )
     if incident is not None:
         parts.append(
-            f'<p><a href="{escape(base)}/#/incidents/{incident.id}">{TEXT["open"][0]} · {TEXT["open"][1]}</a></p>'
+            f'<p><a href="{escape(base)}/#/incidents/{incident.id}">{TEXT["open"][0]} · <span lang="en">{TEXT["open"][1]}</span></a></p>'
         )
     parts.append("</main></body></html>")
     return Response(

@@ -24,6 +24,14 @@ export function t(key, vars = {}) {
   return text.replace(/\{(\w+)\}/g, (_, name) => (name in vars ? String(vars[name]) : `{${name}}`));
 }
 
+// Like t(), but a value may be a DOM node (a <code translate="no"> fragment: a JSON path, a header name):
+// returns the pieces to append, so machine syntax sits in its own element inside the translated sentence.
+export function tparts(key, vars = {}) {
+  const text = strings[lang()][key] ?? strings["zh-CN"][key] ?? key;
+  return text.split(/\{(\w+)\}/).map((piece, i) => (i % 2 === 0 ? piece : piece in vars ? vars[piece] : `{${piece}}`))
+    .map((piece) => (piece instanceof Node ? piece : String(piece))).filter((piece) => piece !== "");
+}
+
 // Is there a string for this key (in the current language, or the Chinese fallback)?
 export function has(key) {
   return key in strings[lang()] || key in strings["zh-CN"];

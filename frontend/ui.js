@@ -69,3 +69,9 @@ export function keepFocusInSight() {
     });
   });
 }
+
+// Machine syntax inside a sentence (a JSON path, a header name, an example address): not language, so
+// marked translate="no" (translators, the language sweep and page translators leave it as it is).
+export function code(text, attrs = {}) {
+  return h("code", { translate: "no", ...attrs }, text);
+}

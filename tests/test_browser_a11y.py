@@ -19,9 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backend.firstrun import setup_token
 from backend.printing import make_sheet_id
 
-from .conftest import REQUIRE_ALL
+from .conftest import REQUIRE_ALL, SECRET
 
 pytestmark = pytest.mark.browser
 
@@ -164,16 +165,20 @@ def run_axe(page) -> list[dict]:
 def visible_text(page) -> str:
     # What a person sees or hears in the page's language: text nodes, plus labels, placeholders and titles.
     # Text marked as another language (lang="en" beside the Chinese on a printed sheet) is meant so.
+    # Code and machine syntax (translate="no", code, pre, kbd, samp: a request preview, a JSON path, an
+    # example address) is not language: the words around it are, and those are checked.
     return page.evaluate(
         """(() => {
           const parts = [document.title];
           const paper = [];
           const mine = document.documentElement.lang;
+          const CODE = '[translate="no"], code, pre, kbd, samp';
           const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
           for (let n = walker.nextNode(); n; n = walker.nextNode()) {
             const el = n.parentElement;
             if (!el || el.closest("script, style, [hidden], [aria-hidden=true]")) continue;
             if (el.closest("input, textarea")) continue;
+            if (el.closest(CODE)) continue; // machine syntax (a request, a JSON path), not language
             if ((el.closest("[lang]")?.getAttribute("lang") || mine) !== mine) continue;
             if (el.closest(".print-sheet")) { paper.push(n.textContent); continue; } // bilingual on purpose
             const style = getComputedStyle(el);
@@ -182,6 +187,7 @@ def visible_text(page) -> str:
           }
           for (const el of document.querySelectorAll("[aria-label], [placeholder], [title]")) {
             if ((el.closest("[lang]")?.getAttribute("lang") || mine) !== mine) continue;
+            if (el.closest(CODE)) continue;
             for (const a of ["aria-label", "placeholder", "title"]) if (el.getAttribute(a)) parts.push(el.getAttribute(a));
           }
           return { screen: parts.join("\\n"), paper: paper.join("\\n") };
@@ -215,11 +221,13 @@ def overflow(page) -> dict | None:
 
 
 def samples(team) -> dict[str, str]:
-    """Screens no other screen links to (opened from a QR code, or a device's own drafts): one address each."""
+    """Screens no other screen links to (opened from a QR code, a device's own drafts, the first-run link the
+    server prints): one address each."""
     sheet = make_sheet_id(datetime.now(UTC).strftime("%y%m%d"))
     return {
         "#/records/:id": f"#/records/{team['record']['id']}",
         "#/transcribe/:form/:sheet/:row": f"#/transcribe/call-record/{sheet}/1",
+        "#/setup/:token": f"#/setup/{setup_token(SECRET)}",  # this server has its admins: the "done" page
     }
 
 

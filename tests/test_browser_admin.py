@@ -128,7 +128,8 @@ def test_edit_preview_publish_reach_devices_and_roll_back(server, new_context, a
     admin.get_by_role("tab", name="预览").click()
     expect(admin.locator(".ed-preview .pb-step-text").first).to_contain_text(NEW_ZH)
     shot(admin, artifacts, "preview-zh")
-    admin.get_by_role("group", name="预览").get_by_role("button", name="English").click()
+    # the preview's English, not the header's language switch (also named English)
+    admin.locator(".ed-modes").get_by_role("button", name="English").click()
     expect(admin.locator(".ed-preview .pb-step-text").first).to_contain_text(NEW_EN)
     expect(admin.locator("html")).to_have_attribute("lang", "zh-CN")  # the admin's own language is kept
     shot(admin, artifacts, "preview-en")

@@ -12,6 +12,7 @@ import pytest
 
 from .providers import Mailbox, Providers
 from .servers import ServerProcess
+from .test_browser_a11y import ZOOM_200, _axe_available, machine_text, overflow, run_axe, visible_text
 from .test_browser_incidents import login
 
 
@@ -125,8 +126,27 @@ def test_the_acknowledge_page_from_an_email_link(browser, new_context, bot_serve
     assert button.is_visible() and button.bounding_box()["height"] >= 44
     assert httpx.get(f"{server.base}/api/incidents/{incident['id']}", headers=lead).json()["status"] == "open"
     page.screenshot(path=str(artifacts / "issue12-ack-page.png"), full_page=True)
+    _axe_available()
+    check = new_context("zh-CN").new_page()  # a GET changes nothing; this context lets axe in past the CSP
+    check.goto(link)
+    assert_swept(check)
     button.click()
     page.wait_for_selector("text=已确认")
+    check.goto(link)  # the used link's page
+    assert_swept(check)
     detail = httpx.get(f"{server.base}/api/incidents/{incident['id']}", headers=lead).json()
     assert detail["status"] == "acknowledged"
     page.screenshot(path=str(artifacts / "issue12-ack-done.png"), full_page=True)
+
+
+def assert_swept(page) -> None:
+    """The sweep's checks (tests/test_browser_a11y.py) on a page outside the app's router: the ack page."""
+    problems = [f"axe {v['id']}: {v['nodes']}" for v in run_axe(page)]
+    problems += [
+        f"not from the language files: {w!r}" for w in machine_text(visible_text(page), "zh-CN", set())
+    ]
+    size = page.viewport_size
+    page.set_viewport_size(ZOOM_200)
+    problems += [f"scrolls sideways at 200 % zoom: {wide}" for wide in [overflow(page)] if wide]
+    page.set_viewport_size(size)
+    assert not problems, "\n".join(problems)

@@ -190,7 +190,7 @@ export default {
   "channels.for": "Rungs for:", "channels.dead": "The provider says this robot no longer exists: nothing is sent to it. Save it again once fixed.",
   "channels.test": "Send a test", "channels.remove": "Remove", "channels.confirmRemove": "Remove “{name}”?",
   "channels.add": "Add a channel", "channels.kind": "Kind", "channels.name": "Name", "channels.url": "Webhook URL",
-  "channels.secret": "Signing secret (optional; required for webhooks)", "channels.secretHelp": "DingTalk 加签 (SEC…), Feishu signature, or a Standard Webhooks secret (whsec_…).",
+  "channels.secret": "Signing secret (optional; required for webhooks)", "channels.secretHelp": "DingTalk signing ({sec}), Feishu signature check, or a {spec} secret ({whsec}).",
   "channels.save": "Save channel", "channels.k.wecom": "WeCom robot", "channels.k.dingtalk": "DingTalk robot",
   "channels.k.feishu": "Feishu bot", "channels.k.webhook": "Webhook",
   "contacts.m.channel": "group bot", "ev.notification_deferred": "{user}: rate limited, waits until {time} (nothing dropped)",
@@ -198,12 +198,12 @@ export default {
   "ev.via.notification_delivered": "{user} received it ({via})",
   // issue 18: CRM connector and push
   "crm.title": "CRM connector", "crm.intro": "Where re-entered records go: the CRM's API, how to log in to it, and how each form's fields become the CRM's JSON. Preview the exact request before switching it on.",
-  "crm.url": "CRM endpoint (https)", "crm.urlHelp": "Only https on a public address.",
+  "crm.url": "CRM endpoint (HTTPS)", "crm.urlHelp": "Only HTTPS on a public address.",
   "crm.auth": "Authentication", "crm.auth.none": "None", "crm.auth.bearer": "Bearer token", "crm.auth.header": "A header (name and value)",
-  "crm.auth.hmac": "HMAC signature", "crm.headerName": "Header name", "crm.headerHelp": "For HMAC: the signature header (X-OD-Signature if empty).",
+  "crm.auth.hmac": "HMAC signature", "crm.headerName": "Header name", "crm.headerHelp": "For HMAC: the signature header ({name} if empty).",
   "crm.secret": "Token, header value or HMAC key", "crm.secretKept": "Stored (encrypted). Leave empty to keep it.",
-  "crm.mapping": "Mapping per form (JSON)", "crm.mappingHelp": "{form: {body, time_zone}}: {\"field\": …}, {\"meta\": …}, \"map\" for choices, \"date\" formats. Empty: the record as it is.",
-  "crm.example": "Insert an example", "crm.refPath": "Reference in the CRM's answer (JSON path)", "crm.refHelp": "e.g. $.id or $.data.case_no",
+  "crm.mapping": "Mapping per form (JSON)", "crm.mappingHelp": "One entry per form: {shape}. A record's field: {field}; the record's own data: {meta}; choices: {map}; dates: {date}. Empty: the record as it is.",
+  "crm.example": "Insert an example", "crm.refPath": "Reference in the CRM's answer (JSON path)", "crm.refHelp": "e.g. {a} or {b}",
   "crm.sampleForm": "Sample record of form", "crm.preview": "Preview the request", "crm.previewTitle": "The exact request",
   "crm.sampleMade": "For a made-up record (this form has no records yet).", "crm.sampleReal": "For record {id}… (rev {rev}).",
   "crm.refFrom": "The CRM's reference will be read from {path}.", "crm.enabled": "Switched on (leads may push)",
@@ -381,4 +381,6 @@ export default {
   "problem.attempt.undo_too_late": "An attempt can be undone only within a minute", "problem.attempt.not_latest": "Only the latest attempt on a callback can be undone",
   "problem.metrics": "The figures could not be taken", "problem.metrics.drill_or_real": "A drill and a real incident are both running: say whether these figures are the drill's",
   "problem.metrics.no_drill": "No drill is running at your site", "problem.incident.reason_required": "Say why you resolve with things still open",
+  // sweepfix: machine syntax in <code translate="no">, the words around it translated
+  "crm.revs": "version {from} → {to}", "ed.p.zhCN": "Chinese", "ed.p.en": "English",
 };

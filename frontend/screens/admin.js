@@ -172,7 +172,7 @@ function timeZones() {
 export function zoneSelect(value, attrs = {}) {
   const zones = timeZones();
   if (!zones.includes(value)) zones.unshift(value);
-  return h("select", attrs, zones.map((zone) => h("option", { value: zone, selected: zone === value }, zone.replace(/_/g, " "))));
+  return h("select", attrs, zones.map((zone) => h("option", { value: zone, selected: zone === value, translate: "no" }, zone.replace(/_/g, " "))));
 }
 
 function directoryRows(site) {

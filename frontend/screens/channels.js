@@ -1,9 +1,9 @@
 // The site's team channels (admin): WeCom / DingTalk / Feishu group robots and signed webhooks that receive the
 // ladder's rungs, each with its last delivery outcome, a test button and a form to add one.
 import { api } from "../api.js";
-import { lang, t } from "../i18n.js";
+import { lang, t, tparts } from "../i18n.js";
 import { route } from "../router.js";
-import { formatTime, h, mount, toast } from "../ui.js";
+import { code, formatTime, h, mount, toast } from "../ui.js";
 
 const KINDS = ["wecom", "dingtalk", "feishu", "webhook"];
 const ROLES = ["lead", "manager", "admin"];
@@ -23,7 +23,7 @@ function outcome(last) {
 function channelCard(view, c) {
   return h("li", { class: `card channel state-${c.state}`, dataset: { id: String(c.id) } },
     h("div", { class: "row spread" }, h("strong", { class: "channel-name" }, c.name), h("span", { class: "tag" }, t(`channels.k.${c.kind}`))),
-    h("p", { class: "muted channel-url" }, c.url, c.signed ? ` · ${t("channels.signed")}` : ""),
+    h("p", { class: "muted channel-url" }, code(c.url), c.signed ? ` · ${t("channels.signed")}` : ""),
     h("p", {}, t("channels.for"), " ", c.roles.map((r) => t(`role.${r}`)).join(lang() === "en" ? ", " : "、")),
     c.state === "dead" ? h("p", { class: "error" }, t("channels.dead")) : null,
     outcome(c.last),
@@ -55,7 +55,8 @@ function addForm(view) {
     h("label", { for: "channel-name" }, t("channels.name")), name,
     h("label", { for: "channel-url" }, t("channels.url")), url,
     h("label", { for: "channel-secret" }, t("channels.secret")), secret,
-    h("p", { class: "muted" }, t("channels.secretHelp")),
+    h("p", { class: "muted" }, tparts("channels.secretHelp", { sec: code("SEC…"), whsec: code("whsec_…"),
+      spec: h("span", { lang: "en", translate: "no" }, "Standard Webhooks") })),
     h("fieldset", {}, h("legend", {}, t("channels.for")),
       roles.map((box, i) => h("label", { class: "check", for: box.id }, box, t(`role.${ROLES[i]}`)))),
     h("button", { type: "submit", class: "primary big", id: "channel-save" }, t("channels.save")));

@@ -3,9 +3,9 @@
 // is switched on. Leads: push an incident's records pending re-entry (dry run first), follow the deliveries,
 // and push again the records changed after the CRM got them.
 import { api } from "../api.js";
-import { lang, pick, t } from "../i18n.js";
+import { lang, pick, t, tparts } from "../i18n.js";
 import { route, whileOnRoute } from "../router.js";
-import { formatTime, h, mount, toast } from "../ui.js";
+import { code, formatTime, h, mount, toast } from "../ui.js";
 import { homeAction } from "./home.js";
 
 const LEAD = ["lead", "manager", "admin"];
@@ -33,8 +33,8 @@ function requestText(req) {
 
 function errorList(error) {
   const errors = error.problem?.errors;
-  return h("div", { class: "error crm-errors", role: "alert" }, h("p", {}, error.message),
-    errors ? h("ul", {}, Object.entries(errors).map(([k, v]) => h("li", {}, h("code", {}, k), " ", String(v)))) : null);
+  return h("div", { class: "error crm-errors", role: "alert" }, h("p", {}, error.parts || error.message),
+    errors ? h("ul", {}, Object.entries(errors).map(([k, v]) => h("li", {}, code(k), " ", String(v)))) : null);
 }
 
 // ---------------------------------------------------------------- set-up (admin)
@@ -43,19 +43,19 @@ route("#/crm", async (view) => {
   const [stored, forms] = await Promise.all([api("/api/crm/connector"), api("/api/forms").catch(() => [])]);
   const field = (id, label, input, help) => h("div", { class: "crm-field" }, h("label", { for: id }, label), input,
     help ? h("p", { class: "muted crm-help" }, help) : null);
-  const url = h("input", { id: "crm-url", type: "url", inputmode: "url", value: stored.url || "", placeholder: "https://crm.example.cn/api/cases", maxlength: 1000 });
+  const url = h("input", { id: "crm-url", type: "url", inputmode: "url", value: stored.url || "", placeholder: "https://crm.example.cn/api/cases", maxlength: 1000, translate: "no" });
   const auth = h("select", { id: "crm-auth" }, AUTH.map((a) => h("option", { value: a, selected: a === (stored.auth || "none") }, t(`crm.auth.${a}`))));
-  const headerName = h("input", { id: "crm-header-name", value: stored.header_name || "", placeholder: "X-Api-Key", maxlength: 100 });
+  const headerName = h("input", { id: "crm-header-name", value: stored.header_name || "", placeholder: "X-Api-Key", maxlength: 100, translate: "no" });
   const secret = h("input", { id: "crm-secret", type: "password", autocomplete: "new-password", maxlength: 2000,
     placeholder: stored.has_secret ? t("crm.secretKept") : "" });
-  const refPath = h("input", { id: "crm-ref-path", value: stored.ref_path || "$.id", maxlength: 200 });
-  const mapping = h("textarea", { id: "crm-mapping", rows: 14, spellcheck: false, class: "crm-code" },
+  const refPath = h("input", { id: "crm-ref-path", value: stored.ref_path || "$.id", maxlength: 200, translate: "no" });
+  const mapping = h("textarea", { id: "crm-mapping", rows: 14, spellcheck: false, class: "crm-code", translate: "no" },
     stored.mapping && Object.keys(stored.mapping).length ? pretty(stored.mapping) : "");
   const enabled = h("input", { type: "checkbox", id: "crm-enabled", checked: Boolean(stored.enabled) });
   const sampleForm = h("select", { id: "crm-form" }, (forms.length ? forms : [{ slug: "call-record", title: "call-record" }])
     .map((f) => h("option", { value: f.slug }, pick(f.title))));
   const out = h("div", { id: "crm-out", "aria-live": "polite" });
-  const headerRow = field("crm-header-name", t("crm.headerName"), headerName, t("crm.headerHelp"));
+  const headerRow = field("crm-header-name", t("crm.headerName"), headerName, tparts("crm.headerHelp", { name: code("X-OD-Signature") }));
   const secretRow = field("crm-secret", t("crm.secret"), secret);
   const showAuth = () => {
     headerRow.hidden = !["header", "hmac"].includes(auth.value);
@@ -67,7 +67,7 @@ route("#/crm", async (view) => {
   function draft() {
     let parsed = {};
     if (mapping.value.trim()) {
-      try { parsed = JSON.parse(mapping.value); } catch (e) { throw Object.assign(new Error(t("crm.badJson", { error: e.message })), { problem: {} }); }
+      try { parsed = JSON.parse(mapping.value); } catch (e) { throw Object.assign(new Error(t("crm.badJson", { error: e.message })), { problem: {}, parts: tparts("crm.badJson", { error: code(e.message) }) }); }
     }
     return { url: url.value.trim(), auth: auth.value, header_name: headerName.value.trim() || null,
       secret: secret.value || null, mapping: parsed, ref_path: refPath.value.trim() || "$.id", enabled: enabled.checked };
@@ -78,9 +78,9 @@ route("#/crm", async (view) => {
       const req = await api("/api/crm/preview", { method: "POST", body: { form: sampleForm.value, connector: draft() } });
       mount(out, h("section", { class: "card crm-preview" },
         h("h2", {}, t("crm.previewTitle")),
-        h("p", { class: "muted" }, req.record.sample ? t("crm.sampleMade") : t("crm.sampleReal", { id: req.record.id.slice(0, 8), rev: req.record.rev })),
-        h("pre", { id: "crm-request", class: "crm-code" }, requestText(req)),
-        h("p", { class: "muted" }, t("crm.refFrom", { path: req.ref_path }))));
+        h("p", { class: "muted" }, req.record.sample ? t("crm.sampleMade") : tparts("crm.sampleReal", { id: code(req.record.id.slice(0, 8)), rev: req.record.rev })),
+        h("pre", { id: "crm-request", class: "crm-code", translate: "no" }, requestText(req)),
+        h("p", { class: "muted" }, tparts("crm.refFrom", { path: code(req.ref_path) }))));
     } catch (error) { mount(out, errorList(error)); }
   }
 
@@ -101,9 +101,11 @@ route("#/crm", async (view) => {
       field("crm-url", t("crm.url"), url, t("crm.urlHelp")),
       field("crm-auth", t("crm.auth"), auth),
       headerRow, secretRow,
-      field("crm-mapping", t("crm.mapping"), mapping, t("crm.mappingHelp")),
+      field("crm-mapping", t("crm.mapping"), mapping, tparts("crm.mappingHelp", {
+        shape: code('{"<form>": {"body": {…}, "time_zone": "Asia/Shanghai"}}'), field: code('{"field": …}'),
+        meta: code('{"meta": …}'), map: code('"map"'), date: code('"date"') })),
       h("button", { type: "button", id: "crm-example", onclick: () => { mapping.value = pretty(EXAMPLE); } }, t("crm.example")),
-      field("crm-ref-path", t("crm.refPath"), refPath, t("crm.refHelp")),
+      field("crm-ref-path", t("crm.refPath"), refPath, tparts("crm.refHelp", { a: code("$.id"), b: code("$.data.case_no") })),
       field("crm-form", t("crm.sampleForm"), sampleForm),
       h("button", { type: "button", id: "crm-preview", class: "big", onclick: preview }, t("crm.preview")),
       out,
@@ -126,7 +128,7 @@ function deliveryRow(d) {
   const state = d.state === "failed" && !d.gave_up ? "retrying" : d.gave_up ? "gaveUp" : d.state;
   return h("li", { class: `crm-delivery ${STATE_CLASS[d.state] || ""}`, dataset: { record: d.record_id, state } },
     h("div", { class: "crm-line" }, h("b", { class: "crm-state" }, t(`crm.state.${state}`)),
-      h("span", {}, d.summary || d.record_id.slice(0, 8)), d.crm_ref ? h("code", { class: "crm-ref" }, d.crm_ref) : null),
+      h("span", {}, d.summary || d.record_id.slice(0, 8)), d.crm_ref ? code(d.crm_ref, { class: "crm-ref" }) : null),
     d.last_error ? h("p", { class: "crm-reason" }, reasonText(d)) : null,
     d.next_attempt_at && d.state !== "sent" ? h("p", { class: "muted" }, t("crm.retryAt", { time: formatTime(d.next_attempt_at, lang()) })) : null);
 }
@@ -150,7 +152,7 @@ route("#/crm/push", async (view) => {
       !data.connector.enabled ? h("p", { class: "error" }, t("crm.off")) : null,
       data.changed.length ? h("section", { class: "card crm-changed" },
         h("h2", {}, t("crm.changedTitle", { n: data.changed.length })), h("p", { class: "muted" }, t("crm.changedHelp")),
-        h("ul", {}, data.changed.map((c) => h("li", {}, h("code", {}, c.crm_ref), ` · rev ${c.crm_rev} → ${c.rev}`))),
+        h("ul", {}, data.changed.map((c) => h("li", {}, code(c.crm_ref), " · ", t("crm.revs", { from: c.crm_rev, to: c.rev })))),
         h("button", { type: "button", id: "cp-again", onclick: () => send({ records: data.changed.map((c) => c.record_id) }) }, t("crm.pushAgain"))) : null,
       h("section", { class: "card" }, h("h2", {}, t("crm.deliveries")),
         h("p", { class: "crm-counts", id: "cp-counts" }, Object.entries(counts).map(([k, n]) => `${t(`crm.state.${k}`)} ${n}`).join(" · ") || t("crm.noneYet")),
@@ -165,7 +167,7 @@ route("#/crm/push", async (view) => {
         mount(result, h("section", { class: "card crm-dry" },
           h("h2", {}, t("crm.dryTitle", { n: answer.count })), skipped,
           answer.would_send.map((req, i) => h("details", { open: i === 0 }, h("summary", {}, `${i + 1}. ${req.summary || req.record_id.slice(0, 8)}`),
-            h("pre", { class: "crm-code" }, requestText(req))))));
+            h("pre", { class: "crm-code", translate: "no" }, requestText(req))))));
       } else {
         mount(result, h("p", { class: "ok", role: "status" }, t("crm.queued", { n: answer.count })), skipped);
         toast(t("crm.queued", { n: answer.count }));

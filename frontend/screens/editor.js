@@ -76,7 +76,7 @@ function textPair(obj, key, label, { area = false, onChange }) {
   const en = make("en", "English");
   if (area) { zh.value = value["zh-CN"] || ""; en.value = value.en || ""; }
   return h("fieldset", { class: "ed-pair" }, h("legend", {}, label),
-    h("label", {}, h("span", { class: "ed-lang" }, "中文"), zh), h("label", {}, h("span", { class: "ed-lang" }, "English"), en));
+    h("label", {}, h("span", { class: "ed-lang", lang: "zh-CN" }, "中文"), zh), h("label", {}, h("span", { class: "ed-lang", lang: "en" }, "English"), en));
 }
 
 function moveButtons(list, index, redraw, onChange) {
@@ -225,7 +225,7 @@ function previewPane(state, extra) {
   });
   const buttons = h("div", { class: "row ed-modes", role: "group", "aria-label": t("ed.preview") },
     [["zh-CN", "中文"], ["en", "English"], ["print", t("ed.printView")]].map(([mode, label]) =>
-      h("button", { type: "button", class: "chip-light", dataset: { mode }, onclick: () => { show(mode); demote(); } }, label)));
+      h("button", { type: "button", class: "chip-light", lang: mode === "print" ? undefined : mode, dataset: { mode }, onclick: () => { show(mode); demote(); } }, label)));
   show(lang());
   demote();
   return h("div", { class: "ed-preview" }, h("p", { class: "muted small" }, t("ed.preview.hint")), buttons, pane);
@@ -240,7 +240,7 @@ export function pathText(path, def) {
     const m = part.match(/^([^[]+)(?:\[([^\]]+)\])?$/);
     if (!m) return part;
     const [, word, key] = m;
-    const name = word === "zh-CN" ? "中文" : word === "en" ? "English" : PATH_WORDS.includes(word) ? t(`ed.p.${word}`) : word;
+    const name = word === "zh-CN" ? t("ed.p.zhCN") : word === "en" ? t("ed.p.en") : PATH_WORDS.includes(word) ? t(`ed.p.${word}`) : word;
     if (key === undefined) return name;
     const list = def?.[word];
     const index = Array.isArray(list) ? list.findIndex((x) => [x.id, x.name, x.role, x.value].includes(key)) : -1;
