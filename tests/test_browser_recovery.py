@@ -3,55 +3,25 @@ callbacks recorded offline and synced, CRM re-entry with the CSV download, the r
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from playwright.sync_api import expect
 
 from backend.printing import make_sheet_id, paper_record_id
+
+from .browsing import api, new_team, page_for
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def team(live_server):
-    """A site of its own on the live server, so counts here never meet other tests' records."""
-    site = f"recov{uuid.uuid4().hex[:6]}"
-    names = live_server.add_users(site)
-    tokens = {role: live_server.login(name) for role, name in names.items()}
-    return {"site": site, "names": names, "tokens": tokens}
-
-
-def api(live_server, team, role, method, path, **kwargs):
-    response = httpx.request(
-        method,
-        live_server.base + path,
-        headers={"Authorization": f"Bearer {team['tokens'][role]}"},
-        timeout=15,
-        **kwargs,
-    )
-    assert response.status_code < 400, response.text
-    return response.json() if "json" in response.headers.get("content-type", "") else response.content
-
-
-def page_for(live_server, new_context, team, role, **context_args):
-    body = httpx.post(
-        f"{live_server.base}/api/auth/login",
-        json={"username": team["names"][role], "password": live_server.PASSWORD},
-        timeout=10,
-    ).json()
-    context = new_context(**context_args)
-    context.add_init_script(
-        f"localStorage.setItem('od.token', {json.dumps(body['token'])});"
-        f"localStorage.setItem('od.user', {json.dumps(json.dumps(body['user']))});"
-    )
-    return context, context.new_page()
+    return new_team(live_server, "recov")
 
 
 def wait_until(check, timeout=20.0):
