@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import audit, clock
 from .auth import CurrentUser, requires
 from .callbacks import Callback, announce
-from .changes import lock_site
 from .clock import parse_time
 from .incidents import Incident, get_incident_at_site
 from .records import Record, record_out
@@ -151,7 +150,6 @@ class AttachIn(msgspec.Struct, forbid_unknown_fields=True):
 async def attach_records(request: Req, db: AsyncSession, incident_id: int, data: AttachIn) -> dict[str, Any]:
     user = request.user
     incident = await get_incident_at_site(db, user, incident_id)
-    await lock_site(db, user.site_id)  # the feed lock before rows, as in sync
     at = await clock.now(request.app, db)
     wanted = set(data.attach) | set(data.detach)
     found = {

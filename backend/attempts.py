@@ -16,7 +16,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from . import clock
 from .auth import site_names
 from .callbacks import STATE_AFTER, Callback, Req, announce, callback_out, get_callback_at_site
-from .changes import lock_site
 from .clock import in_window
 from .db import Base, UTCDateTime, has_nul, insert_for
 from .errors import Problem
@@ -57,8 +56,6 @@ class AttemptsIn(msgspec.Struct, forbid_unknown_fields=True):
 )
 async def record_attempts(request: Req, db: AsyncSession, data: AttemptsIn) -> dict[str, Any]:
     user = request.user
-    # The site's feed lock first, then rows: sync takes them in this order too, so PostgreSQL never deadlocks.
-    await lock_site(db, user.site_id)
     now = await clock.now(request.app, db)
     results = []
     for index, raw in enumerate(data.attempts):
@@ -85,7 +82,9 @@ async def record_attempts(request: Req, db: AsyncSession, data: AttemptsIn) -> d
                 }
             )
             continue
-        callback = await db.get(Callback, item.callback_id)
+        # Locked until commit: the count and state are recomputed from every attempt, so two requests with
+        # attempts on one callback take turns (a row lock, the same for every callback of the site otherwise).
+        callback = await db.get(Callback, item.callback_id, with_for_update=True, populate_existing=True)
         if (
             callback is None
             or callback.site_id != user.site_id
@@ -166,10 +165,11 @@ UNDO_SECONDS = 60
 )
 async def undo_attempt(request: Req, db: AsyncSession, attempt_id: uuid.UUID) -> dict[str, Any]:
     user = request.user
-    await lock_site(db, user.site_id)  # the feed lock before rows, as in sync
     attempt = await db.get(CallbackAttempt, attempt_id)
     if attempt is None or attempt.site_id != user.site_id or attempt.user_id != user.id:
         raise Problem(404, "No such attempt of yours.", code="attempt.not_found")
+    # The callback's row locked before "latest" is read, as record_attempts locks it (see there).
+    await db.get(Callback, attempt.callback_id, with_for_update=True, populate_existing=True)
     now = await clock.now(request.app, db)
     if (now - attempt.received_at).total_seconds() > UNDO_SECONDS:
         raise Problem(

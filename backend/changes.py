@@ -3,8 +3,9 @@ incidents, new playbook/form versions), after the cursor they send.
 
 - `await add_change(session, site_id, kind, ref, payload, user_id=None)` puts an entry on the feed
   ("callback.assigned", "record.status", …); `user_id=None` means everyone at the site. Call it inside your own
-  transaction; it takes a per-site lock so change ids commit in order and a device's cursor never skips an
-  entry that commits late.
+  transaction: the entry is written when it commits, under a per-site lock held only for that, so change ids
+  commit in order and a device's cursor never skips an entry that commits late (see "publishing at commit").
+- `number_at_commit(session, site_id, table, ids)`: the same for a per-site `seq` column (records' cursor).
 - `await changes_since(session, user, cursor)` -> (entries, new cursor, more?): entries with an id above the
   cursor as `{"cursor": id, "kind", "ref", "payload", "created_at"}`, plus a "content.updated" entry whenever
   the site's playbooks/forms changed (documents.cursor) since the device last looked.
@@ -12,17 +13,30 @@ incidents, new playbook/form versions), after the cursor they send.
 
 from __future__ import annotations
 
-import weakref
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, and_, func, select, text, union_all
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    and_,
+    event,
+    func,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from . import documents
 from .auth import RANK, ROLES, CurrentUser
-from .db import Base, UTCDateTime, is_postgresql, table_of, utcnow
+from .db import Base, UTCDateTime, table_of, utcnow
 from .errors import Problem
 
 CHANGES_PER_ANSWER = 500
@@ -48,19 +62,79 @@ class Change(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-_locked: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()  # transaction -> sites locked
+# ---------------------------------------------------------------- publishing at commit
+#
+# Cursor order needs feed ids (and record seqs) to commit in the order they were given out, so a device that has
+# read up to cursor N never later misses an entry below N. They are therefore given out at commit, under a
+# per-site lock held only for that numbering and the COMMIT itself: everything else a transaction does (the
+# records INSERT, the hooks, the reads) runs side by side with the site's other syncs, on any number of processes.
+# The lock holder waits for nothing else (its rows are locked already), so it cannot take part in a deadlock.
 
 
-async def lock_site(session: AsyncSession, site_id: int) -> None:
-    """Serialise cursor allocation per site until commit, so ids commit in order (PostgreSQL; SQLite has
-    one writer at a time anyway). Taken once per transaction: a sync storing 100 records asks once."""
-    if not is_postgresql(session):
+def _pending(session: AsyncSession | Session) -> dict[str, Any]:
+    """What this transaction publishes at commit: feed rows, and per site the rows whose cursor column to number."""
+    return session.info.setdefault(_PENDING, {"changes": [], "numbered": {}})
+
+
+_PENDING = "outage_desk.feed_pending"
+
+
+def number_at_commit(session: AsyncSession, site_id: int, table: Table, ids: list[Any]) -> None:
+    """Give `table`'s rows `ids` (of this site) the next per-site values of their `seq` column at commit, in id
+    order: the cursor of a listing by seq (records)."""
+    _pending(session)["numbered"].setdefault((site_id, table.name), (table, set()))[1].update(ids)
+
+
+@event.listens_for(Session, "before_commit")
+def _publish(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if not pending or not (pending["changes"] or pending["numbered"]):
         return
-    transaction = session.sync_session.get_transaction()
-    if transaction is not None and site_id in _locked.get(transaction, ()):
-        return
-    await session.execute(text("SELECT pg_advisory_xact_lock(4004, :site)"), {"site": site_id})
-    _locked.setdefault(session.sync_session.get_transaction(), set()).add(site_id)
+    # Every ORM change first, before the lock: a flush may wait for another transaction's row lock, and the lock
+    # holder must never wait for anything.
+    session.flush()
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    sites = sorted({row["site_id"] for row in pending["changes"]} | {s for s, _ in pending["numbered"]})
+    for site_id in sites:  # in site order, so two transactions for the same sites never wait in a circle
+        if postgresql:
+            session.execute(text("SELECT pg_advisory_xact_lock(4004, :site)"), {"site": site_id})
+    if rows := pending["changes"]:
+        session.execute(
+            table_of(Change).insert().values(created_at=func.now() if postgresql else utcnow()), rows
+        )
+    for (site_id, _), (table, ids) in sorted(pending["numbered"].items(), key=lambda item: item[0]):
+        # One statement: the site's current top + each row's rank in id order.
+        mine, others = table.alias(), table.alias()
+        ranked = (
+            select(mine.c.id, func.row_number().over(order_by=mine.c.id).label("n"))
+            .where(mine.c.id.in_(sorted(ids)))
+            .subquery()
+        )
+        top = select(func.coalesce(func.max(others.c.seq), 0)).where(others.c.site_id == site_id)
+        session.execute(
+            update(table)
+            .where(table.c.id == ranked.c.id)
+            .values(seq=ranked.c.n + top.scalar_subquery())
+            .execution_options(synchronize_session=False)
+        )
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def _feed_row(
+    site_id: int, kind: str, ref: str | None, payload: dict[str, Any], user_id: int | None, min_role: str | None
+) -> dict[str, Any]:
+    return {
+        "site_id": site_id,
+        "user_id": user_id,
+        "min_role": min_role,
+        "kind": kind,
+        "ref": None if ref is None else str(ref),
+        "payload": payload,
+    }
 
 
 async def add_change(
@@ -72,56 +146,28 @@ async def add_change(
     user_id: int | None = None,
     *,
     min_role: str | None = None,
-) -> Change:
+) -> None:
     """For one user (`user_id`), for a role and up (`min_role`), or for everyone at the site (neither).
-    Not flushed here (the ORM batches the INSERTs at the next flush or commit); flush if you need .id."""
-    await lock_site(session, site_id)
-    change = Change(
-        site_id=site_id,
-        user_id=user_id,
-        min_role=min_role,
-        kind=kind,
-        ref=None if ref is None else str(ref),
-        payload=payload,
-        created_at=func.now() if is_postgresql(session) else utcnow(),
-    )
-    session.add(change)
-    return change
+    Written, with its cursor, when the transaction commits (nothing if it rolls back)."""
+    _pending(session)["changes"].append(_feed_row(site_id, kind, ref, payload, user_id, min_role))
 
 
 async def add_personal_change(
     session: AsyncSession, site_id: int, kind: str, ref: str, payload: dict[str, Any], user_ids: set[int]
 ) -> None:
     """A change about personal data (a caller's name and phone): for these users and for leads and up only."""
-    for user_id in sorted(user_ids):
-        await add_change(session, site_id, kind, ref, payload, user_id=user_id)
-    await add_change(session, site_id, kind, ref, payload, min_role="lead")
+    await add_personal_changes(session, site_id, [(kind, ref, payload, user_ids)])
 
 
 async def add_personal_changes(
     session: AsyncSession, site_id: int, changes: list[tuple[str, str, dict[str, Any], set[int]]]
 ) -> None:
-    """Many `add_personal_change`s at once, as one executemany INSERT (the sync's hot path: a recovery burst
-    makes a callback, so two feed entries, for nearly every record). Entries get their ids in list order."""
-    if not changes:
-        return
-    await lock_site(session, site_id)
-    rows = [
-        {
-            "site_id": site_id,
-            "user_id": user_id,
-            "min_role": role,
-            "kind": kind,
-            "ref": ref,
-            "payload": payload,
-        }
+    """Many `add_personal_change`s at once (the sync's hot path: a recovery burst makes a callback, so two feed
+    entries, for nearly every record); written at commit as one executemany INSERT, ids in list order."""
+    _pending(session)["changes"].extend(
+        _feed_row(site_id, kind, ref, payload, user_id, role)
         for kind, ref, payload, user_ids in changes
         for user_id, role in [*((u, None) for u in sorted(user_ids)), (None, "lead")]
-    ]
-    table = table_of(Change)
-    await session.execute(
-        table.insert().values(created_at=func.now() if is_postgresql(session) else utcnow()),
-        rows,
     )
 
 

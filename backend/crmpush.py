@@ -26,7 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from . import clock, crm, crmmap, outbound, outbox, workers
 from .auth import Site, User
-from .changes import add_personal_change, lock_site
+from .changes import add_personal_change
 from .db import Base, UTCDateTime, affected, table_of
 from .records import Record
 from .timeline import add_event
@@ -328,7 +328,6 @@ async def _mark_reentered(
     session: AsyncSession, delivery: CrmDelivery, record: Record, ref: str, at: datetime
 ) -> None:
     """The record is in the CRM at this rev: marked re-entered as a lead's mark by hand would be."""
-    await lock_site(session, delivery.site_id)  # the feed lock before rows, as sync takes them
     values = {
         "reentry_status": "reentered",
         "crm_ref": ref,

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import clock, documents
 from .auth import CurrentUser, requires, site_names
 from .callbacks import CALLBACK_FORM, IncidentRef
-from .changes import add_personal_change, lock_site
+from .changes import add_personal_change
 from .clock import parse_time
 from .errors import Problem
 from .records import Record
@@ -52,8 +52,6 @@ class ReentryIn(msgspec.Struct, forbid_unknown_fields=True):
 )
 async def mark_reentry(request: Req, db: AsyncSession, data: ReentryIn) -> dict[str, Any]:
     user = request.user
-    # The site's feed lock first, then rows: sync takes them in this order too, so PostgreSQL never deadlocks.
-    await lock_site(db, user.site_id)
     now = await clock.now(request.app, db)
     ids = [item.id for item in data.records]
     found = {

@@ -20,12 +20,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from litestar import Request, Router, post
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import clock, fleet
 from .auth import CurrentUser
-from .changes import changes_since, lock_site
+from .changes import changes_since, number_at_commit
 from .db import insert_for, table_of, writer_turn
 from .errors import Problem
 from .protocol import (
@@ -64,7 +64,7 @@ def _new_row(user: CurrentUser, device_id: str, item: RecordIn, digest: str, now
         "received_at": now,
         "updated_at": now,
         "receipt": new_receipt(),
-        "seq": 0,  # seq: numbered at the end
+        "seq": 0,  # numbered at commit
         "source": item.source,
         "sheet_id": item.sheet_id,
         "sheet_row": item.sheet_row,
@@ -117,11 +117,6 @@ async def store_batch(
             )
         ).scalars()
     )
-    # The site's lock after the INSERT (held to commit; numbering cursors needs it): the new rows are this
-    # transaction's alone (a racing copy waits in its own INSERT, holding no lock), so the biggest statement runs
-    # outside the lock. Before any existing row is read or changed, though: handlers that change a callback or a
-    # record take the lock first too, so two transactions never wait on each other in opposite orders.
-    await lock_site(session, user.site_id)
     stored: dict[uuid.UUID, str] = {}  # id -> "created" | "updated" (latest outcome wins)
     for rid in inserted:
         stored[rid] = "created"
@@ -152,29 +147,17 @@ async def store_batch(
             session, user, device_id, i, r, hashes[i], now, stored, known.pop(r.id, None)
         )
 
-    # 3. Cursor order: number what this batch stored under the per-site lock, then run the hooks.
+    # 3. Cursor order: what this batch stored is numbered when it commits (changes.number_at_commit, under the
+    #    site's lock held only for that), then the hooks run on it.
     if stored:
-        await lock_site(session, user.site_id)
-        top = (
-            await session.execute(
-                select(func.coalesce(func.max(Record.seq), 0)).where(Record.site_id == user.site_id)
-            )
-        ).scalar_one()
-        seqs = {rid: top + n for n, rid in enumerate(sorted(stored), 1)}
-        await session.execute(
-            update(table)
-            .where(table.c.id == bindparam("rid"))
-            .values(seq=bindparam("nseq"))
-            .execution_options(synchronize_session=False),
-            [{"rid": rid, "nseq": seq} for rid, seq in seqs.items()],
-        )
+        number_at_commit(session, user.site_id, table, list(stored))
         # A row this batch only inserted is exactly what was sent: build it instead of reading it back.
         # Rows that were updated (by a later rev in this batch too) are read back.
         changed_later = {r.id for i, r in rest if results[i].status in ("created", "updated")}
         # (A plain namespace with the Record's attributes: hooks only read them, and building ORM objects
         # through their instrumented __init__ costs more than the insert.)
         records: dict[uuid.UUID, Any] = {
-            row["id"]: SimpleNamespace(**{**row, "seq": seqs[row["id"]]})
+            row["id"]: SimpleNamespace(**row)
             for row in rows
             if row["id"] in inserted and row["id"] not in changed_later
         }
@@ -306,10 +289,9 @@ async def sync(request: Request[CurrentUser, str, Any], db: AsyncSession, data: 
             code="sync.too_many_records",
         )
     now = await clock.now(request.app, db)
-    # The feed first, before store_batch takes the site lock (held to commit): every sync of the site waits for
-    # that lock, so it covers only the writes. Feed ids commit in order, so this read is a committed prefix and
-    # the cursor never skips; what this batch adds comes in the next answer (a device syncs until it has nothing
-    # to send and no more changes).
+    # The feed first: feed ids commit in order, so this read is a committed prefix and the cursor never skips;
+    # what this batch adds comes in the next answer (a device syncs until it has nothing to send and no more
+    # changes).
     changes, cursor, more = await changes_since(db, request.user, data.cursor)
     results = await store_batch(
         db, request.user, data.device_id, data.records, hooks=request.app.state.record_hooks, now=now

@@ -386,9 +386,12 @@ async def test_failing_hook_rolls_back_the_whole_batch(client, db, site, monkeyp
 async def test_change_rows_have_increasing_cursors(db, site):
     async with db() as session:
         site_id = (await session.execute(select(Site.id).where(Site.slug == site.slug))).scalar_one()
-        changes = [await add_change(session, site_id, "x", None, {}) for _ in range(3)]
+        for n in range(3):
+            await add_change(session, site_id, "x", str(n), {})
         await session.commit()
-        ids = [c.id for c in changes]
+        ids = list(
+            (await session.execute(select(Change.id).where(Change.site_id == site_id).order_by(Change.ref))).scalars()
+        )
         assert ids == sorted(ids) and len(set(ids)) == 3
         assert (
             await session.execute(select(func.count()).select_from(Change).where(Change.site_id == site_id))
