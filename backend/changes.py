@@ -26,6 +26,7 @@ from sqlalchemy import (
     and_,
     event,
     func,
+    literal_column,
     select,
     text,
     union_all,
@@ -49,7 +50,14 @@ class Change(Base):
     __table_args__ = (
         Index("ix_changes_site_id_id", "site_id", "id"),
         # One range scan per audience (changes_since): the user's own entries, and each role's broadcast ones.
-        Index("ix_changes_audience", "site_id", "user_id", "min_role", "id"),
+        # No NULLs in the keys (PostgreSQL reads an `IS NULL` key whole and sorts it, instead of from the cursor).
+        Index(
+            "ix_changes_audience",
+            "site_id",
+            text("coalesce(user_id, 0)"),
+            text("coalesce(min_role, '')"),
+            "id",
+        ),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
@@ -125,7 +133,12 @@ def _forget(session: Session) -> None:
 
 
 def _feed_row(
-    site_id: int, kind: str, ref: str | None, payload: dict[str, Any], user_id: int | None, min_role: str | None
+    site_id: int,
+    kind: str,
+    ref: str | None,
+    payload: dict[str, Any],
+    user_id: int | None,
+    min_role: str | None,
 ) -> dict[str, Any]:
     return {
         "site_id": site_id,
@@ -200,11 +213,15 @@ async def changes_since(
         ).scalar_one()
     # The entries this user may see, audience by audience (their own; everyone's; each role up to theirs), each
     # one range scan of ix_changes_audience from the cursor: never a walk over the entries for others.
-    # (Every column of the index is pinned, min_role too, so the planner never prefers walking the site's feed.)
+    # (Every key of the index is pinned, as the index's own expressions, so the scan is in id order from the cursor.)
+    # (The fallbacks as literals, not parameters, or the planner could not match them to the index.)
     audiences = [
-        and_(Change.user_id == who, Change.min_role.is_(None) if role is None else Change.min_role == role)
-        for who, roles in ((user.id, ROLES), (None, ROLES[: RANK[user.role] + 1]))
-        for role in (None, *roles)
+        and_(
+            func.coalesce(Change.user_id, literal_column("0")) == who,
+            func.coalesce(Change.min_role, literal_column("''")) == role,
+        )
+        for who, roles in ((user.id, ROLES), (0, ROLES[: RANK[user.role] + 1]))
+        for role in ("", *roles)
     ]
     limit = CHANGES_PER_ANSWER + 1
     wanted = union_all(
