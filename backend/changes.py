@@ -108,7 +108,12 @@ def _publish(session: Session) -> None:
             session.execute(text("SELECT pg_advisory_xact_lock(4004, :site)"), {"site": site_id})
     if rows := pending["changes"]:
         session.execute(
-            table_of(Change).insert().values(created_at=func.now() if postgresql else utcnow()), rows
+            # RETURNING: multi-row INSERTs ("insertmanyvalues"), in list order, instead of one per row.
+            table_of(Change)
+            .insert()
+            .values(created_at=func.now() if postgresql else utcnow())
+            .returning(table_of(Change).c.id),
+            rows,
         )
     for (site_id, _), (table, ids) in sorted(pending["numbered"].items(), key=lambda item: item[0]):
         # One statement: the site's current top + each row's rank in id order.

@@ -71,7 +71,9 @@ async def _make_callbacks(session: AsyncSession, fresh: list[tuple[Record, datet
         }
         for record, due in fresh
     ]
-    await session.execute(table_of(Callback).insert(), rows)
+    table = table_of(Callback)
+    # RETURNING makes SQLAlchemy send multi-row INSERTs ("insertmanyvalues") instead of one per row.
+    await session.execute(table.insert().returning(table.c.record_id), rows)
     by_site: dict[int, list[tuple[str, str, dict[str, Any], set[int]]]] = {}
     for row in rows:
         callback = cast(Callback, SimpleNamespace(**row))
