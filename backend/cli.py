@@ -61,14 +61,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "proxy_headers": False,
     }
     if args.workers == 1:
-        from .app import create_app
-
-        uvicorn.run(create_app(), **options, **tls)
+        uvicorn.run(serving_app(), **options, **tls)
     else:
         # uvicorn's supervisor: N processes on one socket, each a whole app with its own lifespan (engine,
         # push client, worker steps; the steps claim work with SKIP LOCKED, so N of them never do it twice).
-        uvicorn.run("backend.app:create_app", factory=True, workers=args.workers, **options, **tls)
+        uvicorn.run("backend.cli:serving_app", factory=True, workers=args.workers, **options, **tls)
     return 0
+
+
+def serving_app() -> Any:
+    """The app as a serving process runs it. Pydantic is installed for the test tools only; Litestar loads its
+    pydantic plugins whenever it can import pydantic (about 7 MB resident), and nothing served uses them."""
+    if "pydantic" not in sys.modules:
+        sys.modules["pydantic"] = None  # type: ignore[assignment]  # import pydantic -> ImportError
+    from .app import create_app
+
+    return create_app()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

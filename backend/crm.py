@@ -19,12 +19,9 @@ import hmac
 import json
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from litestar import Request, Router, get, put
 from sqlalchemy import JSON, Boolean, ForeignKey, String
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,6 +32,9 @@ from .auth import CurrentUser, requires
 from .db import Base, UTCDateTime, has_nul
 from .errors import Problem
 from .records import Record
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 Req = Request[CurrentUser, str, Any]
 AUTH_KINDS = ("none", "bearer", "header", "hmac")
@@ -68,6 +68,11 @@ class CrmConnector(Base):
 
 
 def _fernet(secret_key: str) -> Fernet:
+    # cryptography imported here: a server without a CRM connector never loads it for this (see push.py).
+    from cryptography.fernet import Fernet
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"outage-desk crm secrets").derive(
         secret_key.encode()
     )
@@ -82,6 +87,8 @@ def unseal(secret_key: str, token: str | None) -> str | None:
     """The clear secret, or None when there is none; ValueError when it cannot be read (the key changed)."""
     if not token:
         return None
+    from cryptography.fernet import InvalidToken
+
     try:
         return _fernet(secret_key).decrypt(token.encode()).decode()
     except InvalidToken as exc:

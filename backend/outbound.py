@@ -22,14 +22,17 @@ import ipaddress
 import json
 import re
 import socket
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDictProxy
 from yarl import URL
+
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp.abc import AbstractResolver, ResolveResult
+
+# aiohttp (about 9 MB resident) is imported on the first outbound request, not by a server that sends nothing.
 
 # A DNS name as it goes on the wire (IDNs arrive punycoded from yarl): labels of letters, digits, - and _.
 LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
@@ -142,13 +145,22 @@ class Rules:
         return parsed
 
 
-class GuardedResolver(AbstractResolver):
+class GuardedResolver:
     """aiohttp's resolver, then the rules: an answer with any non-public address is refused as a whole
-    (unless the host is allow-listed), so a connection only ever goes to a checked, public address."""
+    (unless the host is allow-listed), so a connection only ever goes to a checked, public address.
+    (aiohttp's AbstractResolver interface: resolve and close.)"""
 
     def __init__(self, rules: Rules, inner: AbstractResolver | None = None) -> None:
         self.rules = rules
-        self.inner = inner or DefaultResolver()
+        self._inner = inner
+
+    @property
+    def inner(self) -> AbstractResolver:
+        if self._inner is None:
+            from aiohttp.resolver import DefaultResolver
+
+            self._inner = DefaultResolver()
+        return self._inner
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -166,7 +178,8 @@ class GuardedResolver(AbstractResolver):
         return results
 
     async def close(self) -> None:
-        await self.inner.close()
+        if self._inner is not None:
+            await self._inner.close()
 
 
 class Client:
@@ -181,12 +194,22 @@ class Client:
             allow = f"{allow},{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
         self.rules = Rules(allow)
         self.resolver = GuardedResolver(self.rules)
-        # trust_env=False: an HTTP(S)_PROXY from the environment would connect for us, to unchecked addresses.
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(resolver=self.resolver),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            trust_env=False,
-        )
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """Made on first use (inside the event loop, as aiohttp wants)."""
+        if self._session is None:
+            import aiohttp
+
+            # trust_env=False: an HTTP(S)_PROXY from the environment would connect for us, to unchecked addresses.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(resolver=self.resolver),  # type: ignore[arg-type]
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                trust_env=False,
+            )
+        return self._session
 
     async def check(self, url: str) -> None:
         """Raise Refused unless `url` may be sent to: for storing a URL a user gave (resolves the name now,
@@ -246,7 +269,10 @@ class Client:
             return JsonReply(response.status, response.headers, body)
 
     async def close(self) -> None:
-        await self.session.close()
+        if self._session is not None:
+            await self._session.close()
+        else:
+            await self.resolver.close()
 
 
 def refusal(exc: BaseException) -> Refused | None:
@@ -259,6 +285,8 @@ def refusal(exc: BaseException) -> Refused | None:
 
 def describe(exc: BaseException) -> str:
     """A short, fixed classification of a failed request: never the remote side's text."""
+    import aiohttp
+
     if (refused := refusal(exc)) is not None:
         return f"refused: {refused}"
     if isinstance(exc, TimeoutError):

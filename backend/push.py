@@ -15,17 +15,21 @@ import logging
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric import ec
 from litestar import Request, Router, delete, get, post
 from litestar.params import Parameter
-from py_vapid import Vapid02, b64urlencode
 from sqlalchemy import ForeignKey, Integer, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
+
+if TYPE_CHECKING:
+    from py_vapid import Vapid02
+
+# cryptography and py_vapid (about 7 MB resident) are imported when the key is first used (a push sent, the
+# public key asked for), not by a server that has nothing to push yet.
 
 from . import clock, outbound
 from .auth import CurrentUser
@@ -65,6 +69,8 @@ class PushSubscription(Base):
 
 def vapid_key(settings: Settings) -> Vapid02:
     """Load the VAPID key, making it on first run (config.write_once: N processes starting at once agree)."""
+    from py_vapid import Vapid02
+
     path = Path(settings.vapid_key_path)
 
     def make(tmp: Path) -> None:
@@ -79,6 +85,7 @@ def vapid_key(settings: Settings) -> Vapid02:
 def public_key_of(vapid: Vapid02) -> str:
     """The applicationServerKey browsers subscribe with: the uncompressed P-256 point, base64url."""
     from cryptography.hazmat.primitives import serialization
+    from py_vapid import b64urlencode
 
     raw = vapid.public_key.public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
@@ -90,8 +97,17 @@ def vapid_public_key(settings: Settings) -> str:
     return public_key_of(vapid_key(settings))
 
 
+def vapid_of(state: Any) -> tuple[Vapid02, str]:
+    """This app's VAPID key and its public key, loaded on first use (cli's `migrate --keys` made the file)."""
+    if getattr(state, "vapid", None) is None:
+        state.vapid = vapid_key(state.settings)
+    if getattr(state, "vapid_public", None) is None:
+        state.vapid_public = public_key_of(state.vapid)
+    return state.vapid, state.vapid_public
+
+
 async def on_startup(app: Any) -> None:
-    app.state.vapid = vapid_key(app.state.settings)
+    app.state.vapid = app.state.vapid_public = None  # vapid_of(state) loads them
     # The app's one outbound HTTP client (connection reuse, and the outbound rules on every request); push is
     # its first user, so it is made here.
     settings = app.state.settings
@@ -131,9 +147,7 @@ async def send(
         # We encrypt and POST ourselves, through the outbound rules and without following redirects (pywebpush's
         # webpush_async posts with aiohttp's default, which follows them).
         body = encrypt(payload.encode(), sub.p256dh, sub.auth)
-        authorization = vapid_authorization(
-            state.vapid, public_key_of(state.vapid), state.settings.vapid_subject, sub.endpoint
-        )
+        authorization = vapid_authorization(*vapid_of(state), state.settings.vapid_subject, sub.endpoint)
     except outbound.Refused as exc:
         return {"status": None, "error": outbound.describe(exc), "permanent": True}
     except Exception as exc:  # a stored key that is not a P-256 point, an endpoint VAPID cannot name …
@@ -216,6 +230,7 @@ def encrypt(payload: bytes, p256dh: str, auth: str) -> bytes:
     """The message body for one subscription: RFC 8291 (aes128gcm) with a fresh ECDH key, exactly as
     pywebpush's WebPusher.encode makes it, without importing pywebpush (it loads requests, ~8 MB, for nothing)."""
     import http_ece
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     return http_ece.encrypt(
         payload,
@@ -228,6 +243,8 @@ def encrypt(payload: bytes, p256dh: str, auth: str) -> bytes:
 
 
 def _key_errors(keys: KeysIn) -> dict[str, str]:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     errors = {}
     try:
         point = _b64decode(keys.p256dh.rstrip("="))
@@ -257,7 +274,7 @@ def _same_keys(sub: PushSubscription, keys: KeysIn) -> bool:
 
 @get("/api/push/vapid-public-key", summary="The VAPID public key browsers subscribe with (public)")
 async def get_vapid_public_key(request: Request) -> dict[str, str]:
-    return {"public_key": public_key_of(request.app.state.vapid)}
+    return {"public_key": vapid_of(request.app.state)[1]}
 
 
 @post(

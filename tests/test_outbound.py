@@ -11,6 +11,7 @@ import socket
 from types import SimpleNamespace
 
 import pytest
+from aiohttp.abc import AbstractResolver
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
@@ -491,7 +492,7 @@ def test_allow_list_entries_are_host_or_host_and_port():
 
 
 async def test_the_resolver_refuses_an_answer_with_any_private_address():
-    class Fixed(outbound.AbstractResolver):
+    class Fixed(AbstractResolver):
         async def resolve(self, host, port=0, family=socket.AF_INET):
             return [
                 {"hostname": host, "host": h, "port": port, "family": socket.AF_INET, "proto": 0, "flags": 0}

@@ -390,7 +390,9 @@ async def test_change_rows_have_increasing_cursors(db, site):
             await add_change(session, site_id, "x", str(n), {})
         await session.commit()
         ids = list(
-            (await session.execute(select(Change.id).where(Change.site_id == site_id).order_by(Change.ref))).scalars()
+            (
+                await session.execute(select(Change.id).where(Change.site_id == site_id).order_by(Change.ref))
+            ).scalars()
         )
         assert ids == sorted(ids) and len(set(ids)) == 3
         assert (
