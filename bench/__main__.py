@@ -162,6 +162,23 @@ def drain_rows(table: Table, args: argparse.Namespace, log) -> None:
             r.idle_rss <= 85 * MB and r.peak_rss <= 150 * MB,
             r.load,
         )
+        for n in runs.values():
+            table.add(
+                f"{backend}: CPU through the drain, {n.workers} process(es): server / "
+                + ("PostgreSQL / " if backend == "postgresql" else "")
+                + "load generator",
+                " / ".join(
+                    f"{n.cpu[who]:.2f}"
+                    for who in ("server", "postgresql", "load generator")
+                    if who != "postgresql" or backend == "postgresql"
+                )
+                + " cores",
+                f"{os.cpu_count()} cores in the machine",
+                sum(n.cpu.values()) / (os.cpu_count() or 1),
+                "(what bounds scale-out)",
+                None,
+                n.load,
+            )
         if len(runs) > 1:
             n = runs[args.workers]
             table.add(

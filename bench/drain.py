@@ -62,6 +62,7 @@ class DrainResult:
     p99_08: float = float("nan")
     load: float = 0.0
     errors: list[str] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # cores used through the drain, by whom
 
 
 def promising_record(n: int, device: str) -> dict[str, Any]:
@@ -69,6 +70,43 @@ def promising_record(n: int, device: str) -> dict[str, Any]:
     record["data"]["callback_promised"] = True
     record["data"]["callback_due"] = "2026-11-23T12:00:00+08:00"
     return record
+
+
+class CpuSplit:
+    """Cores each party used between start() and stop(): the server (all its processes), PostgreSQL's
+    processes, and this load generator. On a small machine they share the cores, which bounds scale-out."""
+
+    def __init__(self, server_pid: int):
+        self.server = psutil.Process(server_pid)
+
+    def _times(self) -> dict[str, float]:
+        out = {"server": 0.0, "postgresql": 0.0, "load generator": 0.0}
+        server = {self.server.pid, *(p.pid for p in self.server.children(recursive=True))}
+        me = psutil.Process()
+        for p in psutil.process_iter(["name"]):
+            try:
+                who = (
+                    "server"
+                    if p.pid in server
+                    else "load generator"
+                    if p.pid == me.pid
+                    else "postgresql"
+                    if (p.info["name"] or "").startswith("postgres")
+                    else None
+                )
+                if who:
+                    t = p.cpu_times()
+                    out[who] += t.user + t.system
+            except psutil.Error:
+                pass
+        return out
+
+    def start(self) -> None:
+        self.began, self.at = self._times(), time.perf_counter()
+
+    def stop(self) -> dict[str, float]:
+        seconds, now = time.perf_counter() - self.at, self._times()
+        return {who: (now[who] - self.began[who]) / seconds for who in now}
 
 
 class TreeRSS:
@@ -240,16 +278,32 @@ async def _drain(
         sampler = asyncio.create_task(rss.run())
         load = __import__("os").getloadavg()[0]
         log(f"  {backend} × {workers} process(es): {n_devices} phones × {n_records} records, {leads} leads…")
+        cpu = CpuSplit(server.proc.pid)  # type: ignore[union-attr]
+        cpu.start()
         started = time.perf_counter()
-        await asyncio.gather(*(drain(http, server.base, p) for p in phones))
+        uploaded = asyncio.Event()
+
+        async def lead(phone: Phone) -> None:
+            # A lead's phone has nothing to upload: it syncs every second, as the app does in the foreground,
+            # until the agents are done, then once more to drain what they stored last.
+            while not uploaded.is_set():
+                await drain(http, server.base, phone)
+                await asyncio.sleep(1)
+            await drain(http, server.base, phone)
+
+        leading = [asyncio.create_task(lead(p)) for p in lead_phones]
+        await asyncio.gather(*(drain(http, server.base, p) for p in agents))
+        uploaded.set()
+        await asyncio.gather(*leading)
         seconds = time.perf_counter() - started
+        cores = cpu.stop()
     sent = {rid for p in agents for rid in p.sent}
     check_exactly_once(sent, await db.stored_ids("drain-"))
     errors = _check_feeds(agents, lead_phones, sent)
     rate = len(sent) / seconds
     result = DrainResult(
         backend, workers, n_devices, leads, n_records, seconds, rate, raw_rate,
-        sum(len(p.entries) for p in phones), idle, 0, load=load, errors=errors,
+        sum(len(p.entries) for p in phones), idle, 0, load=load, errors=errors, cpu=cores,
     )  # fmt: skip
     capacity = rate / BATCH  # batches per second
     for share in (0.5, 0.8):
