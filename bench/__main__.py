@@ -164,14 +164,9 @@ def drain_rows(table: Table, args: argparse.Namespace, log) -> None:
         )
         for n in runs.values():
             table.add(
-                f"{backend}: CPU through the drain, {n.workers} process(es): server / "
-                + ("PostgreSQL / " if backend == "postgresql" else "")
-                + "load generator",
-                " / ".join(
-                    f"{n.cpu[who]:.2f}"
-                    for who in ("server", "postgresql", "load generator")
-                    if who != "postgresql" or backend == "postgresql"
-                )
+                f"{backend}: CPU through the drain, {n.workers} process(es): server / load generator / "
+                + ("PostgreSQL and the rest" if backend == "postgresql" else "the rest"),
+                " / ".join(f"{n.cpu[who]:.2f}" for who in ("server", "load generator", "postgresql"))
                 + " cores",
                 f"{os.cpu_count()} cores in the machine",
                 sum(n.cpu.values()) / (os.cpu_count() or 1),

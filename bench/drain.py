@@ -73,33 +73,27 @@ def promising_record(n: int, device: str) -> dict[str, Any]:
 
 
 class CpuSplit:
-    """Cores each party used between start() and stop(): the server (all its processes), PostgreSQL's
-    processes, and this load generator. On a small machine they share the cores, which bounds scale-out."""
+    """Cores each party used between start() and stop(): the server (all its processes), this load generator,
+    and the rest of the machine (PostgreSQL's connection processes come and go with the pool's overflow, so they
+    are counted as the machine's busy time minus the other two). On a small machine they share the cores, which
+    bounds scale-out."""
 
     def __init__(self, server_pid: int):
         self.server = psutil.Process(server_pid)
 
     def _times(self) -> dict[str, float]:
-        out = {"server": 0.0, "postgresql": 0.0, "load generator": 0.0}
-        server = {self.server.pid, *(p.pid for p in self.server.children(recursive=True))}
-        me = psutil.Process()
-        for p in psutil.process_iter(["name"]):
+        def used(p: psutil.Process) -> float:
             try:
-                who = (
-                    "server"
-                    if p.pid in server
-                    else "load generator"
-                    if p.pid == me.pid
-                    else "postgresql"
-                    if (p.info["name"] or "").startswith("postgres")
-                    else None
-                )
-                if who:
-                    t = p.cpu_times()
-                    out[who] += t.user + t.system
+                t = p.cpu_times()
+                return t.user + t.system + t.children_user + t.children_system
             except psutil.Error:
-                pass
-        return out
+                return 0.0
+
+        machine = psutil.cpu_times()
+        busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+        server = used(self.server) + sum(used(p) for p in self.server.children(recursive=True))
+        me = used(psutil.Process())
+        return {"server": server, "load generator": me, "postgresql": busy - server - me}
 
     def start(self) -> None:
         self.began, self.at = self._times(), time.perf_counter()
