@@ -22,6 +22,7 @@ import pytest
 from backend.firstrun import setup_token
 from backend.printing import make_sheet_id
 
+from .browsing import api, new_team
 from .conftest import REQUIRE_ALL, SECRET
 
 pytestmark = pytest.mark.browser
@@ -68,20 +69,10 @@ def _axe_available() -> bool:
 @pytest.fixture(scope="module")
 def team(live_server):
     """A site with one user per role, an open incident, a synced call record with a callback."""
-    site = f"a11y{uuid.uuid4().hex[:6]}"
-    names = live_server.add_users(site)
-    tokens = {role: live_server.login(name) for role, name in names.items()}
+    made = new_team(live_server, "a11y")
 
     def call(role, method, path, **kwargs):
-        response = httpx.request(
-            method,
-            live_server.base + path,
-            headers={"Authorization": f"Bearer {tokens[role]}"},
-            timeout=15,
-            **kwargs,
-        )
-        assert response.status_code < 400, response.text
-        return response.json()
+        return api(live_server, made, role, method, path, **kwargs)
 
     incident = call(
         "lead", "POST", "/api/incidents", json={"playbook": "system-failure", "note": "全部坐席无法登录"}
@@ -109,7 +100,7 @@ def team(live_server):
         "agent", "POST", "/api/sync", json={"device_id": "a11y-dev", "cursor": 0, "records": [record]}
     )
     assert answer["results"][0]["status"] == "created", answer
-    return {"names": names, "tokens": tokens, "incident": incident, "record": record}
+    return {"names": made["names"], "tokens": made["tokens"], "incident": incident, "record": record}
 
 
 def open_as(new_context, live_server, team, role, lang):
