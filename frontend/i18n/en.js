@@ -248,7 +248,7 @@ export default {
   "problem.document": "The playbook or form is not valid", "problem.document.not_found": "No such playbook or form",
   "problem.server.busy": "The server is busy; it will retry by itself and nothing on this device is lost", "problem.server.database_unavailable": "The server's database is unavailable; it will retry by itself",
   "problem.server": "The server had a problem: try again later", "problem.data.conflict": "This conflicts with data already stored",
-  "problem.inbox.not_found": "No such notification in your inbox", "problem.delivery.not_found": "No such notification",
+  "problem.inbox.not_found": "No such notification in your inbox",
   "problem.request": "The request was not valid: reload the page and try again", "problem.conflict": "This conflicts with data already stored",
   "problem.status.401": "Log in first", "problem.status.403": "Your role cannot do this", "problem.status.404": "Not found",
   "problem.status.413": "Too large for the server to accept", "problem.status.429": "Too many attempts: try again later",

@@ -197,7 +197,7 @@ export default {
   "problem.document": "预案或表单的内容不对", "problem.document.not_found": "找不到这个预案或表单",
   "problem.server.busy": "服务器正忙，稍后会自动重试；本机记录不会丢", "problem.server.database_unavailable": "服务器的数据库暂时不可用，稍后会自动重试",
   "problem.server": "服务器暂时出错，请稍后再试", "problem.data.conflict": "和已保存的数据冲突",
-  "problem.inbox.not_found": "收件箱里没有这条通知", "problem.delivery.not_found": "找不到这条通知",
+  "problem.inbox.not_found": "收件箱里没有这条通知",
   "problem.request": "请求不对，请刷新页面后再试", "problem.conflict": "和已保存的数据冲突",
   "problem.status.401": "请先登录", "problem.status.403": "你的角色不能做这件事", "problem.status.404": "找不到这项内容",
   "problem.status.413": "内容太大，服务器无法接收", "problem.status.429": "操作太频繁，请稍后再试",
