@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, cast
 
@@ -66,15 +67,32 @@ def index_html() -> bytes:
     """
     build = build_info()
     if build["version"] not in _index_cache:
-        links = "".join(
-            f'  <link rel="modulepreload" href="{url}">\n'
-            for url in build["assets"]
-            if url.startswith("/static/") and url.endswith(".js")
-        )
+        links = "".join(f'  <link rel="modulepreload" href="{url}">\n' for url in boot_modules())
         html = (FRONTEND / "index.html").read_text(encoding="utf-8")
         _index_cache.clear()
         _index_cache[build["version"]] = html.replace("</head>", links + "</head>", 1).encode()
     return _index_cache[build["version"]]
+
+
+# A static import (`import … from "./x.js";` or `import "./x.js";`); a dynamic import() is not one.
+STATIC_IMPORT = re.compile(r'^import\s(?:[^;]*?\sfrom\s)?"([^"]+)";', re.MULTILINE)
+
+
+def boot_modules(entry: str = "app.js") -> list[str]:
+    """The modules the boot needs before it can draw anything: app.js and what it imports statically, all the
+    way down (screens it loads with import() later are left out, so they do not compete with the boot)."""
+    found: list[str] = []
+    todo = [entry]
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.append(name)
+        source = (FRONTEND / name).read_text(encoding="utf-8")
+        base = Path(name).parent
+        for target in STATIC_IMPORT.findall(source):
+            todo.append(os.path.normpath(base / target).replace(os.sep, "/"))
+    return ["/static/" + name for name in sorted(found)]
 
 
 @route("/", http_method=[HttpMethod.GET, HttpMethod.HEAD], include_in_schema=False)

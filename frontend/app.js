@@ -10,28 +10,23 @@ import * as offline from "./offline.js";
 import * as push from "./push.js";
 import * as pwa from "./pwa.js";
 import * as running from "./running.js";
-import { match, navigate, renderTabs } from "./router.js";
+import { allScreens, laterScreens, match, navigate, renderTabs } from "./router.js";
 import * as store from "./store.js";
 import * as sync from "./sync.js";
 import { h, keepFocusInSight, mount } from "./ui.js";
+// The screens loaded with the app: the first one on a new device, home (the app's start page; its buttons and
+// the tab bar are menu.js's table), and the call-record form an agent opens cold, offline. The others are imported right after the
+// first screen is drawn (router.allScreens); each one's start(), if it has one, runs once it is loaded.
 import "./screens/login.js";
 import "./screens/home.js";
-import * as playbooks from "./screens/playbooks.js";
 import "./screens/form.js";
-import "./screens/outbox.js";
-import "./screens/incidents.js";
-import "./screens/inbox.js";
-import "./screens/contacts.js";
-import "./screens/channels.js";
-import * as callbacks from "./screens/callbacks.js";
-import "./screens/recovery.js";
-import "./screens/crm.js";
-import "./screens/print.js";
-import "./screens/transcribe.js";
-import "./screens/admin.js";
-import "./screens/editor.js";
-import "./screens/fleet.js";
-import "./screens/setup.js";
+
+const LATER_SCREENS = ["outbox", "playbooks", "callbacks", "incidents", "inbox", "contacts", "channels", "recovery",
+  "crm", "print", "transcribe", "admin", "editor", "fleet", "setup"];
+laterScreens(async () => {
+  const screens = await Promise.all(LATER_SCREENS.map((name) => import(`./screens/${name}.js`)));
+  screens.forEach((screen) => screen.start?.());
+});
 
 const ONLINE_CHECK_MS = 15000;
 const view = document.getElementById("view");
@@ -77,10 +72,15 @@ let finished = 0;
 async function render() {
   const mine = ++started;
   const hash = location.hash || "#/";
-  const found = match(hash);
   placeBanner();
   const user = session.user;
   renderTabs(document.getElementById("tabs"), user);
+  let found = match(hash);
+  if (!found) {
+    // Not a screen loaded with the app: wait for the others (a failed load shows "not found", and retries).
+    await allScreens().catch((e) => console.warn("screens", e));
+    found = match(hash);
+  }
   if (!found) {
     mount(view, h("h1", {}, t("notfound.title")), h("p", { class: "empty" }, t("notfound")),
       h("a", { class: "button primary", href: "#/" }, t("nav.home")));
@@ -126,12 +126,10 @@ store.start(); // other tabs' writes
 attempts.start().catch((e) => console.warn("attempts", e)); // the old localStorage queue moves into IndexedDB
 offline.keepOnly().catch((e) => console.warn("offline cache", e)); // nobody else's saved reads stay
 pwa.start(); // service worker registration and the "new version" prompt
-playbooks.start();
-callbacks.start();
 running.start(); // the incidents this device knows are running, for new records
 applyLanguage();
 showNet();
-render();
+render().finally(() => allScreens().catch((e) => console.warn("screens", e)));
 checkOnline();
 setInterval(checkOnline, ONLINE_CHECK_MS);
 sync.start(); // uploads (records and callback attempts)

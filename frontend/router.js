@@ -1,9 +1,9 @@
 // Hash routes (they work offline: the service worker only ever serves "/").
 import { on } from "./events.js";
+import { TABS } from "./menu.js";
 import { h } from "./ui.js";
 
 const routes = [];
-const tabs = [];
 
 // route("#/playbooks/:slug", render, { roles: ["lead"], public: false })
 export function route(pattern, render, options = {}) {
@@ -12,14 +12,22 @@ export function route(pattern, render, options = {}) {
   routes.push({ pattern, regex, names, render, ...options });
 }
 
-// tab({ href, label: () => t("…"), icon, roles, order })
-export function tab(entry) {
-  tabs.push(entry);
-  tabs.sort((a, b) => (a.order ?? 50) - (b.order ?? 50));
+// Screens off the path to the call-record form are imported after the first screen is drawn (app.js gives
+// the loader), so a cold start parses only what that screen needs. allScreens() starts that loading if it
+// has not started yet and resolves when every screen's routes are registered.
+let loadLater = () => Promise.resolve();
+let loadingAll = null;
+export function laterScreens(loader) {
+  loadLater = loader;
+}
+export function allScreens() {
+  loadingAll ||= loadLater().catch((error) => { loadingAll = null; throw error; });
+  return loadingAll;
 }
 
 // Every screen the app knows, with who may open it: for the accessibility and language sweeps (tests walk it).
-export function routeList() {
+export async function routeList() {
+  await allScreens();
   return routes.map(({ pattern, names, roles, public: open }) => ({ pattern, names, roles: roles || null, public: !!open }));
 }
 
@@ -38,7 +46,7 @@ export function navigate(hash) {
 
 export function renderTabs(nav, user) {
   const current = location.hash || "#/";
-  nav.replaceChildren(...tabs
+  nav.replaceChildren(...TABS
     .filter((entry) => !entry.roles || (user && entry.roles.includes(user.role)))
     .map((entry) => h("a", {
       href: entry.href, class: current === entry.href || current.startsWith(entry.href + "/") ? "active" : "",

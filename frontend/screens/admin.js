@@ -6,11 +6,9 @@ import { api, ApiError, session } from "../api.js";
 import { lang, pick, t } from "../i18n.js";
 import { route } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
-import { homeAction } from "./home.js";
 
 const ADMIN = ["admin"];
 const ROLES = ["agent", "lead", "manager", "admin"];
-homeAction({ href: "#/admin", label: () => `⚙ ${t("ad.title")}`, roles: ADMIN, order: 3 });
 
 // The problem's words, with each field's reason when the server named fields.
 export function problemText(error) {

@@ -6,12 +6,11 @@ import * as attempts from "../attempts.js";
 import { emit, on } from "../events.js";
 import { lang, pick, t } from "../i18n.js";
 import { net } from "../net.js";
-import { route, tab } from "../router.js";
+import { route } from "../router.js";
 import { byUrgency, loadCallbacks, localPromises } from "../promises.js";
 import * as store from "../store.js";
 import { syncNow } from "../sync.js";
 import { formatTime, h, mount, toast } from "../ui.js";
-import { homeAction } from "./home.js";
 
 const OUTCOMES = ["reached", "no_answer", "wrong_number", "resolved"];
 const isLead = () => ["lead", "manager", "admin"].includes(session.user?.role);
@@ -158,6 +157,3 @@ export function start() {
     if (relevant && location.hash.startsWith("#/callbacks")) emit("rerender");
   });
 }
-
-tab({ href: "#/callbacks", label: () => t("nav.callbacks"), icon: "☎", order: 25 });
-homeAction({ href: "#/callbacks", label: () => `☎ ${t("cb.title")}`, order: 40 });

@@ -6,7 +6,6 @@ import { api } from "../api.js";
 import { lang, pick, t, tparts } from "../i18n.js";
 import { route, whileOnRoute } from "../router.js";
 import { code, formatTime, h, mount, toast } from "../ui.js";
-import { homeAction } from "./home.js";
 
 const LEAD = ["lead", "manager", "admin"];
 const AUTH = ["none", "bearer", "header", "hmac"];
@@ -189,6 +188,3 @@ route("#/crm/push", async (view) => {
   await refresh();
   whileOnRoute("#/crm/push", refresh, { every: 3000 });
 }, { roles: LEAD });
-
-homeAction({ href: "#/crm/push", label: () => `⇪ ${t("crm.pushTitle")}`, order: 61, roles: LEAD });
-homeAction({ href: "#/crm", label: () => `⚙ ${t("crm.title")}`, order: 62, roles: ["admin"] });

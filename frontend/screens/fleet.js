@@ -4,11 +4,9 @@ import { api } from "../api.js";
 import { lang, t } from "../i18n.js";
 import { route, whileOnRoute } from "../router.js";
 import { formatTime, h, mount } from "../ui.js";
-import { homeAction } from "./home.js";
 
 const LEADS = ["lead", "manager", "admin"];
 const REFRESH_MS = 30000;
-homeAction({ href: "#/fleet", label: () => `⇅ ${t("fl.title")}`, roles: LEADS, order: 62 });
 
 function ago(iso) {
   const minutes = Math.round((Date.now() - new Date(iso).getTime()) / 60000);

@@ -11,13 +11,14 @@ import * as store from "../store.js";
 import { onWhile } from "../events.js";
 import { knownIncident } from "../running.js";
 import { requestSync } from "../sync.js";
-import { homeAction } from "./home.js";
-
-homeAction({ href: "#/forms/call-record", label: () => t("rec.home"), kind: "primary", order: 1 });
 
 // The newest version online (kept on the device), else the device's copy; old versions for old records.
 export async function loadForm(slug, version = null) {
-  if (net.online !== false) {
+  // The device's copy is read alongside the server's answer: when the server cannot answer, it is ready
+  // without a second wait. A browser that knows it is offline is not asked to try.
+  const saved = store.cachedForm(slug, version);
+  saved.catch(() => {});
+  if (net.online !== false && navigator.onLine !== false) {
     try {
       const path = `/api/forms/${encodeURIComponent(slug)}${version ? `?version=${version}` : ""}`;
       const definition = await api(path, { timeout: 5000 });
@@ -26,7 +27,7 @@ export async function loadForm(slug, version = null) {
       return definition;
     } catch { /* offline or server down: the device's copy */ }
   }
-  const cached = await store.cachedForm(slug, version);
+  const cached = await saved;
   if (!cached) throw new Error(t("rec.notcached"));
   return cached;
 }

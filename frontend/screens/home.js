@@ -4,21 +4,13 @@ import { onWhile } from "../events.js";
 import { lang, pick, t } from "../i18n.js";
 import * as readCache from "../offline.js";
 import { loadCallbacks, localPromises } from "../promises.js";
-import { navigate, route, tab } from "../router.js";
+import { HOME_ACTIONS } from "../menu.js";
+import { navigate, route } from "../router.js";
 import { installControl } from "../pwa.js";
 import { running } from "../running.js";
 import { logout } from "../session.js";
 import * as store from "../store.js";
 import { formatTime, h, mount } from "../ui.js";
-
-// Other screens add their big home buttons here: homeAction({ href, label, roles, order, kind }).
-const actions = [];
-export function homeAction(entry) {
-  actions.push(entry);
-  actions.sort((a, b) => (a.order ?? 50) - (b.order ?? 50));
-}
-
-tab({ href: "#/", label: () => t("nav.home"), icon: "⌂", order: 0 });
 
 route("#/", async (view) => {
   const user = session.user;
@@ -37,7 +29,7 @@ route("#/", async (view) => {
       h("p", { class: "muted" }, `${t("role." + user.role)} · ${t("home.site", { site: user.site_name })}`)),
     incidentSlot,
     workSlot,
-    h("div", { class: "actions" }, actions
+    h("div", { class: "actions" }, HOME_ACTIONS
       .filter((a) => !a.roles || a.roles.includes(user.role))
       .map((a) => h("a", { class: `action ${a.kind || ""}`, href: a.href }, a.label()))),
     installControl(),

@@ -5,10 +5,8 @@ import { emit } from "../events.js";
 import * as readCache from "../offline.js";
 import { lang, pick, t } from "../i18n.js";
 import { disablePush, enablePush, pushPermission, pushSubscribed, refreshUnread, setUnread } from "../push.js";
-import { navigate, route, tab, whileOnRoute } from "../router.js";
+import { navigate, route, whileOnRoute } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
-
-tab({ href: "#/inbox", label: () => t("nav.inbox"), icon: "✉", order: 30 });
 
 let pushError = null; // the last failed attempt to turn push on, shown until one succeeds
 

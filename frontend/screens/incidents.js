@@ -7,15 +7,11 @@ import { emit } from "../events.js";
 import { loadContent } from "../content.js";
 import * as readCache from "../offline.js";
 import { lang, pick, t } from "../i18n.js";
-import { navigate, route, tab, whileOnRoute } from "../router.js";
+import { navigate, route, whileOnRoute } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
-import { homeAction } from "./home.js";
 
 const LEAD = ["lead", "manager", "admin"];
 const POLL_MS = 4000;
-
-tab({ href: "#/incidents", label: () => t("nav.incidents"), icon: "⚠", order: 20 });
-homeAction({ href: "#/incidents", label: () => t("inc.home"), roles: LEAD, order: 5, kind: "primary" });
 
 const isLead = () => LEAD.includes(session.user?.role);
 const time = (iso) => formatTime(iso, lang());

@@ -3,17 +3,13 @@
 import { session } from "../api.js";
 import { pick, t } from "../i18n.js";
 import { net } from "../net.js";
-import { route, tab } from "../router.js";
+import { route } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
 import * as store from "../store.js";
 import { onWhile } from "../events.js";
 import { exportBeforeLeaving, exportUnsent, failureDetail, failureText, state as syncState, syncNow } from "../sync.js";
-import { homeAction } from "./home.js";
 
 const SHOWN = 200; // the newest; counts cover everything
-
-tab({ href: "#/outbox", label: () => t("nav.outbox"), icon: "⇅", order: 30 });
-homeAction({ href: "#/outbox", label: () => t("outbox.home"), order: 2 });
 
 route("#/outbox", async (view) => {
   const countsBar = h("div", { class: "outbox-counts", role: "status" });

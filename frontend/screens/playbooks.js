@@ -6,14 +6,10 @@ import { loadContent, savedAt } from "../content.js";
 import { emit, on } from "../events.js";
 import { net } from "../net.js";
 import { lang, pick, t } from "../i18n.js";
-import { route, tab } from "../router.js";
+import { route } from "../router.js";
 import { formatTime, h, mount } from "../ui.js";
-import { homeAction } from "./home.js";
 
 const CATEGORIES = ["technical", "facility", "safety", "demand", "public"];
-
-tab({ href: "#/playbooks", label: () => t("nav.playbooks"), icon: "☰", order: 10 });
-homeAction({ href: "#/playbooks", label: () => t("pb.home"), order: 10, kind: "primary" });
 
 let query = ""; // kept while moving between the list and a playbook
 let shownHash = null; // a new screen starts at the top; a refresh of the same one keeps its place
@@ -35,7 +31,6 @@ function offlineNote() {
   fillOfflineNote(note);
   return note;
 }
-
 
 function minutesText(prefix, minutes) {
   if (minutes === 0 && prefix === "when") return t("when.now");

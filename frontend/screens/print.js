@@ -8,7 +8,6 @@ import { route } from "../router.js";
 import { h, mount } from "../ui.js";
 import { deviceSheetId, isDeviceSheet, localDay, rowsThatFit } from "../sheets.js";
 import { loadCallbacks } from "./callbacks.js";
-import { homeAction } from "./home.js";
 
 // Printed text is always both languages: Chinese first, English below.
 const ZH = (text) => (text && typeof text === "object" ? text["zh-CN"] : text) || "";
@@ -262,5 +261,3 @@ route("#/print/callbacks/:scope", async (view, params) => {
   mount(view, toolbar("#/callbacks"));
   ready(view, [sheet]);
 });
-
-homeAction({ href: "#/print", label: () => `${t("print.kit")}`, order: 80 });

@@ -7,7 +7,6 @@ import * as readCache from "../offline.js";
 import { lang, pick, t } from "../i18n.js";
 import { route } from "../router.js";
 import { formatTime, h, mount, toast } from "../ui.js";
-import { homeAction } from "./home.js";
 
 const STATUSES = ["pending", "reentered", "closed"];
 
@@ -261,5 +260,3 @@ route("#/print/incident/:id/log", async (view, { id }) => {
     h("section", { class: "ps-section" }, h("h2", {}, "时间线 ", h("span", { class: "en" }, "Timeline")), timeline));
   mount(view, printToolbar(`#/incidents/${id}/review`), h("div", { class: "print-pages", dataset: { ready: "1" } }, sheet));
 }, { roles: ["lead", "manager", "admin"] });
-
-homeAction({ href: "#/recovery", label: () => `✔ ${t("re.title")}`, order: 60, roles: ["lead", "manager", "admin"] });

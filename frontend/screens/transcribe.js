@@ -10,7 +10,6 @@ import { renderForm } from "../formview.js";
 import { normalizeSheetId, paperRecordId, rowsThatFit } from "../sheets.js";
 import * as store from "../store.js";
 import { requestSync } from "../sync.js";
-import { homeAction } from "./home.js";
 
 const STATE = "od.transcribe"; // {sheetId: {form, rows: [n…]}}: where each sheet got to on this device
 
@@ -193,5 +192,3 @@ route("#/transcribe/:form/:sheet/:row", async (view, params) => {
   const first = view.querySelector(".form-fields input, .form-fields textarea, .form-fields select");
   if (first) first.focus({ preventScroll: true });
 });
-
-homeAction({ href: "#/transcribe", label: () => `${t("tr.title")}`, order: 82, roles: ["agent", "lead", "manager", "admin"] });
