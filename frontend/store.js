@@ -5,45 +5,15 @@
 //   capturedAt, createdAt, updatedAt, status, reason, receipt, receivedAt, syncedAt, errors, server}
 // status: draft | queued | sending | failed (reason) | synced (receipt) | conflict (server) | rejected (errors)
 import { session } from "./api.js";
+import { open } from "./db.js";
 import { emit } from "./events.js";
 import { toIso } from "./formview.js";
 
-const DB_NAME = "outage-desk";
-const VERSION = 2; // 2: callback attempts joined the records in the one outbox
 export const STATUSES = ["draft", "queued", "sending", "failed", "synced", "conflict", "rejected"];
 export const UNSENT = ["draft", "queued", "sending", "failed", "conflict", "rejected"];
 export const PENDING = ["queued", "sending", "failed"]; // what an upload run sends
 
-let opening = null;
 let channel = null; // other tabs' writes, from start()
-
-function open() {
-  if (!opening) {
-    opening = new Promise((resolve, reject) => {
-      const request = indexedDB.open(DB_NAME, VERSION);
-      request.onupgradeneeded = (event) => {
-        const db = request.result;
-        if (event.oldVersion < 1) {
-          const records = db.createObjectStore("records", { keyPath: "id" });
-          records.createIndex("status", "status");
-          records.createIndex("user_status", ["userId", "status"]);
-          db.createObjectStore("meta", { keyPath: "key" });
-          db.createObjectStore("forms", { keyPath: "key" }); // form definitions by "slug@version"
-        }
-        // Callback attempts waiting for the server: {id, callback_id, outcome, attempted_at, userId}.
-        if (event.oldVersion < 2) db.createObjectStore("attempts", { keyPath: "id" });
-      };
-      request.onsuccess = () => {
-        const db = request.result;
-        db.onversionchange = () => { db.close(); opening = null; };
-        resolve(db);
-      };
-      request.onerror = () => reject(request.error);
-      request.onblocked = () => reject(new Error("IndexedDB is blocked by another tab"));
-    });
-  }
-  return opening;
-}
 
 const done = (request) => new Promise((resolve, reject) => {
   request.onsuccess = () => resolve(request.result);
