@@ -313,10 +313,18 @@ def main(argv: list[str]) -> int:
             table.add(
                 f"offline cold start to call-record form (median of {c.runs})",
                 f"{c.offline_ms:.0f} ms",
-                f"{c.online_ms:.0f} ms same, online",
-                c.offline_ms / c.online_ms,
+                f"{c.blank_ms:.0f} ms blank page from the same SW; {c.online_ms:.0f} ms online",
+                c.offline_ms / c.blank_ms,
                 "≤ 250 ms",
                 c.offline_ms <= 250,
+            )
+            table.add(
+                f"offline cold start to home screen's buttons (median of {c.runs})",
+                f"{c.home_ms:.0f} ms",
+                f"{c.blank_ms:.0f} ms blank page from the same SW",
+                c.home_ms / c.blank_ms,
+                "(no target)",
+                None,
             )
             table.add(
                 f"app shell download (sw.js + precache, {c.shell_files} files)",

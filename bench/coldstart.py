@@ -1,8 +1,11 @@
 """Offline cold start in headless Chromium (Debian's /usr/bin/chromium): from navigation to an interactive
-call-record form, everything served by the service worker with the network off; and the app shell's
-bytes (what a device downloads to install it: the service worker and everything it precaches).
+call-record form, everything served by the service worker with the network off; the same to the home
+screen (its buttons come from every screen, so it waits for the screens loaded after the first one); and
+the app shell's bytes (what a device downloads to install it: the service worker and everything it
+precaches).
 
-Baseline, same run: the same navigation online, the server answering.
+Baselines, same run: a blank page served from the shell cache by the same service worker, offline (the
+floor: tab, navigation and worker, no app), and the form's navigation online, the server answering.
 """
 
 from __future__ import annotations
@@ -32,10 +35,23 @@ READY_PROBE = """
 """
 
 
+# The floor: a page with nothing in it, put into the service worker's shell cache and served by its fetch
+# handler like any shell file; it marks itself ready as its body is parsed.
+BLANK_PATH = "/static/bench-blank.html"
+PUT_BLANK = """async (path) => {
+  const name = (await caches.keys()).find((n) => n.startsWith("od-shell-"));
+  const html = "<!doctype html><meta charset=utf-8><title>blank</title><body><script>window.__formReady = performance.now()</script>";
+  await (await caches.open(name)).put(path, new Response(html, { headers: { "Content-Type": "text/html" } }));
+}"""
+HOME_READY = "document.querySelector('#view[data-shown=\"#/\"] .actions a') !== null"
+
+
 @dataclass
 class ColdStartResult:
     offline_ms: float
     online_ms: float
+    blank_ms: float
+    home_ms: float
     shell_wire: int  # bytes on the wire, as the server sends them to a browser (compressed)
     shell_bytes: int  # the same files uncompressed
     shell_files: int
@@ -107,21 +123,36 @@ def run_coldstart(runs: int = 7) -> ColdStartResult:
                     form = server.base + "/#/forms/call-record"
                     page.goto(form)  # online once: the form definition is saved for offline use
                     page.wait_for_function("window.__formReady !== undefined")
+                    page.evaluate(PUT_BLANK, BLANK_PATH)
                     page.close()
                     online = [_open(context, form) for _ in range(runs)]
                     context.set_offline(True)
-                    offline = [_open(context, form) for _ in range(runs)]
+                    # Interleaved, so a slow spell of the machine weighs on each alike.
+                    blank, offline, home = [], [], []
+                    for _ in range(runs):
+                        blank.append(_open(context, server.base + BLANK_PATH))
+                        offline.append(_open(context, form))
+                        home.append(_open(context, server.base + "/#/", HOME_READY))
                 finally:
                     browser.close()
         finally:
             server.stop()
-    return ColdStartResult(statistics.median(offline), statistics.median(online), wire, size, files, runs)
+    median = statistics.median
+    return ColdStartResult(
+        median(offline), median(online), median(blank), median(home), wire, size, files, runs
+    )
 
 
-def _open(context, url: str) -> float:
-    """A fresh tab navigates to the form; ms from navigation start until the form takes input."""
+def _open(context, url: str, ready: str | None = None) -> float:
+    """A fresh tab navigates to url; ms from navigation start until the form takes input (or, with `ready`,
+    until that condition holds, checked on every frame)."""
     page = context.new_page()
     try:
+        if ready:
+            check = (
+                f"() => ({ready}) ? (window.__formReady = performance.now()) : requestAnimationFrame(check)"
+            )
+            page.add_init_script(f"(() => {{ const check = {check}; requestAnimationFrame(check); }})();")
         page.goto(url)
         page.wait_for_function("window.__formReady !== undefined")
         return page.evaluate("window.__formReady")
