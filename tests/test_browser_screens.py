@@ -231,3 +231,36 @@ def test_a_paper_sheet_has_only_its_printed_rows(live_server, team, new_context)
     expect(page.locator(".tr-row")).to_have_attribute("data-row", str(rows))
     expect(page.get_by_role("button", name="下一行", exact=True)).to_be_disabled()
     context.close()
+
+
+def test_a_cold_start_offline_draws_the_first_screen_and_loads_the_others_after(live_server, team, new_context):
+    context, page = page_as(live_server, new_context, team, "agent")
+    page.goto(live_server.base + "/#/forms/call-record")
+    page.wait_for_selector("form.rec-form input[name=caller_name]")
+    page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=20000)
+    page.close()
+    context.set_offline(True)
+    page = context.new_page()
+    page.goto(live_server.base + "/#/forms/call-record")
+    expect(page.locator("form.rec-form input[name=caller_name]")).to_be_editable()
+    # The shell's files came from this build's cache by the worker's static routes, not its fetch handler.
+    sources = page.evaluate(
+        "performance.getEntriesByType('resource').filter((e) => e.name.endsWith('/static/app.js'))"
+        ".map((e) => e.workerMatchedSourceType)"
+    )
+    assert sources == ["cache"]
+    # A screen loaded after the first one opens from the tab bar, offline, and the tabs are all there.
+    expect(page.locator("#tabs a")).to_have_count(6)
+    page.click("#tabs a[href='#/incidents']")
+    page.wait_for_function("document.getElementById('view').dataset.shown === '#/incidents'")
+    expect(page.locator("#view h1")).to_be_visible()
+    # Home's buttons (menu.js) for this role only: an agent has no administration button.
+    page.click("#tabs a[href='#/']")
+    page.wait_for_function("document.getElementById('view').dataset.shown === '#/'")
+    expect(page.locator(".actions a[href='#/forms/call-record']")).to_be_visible()
+    expect(page.locator(".actions a[href='#/admin']")).to_have_count(0)
+    # A static path the shell does not hold misses the cache and goes to the server.
+    context.set_offline(False)
+    status = page.evaluate("fetch('/static/not-in-the-shell.txt').then((r) => r.status)")
+    assert status == 404
+    context.close()
