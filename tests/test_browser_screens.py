@@ -233,7 +233,9 @@ def test_a_paper_sheet_has_only_its_printed_rows(live_server, team, new_context)
     context.close()
 
 
-def test_a_cold_start_offline_draws_the_first_screen_and_loads_the_others_after(live_server, team, new_context):
+def test_a_cold_start_offline_draws_the_first_screen_and_loads_the_others_after(
+    live_server, team, new_context
+):
     context, page = page_as(live_server, new_context, team, "agent")
     page.goto(live_server.base + "/#/forms/call-record")
     page.wait_for_selector("form.rec-form input[name=caller_name]")
