@@ -14,9 +14,9 @@ import { allScreens, laterScreens, match, navigate, renderTabs } from "./router.
 import * as store from "./store.js";
 import * as sync from "./sync.js";
 import { h, keepFocusInSight, mount } from "./ui.js";
-// The screens loaded with the app: the first one on a new device, home (the app's start page; its buttons and
-// the tab bar are menu.js's table), and the call-record form an agent opens cold, offline. The others are imported right after the
-// first screen is drawn (router.allScreens); each one's start(), if it has one, runs once it is loaded.
+// The screens loaded with the app: the first one on a new device, home (the app's start page; its buttons
+// and the tab bar are menu.js's table), and the call-record form an agent opens cold, offline. The others
+// are imported right after the first screen is drawn (router.allScreens); a screen's start() runs once loaded.
 import "./screens/login.js";
 import "./screens/home.js";
 import "./screens/form.js";

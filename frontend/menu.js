@@ -5,29 +5,28 @@ import { t } from "./i18n.js";
 
 const LEADS = ["lead", "manager", "admin"];
 
-const byOrder = (a, b) => a.order - b.order;
-
+// In the order shown.
 export const TABS = [
-  { href: "#/", label: () => t("nav.home"), icon: "⌂", order: 0 },
-  { href: "#/playbooks", label: () => t("nav.playbooks"), icon: "☰", order: 10 },
-  { href: "#/incidents", label: () => t("nav.incidents"), icon: "⚠", order: 20 },
-  { href: "#/callbacks", label: () => t("nav.callbacks"), icon: "☎", order: 25 },
-  { href: "#/outbox", label: () => t("nav.outbox"), icon: "⇅", order: 30 },
-  { href: "#/inbox", label: () => t("nav.inbox"), icon: "✉", order: 30 },
-].sort(byOrder);
+  { href: "#/", label: () => t("nav.home"), icon: "⌂" },
+  { href: "#/playbooks", label: () => t("nav.playbooks"), icon: "☰" },
+  { href: "#/incidents", label: () => t("nav.incidents"), icon: "⚠" },
+  { href: "#/callbacks", label: () => t("nav.callbacks"), icon: "☎" },
+  { href: "#/outbox", label: () => t("nav.outbox"), icon: "⇅" },
+  { href: "#/inbox", label: () => t("nav.inbox"), icon: "✉" },
+];
 
-// kind "primary": the first-minute buttons, drawn larger.
+// In the order shown. kind "primary": the first-minute buttons, drawn larger.
 export const HOME_ACTIONS = [
-  { href: "#/forms/call-record", label: () => t("rec.home"), kind: "primary", order: 1 },
-  { href: "#/outbox", label: () => t("outbox.home"), order: 2 },
-  { href: "#/admin", label: () => `⚙ ${t("ad.title")}`, roles: ["admin"], order: 3 },
-  { href: "#/incidents", label: () => t("inc.home"), roles: LEADS, order: 5, kind: "primary" },
-  { href: "#/playbooks", label: () => t("pb.home"), order: 10, kind: "primary" },
-  { href: "#/callbacks", label: () => `☎ ${t("cb.title")}`, order: 40 },
-  { href: "#/recovery", label: () => `✔ ${t("re.title")}`, order: 60, roles: LEADS },
-  { href: "#/crm/push", label: () => `⇪ ${t("crm.pushTitle")}`, order: 61, roles: LEADS },
-  { href: "#/crm", label: () => `⚙ ${t("crm.title")}`, order: 62, roles: ["admin"] },
-  { href: "#/fleet", label: () => `⇅ ${t("fl.title")}`, roles: LEADS, order: 62 },
-  { href: "#/print", label: () => t("print.kit"), order: 80 },
-  { href: "#/transcribe", label: () => t("tr.title"), order: 82, roles: ["agent", "lead", "manager", "admin"] },
-].sort(byOrder);
+  { href: "#/forms/call-record", label: () => t("rec.home"), kind: "primary" },
+  { href: "#/outbox", label: () => t("outbox.home") },
+  { href: "#/admin", label: () => `⚙ ${t("ad.title")}`, roles: ["admin"] },
+  { href: "#/incidents", label: () => t("inc.home"), roles: LEADS, kind: "primary" },
+  { href: "#/playbooks", label: () => t("pb.home"), kind: "primary" },
+  { href: "#/callbacks", label: () => `☎ ${t("cb.title")}` },
+  { href: "#/recovery", label: () => `✔ ${t("re.title")}`, roles: LEADS },
+  { href: "#/crm/push", label: () => `⇪ ${t("crm.pushTitle")}`, roles: LEADS },
+  { href: "#/crm", label: () => `⚙ ${t("crm.title")}`, roles: ["admin"] },
+  { href: "#/fleet", label: () => `⇅ ${t("fl.title")}`, roles: LEADS },
+  { href: "#/print", label: () => t("print.kit") },
+  { href: "#/transcribe", label: () => t("tr.title"), roles: ["agent", "lead", "manager", "admin"] },
+];
