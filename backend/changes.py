@@ -5,10 +5,10 @@ incidents, new playbook/form versions), after the cursor they send.
   ("callback.assigned", "record.status", …); `user_id=None` means everyone at the site. Call it inside your own
   transaction: the entry is written when it commits, under a per-site lock held only for that, so change ids
   commit in order and a device's cursor never skips an entry that commits late (see "publishing at commit").
-- `number_at_commit(session, site_id, table, ids)`: the same for a per-site `seq` column (records' cursor).
+- `number_at_commit(session, site_id, record_ids)`: the same for records' per-site `seq` (their listing's cursor).
 - `await changes_since(session, user, cursor)` -> (entries, new cursor, more?): entries with an id above the
-  cursor as `{"cursor": id, "kind", "ref", "payload", "created_at"}`, plus a "content.updated" entry whenever
-  the site's playbooks/forms changed (documents.cursor) since the device last looked.
+  cursor as `ChangeOut(cursor=id, kind, ref, payload, created_at)`, plus a "content.updated" entry whenever
+  the site's playbooks/forms changed (documents.cursor_query) since the device last looked.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
-    Table,
     and_,
     event,
     func,
     literal_column,
     select,
     text,
+    true,
     union_all,
     update,
 )
@@ -37,8 +37,10 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from . import documents
 from .auth import RANK, ROLES, CurrentUser
-from .db import Base, UTCDateTime, table_of, utcnow
+from .db import Base, UTCDateTime, json_dumps, table_of, utcnow
 from .errors import Problem
+from .protocol import ChangeOut
+from .records import Record
 
 CHANGES_PER_ANSWER = 500
 
@@ -87,10 +89,10 @@ def _pending(session: AsyncSession | Session) -> dict[str, Any]:
 _PENDING = "outage_desk.feed_pending"
 
 
-def number_at_commit(session: AsyncSession, site_id: int, table: Table, ids: list[Any]) -> None:
-    """Give `table`'s rows `ids` (of this site) the next per-site values of their `seq` column at commit, in id
-    order: the cursor of a listing by seq (records)."""
-    _pending(session)["numbered"].setdefault((site_id, table.name), (table, set()))[1].update(ids)
+def number_at_commit(session: AsyncSession, site_id: int, record_ids: list[Any]) -> None:
+    """Give these records (of this site) the next per-site values of their `seq` column at commit, in id order:
+    the cursor of the records listing."""
+    _pending(session)["numbered"].setdefault(site_id, set()).update(record_ids)
 
 
 @event.listens_for(Session, "before_commit")
@@ -101,35 +103,41 @@ def _publish(session: Session) -> None:
     # Every ORM change first, before the lock: a flush may wait for another transaction's row lock, and the lock
     # holder must never wait for anything.
     session.flush()
+    feed: dict[int, list[dict[str, Any]]] = {}
+    for row in pending["changes"]:
+        feed.setdefault(row["site_id"], []).append(row)
+    numbered: dict[int, set[Any]] = pending["numbered"]
     postgresql = session.get_bind().dialect.name == "postgresql"
-    sites = sorted({row["site_id"] for row in pending["changes"]} | {s for s, _ in pending["numbered"]})
-    for site_id in sites:  # in site order, so two transactions for the same sites never wait in a circle
+    for site_id in sorted(
+        feed.keys() | numbered.keys()
+    ):  # in site order: two transactions never wait in a circle
+        rows, ids = feed.get(site_id), sorted(numbered.get(site_id, ()))
         if postgresql:
-            session.execute(text("SELECT pg_advisory_xact_lock(4004, :site)"), {"site": site_id})
-    if rows := pending["changes"]:
-        session.execute(
-            # RETURNING: multi-row INSERTs ("insertmanyvalues"), in list order, instead of one per row.
-            table_of(Change)
-            .insert()
-            .values(created_at=func.now() if postgresql else utcnow())
-            .returning(table_of(Change).c.id),
-            rows,
-        )
-    for (site_id, _), (table, ids) in sorted(pending["numbered"].items(), key=lambda item: item[0]):
-        # One statement: the site's current top + each row's rank in id order.
-        mine, others = table.alias(), table.alias()
-        ranked = (
-            select(mine.c.id, func.row_number().over(order_by=mine.c.id).label("n"))
-            .where(mine.c.id.in_(sorted(ids)))
-            .subquery()
-        )
-        top = select(func.coalesce(func.max(others.c.seq), 0)).where(others.c.site_id == site_id)
-        session.execute(
-            update(table)
-            .where(table.c.id == ranked.c.id)
-            .values(seq=ranked.c.n + top.scalar_subquery())
-            .execution_options(synchronize_session=False)
-        )
+            # Lock, feed rows, numbering in one round trip (migration 20261202_0020): the lock is held from
+            # here to the COMMIT only, not across the app's turns between statements.
+            session.execute(
+                text("SELECT outage_publish(:site, CAST(:feed AS json), CAST(:ids AS uuid[]))"),
+                {"site": site_id, "feed": json_dumps(rows) if rows else None, "ids": ids or None},
+            )
+            continue
+        # SQLite: one writer at a time, so no lock; the same two statements.
+        if rows:
+            session.execute(table_of(Change).insert().values(created_at=utcnow()), rows)
+        if ids:
+            records = table_of(Record)
+            mine, others = records.alias(), records.alias()
+            ranked = (
+                select(mine.c.id, func.row_number().over(order_by=mine.c.id).label("n"))
+                .where(mine.c.id.in_(ids))
+                .subquery()
+            )
+            top = select(func.coalesce(func.max(others.c.seq), 0)).where(others.c.site_id == site_id)
+            session.execute(
+                update(records)
+                .where(records.c.id == ranked.c.id)
+                .values(seq=ranked.c.n + top.scalar_subquery())
+                .execution_options(synchronize_session=False)
+            )
 
 
 @event.listens_for(Session, "after_rollback")
@@ -207,7 +215,7 @@ def parse_cursor(raw: str | int | None) -> tuple[int | None, int | None]:
 
 async def changes_since(
     session: AsyncSession, user: CurrentUser, raw_cursor: str | int | None
-) -> tuple[list[dict[str, Any]], str, bool]:
+) -> tuple[list[ChangeOut], str, bool]:
     after, seen_content = parse_cursor(raw_cursor)
     site_id = user.site_id
     if after is None:  # a new device starts at the end of the feed; its screens load current state
@@ -243,37 +251,29 @@ async def changes_since(
         )
     ).subquery()
     table = table_of(Change)
+    page = (
+        select(table.c.id, table.c.kind, table.c.ref, table.c.payload, table.c.created_at)
+        .where(table.c.id.in_(select(wanted.c.id)))
+        .order_by(table.c.id)
+        .limit(limit)
+        .subquery()
+    )
+    # The site's content cursor rides along (one round trip per sync, not two): its one row, joined to the page.
+    content_top = documents.cursor_query(site_id).subquery()
     rows = (
         await session.execute(
-            select(table.c.id, table.c.kind, table.c.ref, table.c.payload, table.c.created_at)
-            .where(table.c.id.in_(select(wanted.c.id)))
-            .order_by(table.c.id)
-            .limit(limit)
+            select(content_top.c.top, page)
+            .select_from(content_top.outerjoin(page, true()))
+            .order_by(page.c.id)
         )
     ).all()
+    content = rows[0].top
+    rows = [row for row in rows if row.id is not None]
     more = len(rows) > CHANGES_PER_ANSWER
     rows = rows[:CHANGES_PER_ANSWER]
-    out = [
-        {
-            "cursor": c.id,
-            "kind": c.kind,
-            "ref": c.ref,
-            "payload": c.payload,
-            "created_at": c.created_at.isoformat(),
-        }
-        for c in rows
-    ]
+    out = [ChangeOut(c.id, c.kind, c.ref, c.payload, c.created_at.isoformat()) for c in rows]
     if rows:
         after = rows[-1].id
-    content = await documents.cursor(session, site_id)
     if seen_content != content:
-        out.append(
-            {
-                "cursor": after,
-                "kind": "content.updated",
-                "ref": None,
-                "payload": {"content_cursor": content},
-                "created_at": None,
-            }
-        )
+        out.append(ChangeOut(after, "content.updated", None, {"content_cursor": content}, None))
     return out, f"{after}.{content}", more

@@ -79,14 +79,14 @@ def new_uuid() -> uuid.UUID:
     return uuid.uuid4()
 
 
-def _json_dumps(value: Any) -> str:
+def json_dumps(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
 def make_engine(url: str, pool: tuple[int, int] = (10, 20), **kwargs: Any) -> AsyncEngine:
     """An engine for `url`; on PostgreSQL `pool` = (pool_size, max_overflow) (Settings.pool sizes it per process)."""
     # msgspec for JSON columns: several times faster than the json module on the sync path.
-    kwargs.setdefault("json_serializer", _json_dumps)
+    kwargs.setdefault("json_serializer", json_dumps)
     kwargs.setdefault("json_deserializer", msgspec.json.decode)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)

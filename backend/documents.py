@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, Router, get, post, put
 from litestar.params import Parameter
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, func, select
+from sqlalchemy import JSON, ForeignKey, Integer, Select, String, UniqueConstraint, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -145,13 +145,13 @@ async def load_defaults(session: AsyncSession) -> None:
         await seed_site(session, site)
 
 
+def cursor_query(site_id: int) -> Select[int]:
+    """One row, `top`: grows whenever any document of the site gets a new version; devices compare it to refresh."""
+    return select(func.coalesce(func.max(Document.id), 0).label("top")).where(Document.site_id == site_id)
+
+
 async def cursor(session: AsyncSession, site_id: int) -> int:
-    """Grows whenever any document of the site gets a new version: devices compare it to refresh."""
-    return (
-        await session.execute(
-            select(func.coalesce(func.max(Document.id), 0)).where(Document.site_id == site_id)
-        )
-    ).scalar_one()
+    return (await session.execute(cursor_query(site_id))).scalar_one()
 
 
 # ---------------------------------------------------------------- output

@@ -29,7 +29,6 @@ from .changes import changes_since, number_at_commit
 from .db import insert_for, table_of, writer_turn
 from .errors import Problem
 from .protocol import (
-    ChangeOut,
     RecordIn,
     SyncIn,
     SyncOut,
@@ -150,7 +149,7 @@ async def store_batch(
     # 3. Cursor order: what this batch stored is numbered when it commits (changes.number_at_commit, under the
     #    site's lock held only for that), then the hooks run on it.
     if stored:
-        number_at_commit(session, user.site_id, table, list(stored))
+        number_at_commit(session, user.site_id, list(stored))
         # A row this batch only inserted is exactly what was sent: build it instead of reading it back.
         # Rows that were updated (by a later rev in this batch too) are read back.
         changed_later = {r.id for i, r in rest if results[i].status in ("created", "updated")}
@@ -300,7 +299,7 @@ async def sync(request: Request[CurrentUser, str, Any], db: AsyncSession, data: 
         stored = sum(r.status in ("created", "duplicate", "updated") for r in results)
         await fleet.report(db, request.user, data.device_id, data.device, stored, now)
     # Committed by the request's transaction before the answer is sent: an acknowledged record is a committed one.
-    return SyncOut(results, [ChangeOut(**c) for c in changes], cursor, more, now)
+    return SyncOut(results, changes, cursor, more, now)
 
 
 router = Router(path="/", route_handlers=[sync], tags=["sync"])
