@@ -119,13 +119,15 @@ async def sender(client, db):
 
 
 async def settle(state, rounds: int = 12) -> None:
-    """Send what is due, then jump past every retry time, until nothing is left to retry."""
+    """Send what is due, then jump past every retry time, until nothing is left to retry. (Past the latest
+    one: backoff has jitter, so failed rows come due at scattered times, and one round per earliest due time
+    could need more rounds than there are.)"""
     for _ in range(rounds):
         await crmpush.drain(state)
         async with state.sessionmaker() as session:
             due = (
                 await session.execute(
-                    select(func.min(CrmDelivery.next_attempt_at)).where(
+                    select(func.max(CrmDelivery.next_attempt_at)).where(
                         CrmDelivery.state == "failed",
                         crmpush._connected(),  # connectors switched on
                     )
