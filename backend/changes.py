@@ -108,9 +108,8 @@ def _publish(session: Session) -> None:
         feed.setdefault(row["site_id"], []).append(row)
     numbered: dict[int, set[Any]] = pending["numbered"]
     postgresql = session.get_bind().dialect.name == "postgresql"
-    for site_id in sorted(
-        feed.keys() | numbered.keys()
-    ):  # in site order: two transactions never wait in a circle
+    # In site order: two transactions that publish for the same sites never wait for each other in a circle.
+    for site_id in sorted(feed.keys() | numbered.keys()):
         rows, ids = feed.get(site_id), sorted(numbered.get(site_id, ()))
         if postgresql:
             # Lock, feed rows, numbering in one round trip (migration 20261202_0020): the lock is held from

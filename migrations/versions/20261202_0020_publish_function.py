@@ -21,7 +21,7 @@ down_revision: str | Sequence[str] | None = "20261202_0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# p_feed: a JSON array of {site_id, user_id, min_role, kind, ref, payload}, written in array order (ids ascend);
+# p_feed: a JSON array of this site's {user_id, min_role, kind, ref, payload}, written in array order (ids ascend);
 # p_records: this site's records to give the next seq values, in id order.
 PUBLISH = """
 CREATE FUNCTION outage_publish(p_site integer, p_feed json, p_records uuid[]) RETURNS void
@@ -30,7 +30,7 @@ BEGIN
     PERFORM pg_advisory_xact_lock(4004, p_site);
     IF p_feed IS NOT NULL THEN
         INSERT INTO changes (site_id, user_id, min_role, kind, ref, payload, created_at)
-        SELECT (e->>'site_id')::integer, (e->>'user_id')::integer, e->>'min_role', e->>'kind', e->>'ref',
+        SELECT p_site, (e->>'user_id')::integer, e->>'min_role', e->>'kind', e->>'ref',
                e->'payload', now()
         FROM json_array_elements(p_feed) WITH ORDINALITY AS f(e, n)
         ORDER BY n;
